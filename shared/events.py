@@ -1,0 +1,181 @@
+"""Domain events: one typed payload class per event type, validated when emitted and when read.
+
+The envelope (`Event`) is what travels: outbox row -> Redis stream/pub-sub -> consumers. Payload
+shapes are declared here once so producer and consumer agree; `parse_event` refuses unknown types
+or payloads that do not match.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class EventPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    event_type: ClassVar[str]
+    version: ClassVar[int] = 1
+    category: ClassVar[str] = "general"  # preference bucket for notifications
+
+
+_REGISTRY: dict[str, type[EventPayload]] = {}
+
+
+def event(event_type: str, *, version: int = 1, category: str = "general"):
+    def register(cls: type[EventPayload]) -> type[EventPayload]:
+        cls.event_type, cls.version, cls.category = event_type, version, category
+        _REGISTRY[event_type] = cls
+        return cls
+
+    return register
+
+
+class Event(BaseModel):
+    """The envelope every event travels in."""
+
+    model_config = ConfigDict(frozen=True)
+    id: uuid.UUID
+    type: str
+    version: int
+    organization_id: uuid.UUID | None
+    actor_id: uuid.UUID | None
+    aggregate_id: str | None = None  # ordering is kept per aggregate
+    occurred_at: datetime
+    payload: dict[str, Any]
+
+    def typed_payload(self) -> EventPayload:
+        return payload_class(self.type).model_validate(self.payload)
+
+
+class UnknownEventType(KeyError):
+    pass
+
+
+def payload_class(event_type: str) -> type[EventPayload]:
+    try:
+        return _REGISTRY[event_type]
+    except KeyError:
+        raise UnknownEventType(event_type) from None
+
+
+def make_event(
+    payload: EventPayload,
+    *,
+    organization_id: uuid.UUID | None,
+    actor_id: uuid.UUID | None,
+    aggregate_id: str | None = None,
+) -> Event:
+    return Event(
+        id=uuid.uuid4(),
+        type=payload.event_type,
+        version=payload.version,
+        organization_id=organization_id,
+        actor_id=actor_id,
+        aggregate_id=aggregate_id,
+        occurred_at=datetime.now(timezone.utc),
+        payload=payload.model_dump(mode="json"),
+    )
+
+
+def parse_event(data: dict[str, Any] | str | bytes) -> Event:
+    ev = Event.model_validate_json(data) if isinstance(data, (str, bytes)) else Event.model_validate(data)
+    ev.typed_payload()  # validates the payload shape against its declared class
+    return ev
+
+
+# --- auth ---------------------------------------------------------------------------------------
+
+@event("auth.user_registered", category="account")
+class UserRegistered(EventPayload):
+    user_id: uuid.UUID
+    email: str
+    full_name: str
+    locale: str
+    verification_url: str
+
+
+@event("auth.email_verification_requested", category="security")
+class EmailVerificationRequested(EventPayload):
+    user_id: uuid.UUID
+    email: str
+    full_name: str
+    locale: str
+    verification_url: str
+
+
+@event("auth.password_reset_requested", category="security")
+class PasswordResetRequested(EventPayload):
+    user_id: uuid.UUID
+    email: str
+    full_name: str
+    locale: str
+    reset_url: str
+
+
+@event("auth.password_changed", category="security")
+class PasswordChanged(EventPayload):
+    user_id: uuid.UUID
+    email: str
+
+
+@event("auth.member_invited", category="account")
+class MemberInvited(EventPayload):
+    invitation_id: uuid.UUID
+    email: str
+    role: str
+    organization_name: str
+    invited_by_name: str
+    accept_url: str
+
+
+@event("auth.member_joined", category="account")
+class MemberJoined(EventPayload):
+    user_id: uuid.UUID
+    role: str
+
+
+@event("auth.member_role_changed", category="account")
+class MemberRoleChanged(EventPayload):
+    user_id: uuid.UUID
+    old_role: str
+    new_role: str
+
+
+@event("auth.member_removed", category="account")
+class MemberRemoved(EventPayload):
+    user_id: uuid.UUID
+
+
+@event("auth.mfa_enabled", category="security")
+class MfaEnabled(EventPayload):
+    user_id: uuid.UUID
+    email: str
+
+
+@event("auth.mfa_disabled", category="security")
+class MfaDisabled(EventPayload):
+    user_id: uuid.UUID
+    email: str
+
+
+@event("auth.api_key_created", category="security")
+class ApiKeyCreated(EventPayload):
+    api_key_id: uuid.UUID
+    name: str
+    permissions: list[str]
+
+
+@event("auth.api_key_revoked", category="security")
+class ApiKeyRevoked(EventPayload):
+    api_key_id: uuid.UUID
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+__all__ = ["Decimal"]  # re-exported so payloads can declare money fields without another import
