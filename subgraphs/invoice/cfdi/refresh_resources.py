@@ -1,0 +1,334 @@
+"""Regenerate `resources/` from the installed `satcfdi` wheel.
+
+Run: ``python -m subgraphs.invoice.cfdi.refresh_resources``
+
+Why: SAT publishes its XSD/XSLT and catalogs on its website (and the catalogs as an .xls that
+changes often). `satcfdi` mirrors them; we copy them once into plain files so that the app never
+imports satcfdi (it is a test-only dependency) and never hits the network at runtime.
+
+Columns SAT publishes in catCFDI.xls but satcfdi does not ship (regime applicability to personas
+físicas/morales, UsoCFDI allowed regimes, c_TasaOCuota) are transcribed below from SAT's
+catCFDI.xls (Anexo 20 4.0) and written alongside.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+import re
+import sqlite3
+from pathlib import Path
+
+RESOURCES = Path(__file__).with_name("resources")
+XSD_DIR = RESOURCES / "xsd"
+XSLT_DIR = RESOURCES / "xslt"
+CATALOG_DIR = RESOURCES / "catalogs"
+
+# Relative to satcfdi/transform/schemas/; also the path part of SAT's official URL.
+_XSD_FILES = {
+    "cfdv40.xsd": "www.sat.gob.mx/sitio_internet/cfd/4/cfdv40.xsd",
+    "catCFDI.xsd": "www.sat.gob.mx/sitio_internet/cfd/catalogos/catCFDI.xsd",
+    "tdCFDI.xsd": "www.sat.gob.mx/sitio_internet/cfd/tipoDatos/tdCFDI/tdCFDI.xsd",
+    "TimbreFiscalDigitalv11.xsd": "www.sat.gob.mx/sitio_internet/cfd/TimbreFiscalDigital/TimbreFiscalDigitalv11.xsd",
+    "Pagos20.xsd": "www.sat.gob.mx/sitio_internet/cfd/Pagos/Pagos20.xsd",
+    "catPagos.xsd": "www.sat.gob.mx/sitio_internet/cfd/catalogos/Pagos/catPagos.xsd",
+}
+_CADENA_XSLT = "www.sat.gob.mx/sitio_internet/cfd/4/cadenaoriginal_4_0/cadenaoriginal_4_0.xslt"
+_TFD_XSLT = "www.sat.gob.mx/sitio_internet/cfd/TimbreFiscalDigital/cadenaoriginal_TFD_1_1.xslt"
+
+_SQLITE_CATALOGS = {
+    # our file name -> satcfdi table
+    "c_RegimenFiscal": "C756_c_RegimenFiscal",
+    "c_UsoCFDI": "C756_c_UsoCFDI",
+    "c_FormaPago": "C756_c_FormaPago",
+    "c_MetodoPago": "C756_c_MetodoPago",
+    "c_Moneda": "C756_c_Moneda",
+    "c_Impuesto": "C756_c_Impuesto",
+    "c_ObjetoImp": "C756_c_ObjetoImp",
+    "c_Exportacion": "C756_c_Exportacion",
+    "c_TipoDeComprobante": "C756_c_TipoDeComprobante",
+    "c_TipoRelacion": "C756_c_TipoRelacion",
+    "c_Periodicidad": "C756_c_Periodicidad",
+    "c_Meses": "C756_c_Meses",
+    "c_ClaveUnidad": "C756_c_ClaveUnidad",
+    "c_ClaveProdServ": "C756_c_ClaveProdServ",
+    "c_CodigoPostal": "C756_c_CodigoPostal",
+    "c_Pais": "C756_c_Pais",
+}
+# Big catalogs are gzipped JSON; the rest plain JSON so diffs stay reviewable.
+_GZIPPED = {"c_ClaveProdServ", "c_CodigoPostal"}
+
+# catCFDI.xls columns "Persona Física" / "Persona Moral" of c_RegimenFiscal.
+REGIMEN_APPLIES: dict[str, tuple[bool, bool]] = {
+    "601": (False, True),
+    "603": (False, True),
+    "605": (True, False),
+    "606": (True, False),
+    "607": (True, False),
+    "608": (True, False),
+    "609": (False, True),
+    "610": (True, True),
+    "611": (True, False),
+    "612": (True, False),
+    "614": (True, False),
+    "615": (True, False),
+    "616": (True, False),
+    "620": (False, True),
+    "621": (True, False),
+    "622": (False, True),
+    "623": (False, True),
+    "624": (False, True),
+    "625": (True, False),
+    "626": (True, True),
+    "628": (False, True),
+    "629": (True, False),
+    "630": (True, False),
+}
+
+_BUSINESS = ["601", "603", "606", "612", "620", "621", "622", "623", "624", "625", "626"]
+_PERSONAL = ["605", "606", "608", "611", "612", "614", "607", "615", "625"]
+_ANY = [
+    "601",
+    "603",
+    "605",
+    "606",
+    "608",
+    "610",
+    "611",
+    "612",
+    "614",
+    "616",
+    "620",
+    "621",
+    "622",
+    "623",
+    "624",
+    "607",
+    "615",
+    "625",
+    "626",
+]
+# catCFDI.xls c_UsoCFDI columns: Física, Moral, "Régimen Fiscal Receptor".
+USO_CFDI_RULES: dict[str, tuple[bool, bool, list[str]]] = {
+    "G01": (True, True, _BUSINESS),
+    "G02": (True, True, sorted(_BUSINESS + ["616"])),
+    "G03": (True, True, _BUSINESS),
+    **{f"I0{i}": (True, True, _BUSINESS) for i in range(1, 9)},
+    **{f"D{i:02d}": (True, False, _PERSONAL) for i in range(1, 11)},
+    "S01": (True, True, _ANY),
+    "CP01": (True, True, _ANY),
+    "CN01": (True, False, ["605"]),
+    # P01 was removed in 4.0: no regime accepts it, so it always fails the compatibility rule.
+    "P01": (False, False, []),
+}
+
+# c_TasaOCuota (catCFDI.xls): kind, min, max, impuesto, factor, traslado, retencion.
+TASA_O_CUOTA = [
+    ("Fijo", "0.000000", "0.000000", "002", "Tasa", True, False),
+    ("Fijo", "0.160000", "0.160000", "002", "Tasa", True, False),
+    ("Fijo", "0.080000", "0.080000", "002", "Tasa", True, False),
+    ("Rango", "0.000000", "0.160000", "002", "Tasa", False, True),
+    ("Fijo", "0.265000", "0.265000", "003", "Tasa", True, True),
+    ("Fijo", "0.300000", "0.300000", "003", "Tasa", True, True),
+    ("Fijo", "0.530000", "0.530000", "003", "Tasa", True, True),
+    ("Fijo", "0.500000", "0.500000", "003", "Tasa", True, True),
+    ("Fijo", "1.600000", "1.600000", "003", "Tasa", True, True),
+    ("Fijo", "0.304000", "0.304000", "003", "Tasa", True, True),
+    ("Fijo", "0.250000", "0.250000", "003", "Tasa", True, True),
+    ("Fijo", "0.090000", "0.090000", "003", "Tasa", True, True),
+    ("Fijo", "0.080000", "0.080000", "003", "Tasa", True, True),
+    ("Fijo", "0.070000", "0.070000", "003", "Tasa", True, True),
+    ("Fijo", "0.060000", "0.060000", "003", "Tasa", True, True),
+    ("Fijo", "0.030000", "0.030000", "003", "Tasa", True, False),
+    ("Fijo", "0.000000", "0.000000", "003", "Tasa", True, False),
+    ("Rango", "0.000000", "59.144900", "003", "Cuota", True, True),
+    ("Rango", "0.000000", "0.350000", "001", "Tasa", False, True),
+]
+
+
+def _satcfdi_root() -> Path:
+    import satcfdi  # test/dev-only dependency; imported only by this script
+
+    return Path(satcfdi.__file__).parent
+
+
+def _flatten_refs(text: str) -> str:
+    """Point xs:import/xsl:include at sibling files (we store each kind in one flat folder)."""
+    text = re.sub(r'schemaLocation="[^"]*/([^"/]+)"', r'schemaLocation="\1"', text)
+    return re.sub(r'href="[^"]*/([^"/]+)"', r'href="\1"', text)
+
+
+def copy_schemas(schemas: Path) -> None:
+    XSD_DIR.mkdir(parents=True, exist_ok=True)
+    for name, rel in _XSD_FILES.items():
+        (XSD_DIR / name).write_text(_flatten_refs((schemas / rel).read_text("utf-8")), "utf-8")
+
+
+def copy_xslts(schemas: Path) -> None:
+    XSLT_DIR.mkdir(parents=True, exist_ok=True)
+    for old in XSLT_DIR.glob("*.xslt"):
+        old.unlink()
+    main = schemas / _CADENA_XSLT
+    text = main.read_text("utf-8")
+    for href in re.findall(r'<xsl:include href="([^"]+)"', text):
+        src = (main.parent / href).resolve()
+        dst = XSLT_DIR / src.name
+        if dst.exists():
+            raise RuntimeError(f"two included XSLTs named {src.name}")
+        dst.write_text(_flatten_refs(src.read_text("utf-8")), "utf-8")
+    (XSLT_DIR / main.name).write_text(_flatten_refs(text), "utf-8")
+    tfd = schemas / _TFD_XSLT
+    (XSLT_DIR / tfd.name).write_text(_flatten_refs(tfd.read_text("utf-8")), "utf-8")
+
+
+def _rows(conn: sqlite3.Connection, table: str) -> list[tuple[object, object]]:
+    out = [(pickle.loads(k), pickle.loads(v)) for k, v in conn.execute(f"SELECT key, value FROM {table}")]
+    return sorted(out, key=lambda kv: str(kv[0]))
+
+
+def _entry(name: str, code: object, value: object) -> dict[str, object]:
+    if name == "c_Moneda":
+        return {"code": code, "description": value[0], "decimals": value[1]}
+    if name == "c_CodigoPostal":
+        state, municipality, locality, _border, timezone = value
+        return {
+            "code": code,
+            "description": f"{state} {municipality} {locality}".strip(),
+            "state": state,
+            "municipality": municipality,
+            "locality": locality,
+            "timezone": timezone,
+        }
+    if name == "c_RegimenFiscal":
+        fisica, moral = REGIMEN_APPLIES[code]
+        return {"code": code, "description": value, "fisica": fisica, "moral": moral}
+    if name == "c_UsoCFDI":
+        fisica, moral, regimes = USO_CFDI_RULES[code]
+        return {"code": code, "description": value, "fisica": fisica, "moral": moral, "regimes": regimes}
+    if isinstance(value, (list, tuple)):
+        value = value[0]
+    return {"code": code, "description": value}
+
+
+def _write_catalog(name: str, entries: list[dict[str, object]]) -> None:
+    data = json.dumps(entries, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if name in _GZIPPED:
+        # mtime=0 keeps the output byte-stable across refreshes.
+        (CATALOG_DIR / f"{name}.json.gz").write_bytes(gzip.compress(data, 9, mtime=0))
+    else:
+        text = json.dumps(entries, ensure_ascii=False, indent=0)
+        (CATALOG_DIR / f"{name}.json").write_text(text + "\n", "utf-8")
+
+
+def write_catalogs(root: Path) -> None:
+    CATALOG_DIR.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(root / "catalogs" / "catalogs.db")
+    try:
+        for name, table in _SQLITE_CATALOGS.items():
+            _write_catalog(name, [_entry(name, k, v) for k, v in _rows(conn, table)])
+    finally:
+        conn.close()
+    _write_catalog("c_TipoFactor", [{"code": c, "description": c} for c in ("Tasa", "Cuota", "Exento")])
+    _write_catalog(
+        "c_TasaOCuota",
+        [
+            {"kind": k, "min": lo, "max": hi, "tax": tax, "factor": f, "transfer": t, "withholding": w}
+            for k, lo, hi, tax, f, t, w in TASA_O_CUOTA
+        ],
+    )
+
+
+def _size(path: Path) -> str:
+    text = f"{path.stat().st_size / 1024:.0f} KB"
+    if path.name.endswith(".gz"):
+        text += f" (gzip; {len(gzip.decompress(path.read_bytes())) / 1024 / 1024:.1f} MB uncompressed)"
+    return text
+
+
+def write_sources(schemas: Path, version: str) -> None:
+    """resources/SOURCES.md: official SAT URL of every file and the satcfdi version used."""
+    sat = "http://www.sat.gob.mx/"
+    xsd_rows = [f"| xsd/{name} | {sat}{rel.split('/', 1)[1]} |" for name, rel in _XSD_FILES.items()]
+    main_xslt = schemas / _CADENA_XSLT
+    xslt_rows = [
+        f"| xslt/{main_xslt.name} | {sat}{_CADENA_XSLT.split('/', 1)[1]} |",
+        f"| xslt/cadenaoriginal_TFD_1_1.xslt | {sat}{_TFD_XSLT.split('/', 1)[1]} |",
+    ]
+    for href in re.findall(r'<xsl:include href="([^"]+)"', main_xslt.read_text("utf-8")):
+        rel = (main_xslt.parent / href).resolve().relative_to(schemas.resolve() / "www.sat.gob.mx")
+        xslt_rows.append(f"| xslt/{rel.name} | {sat}{rel.as_posix()} |")
+    cat_rows = [f"| catalogs/{p.name} | {_size(p)} |" for p in sorted(CATALOG_DIR.iterdir())]
+    text = SOURCES_TEMPLATE.format(
+        version=version, xsd="\n".join(xsd_rows), xslt="\n".join(xslt_rows), catalogs="\n".join(cat_rows)
+    )
+    (RESOURCES / "SOURCES.md").write_text(text, "utf-8")
+
+
+SOURCES_TEMPLATE = """# Sources of `resources/`
+
+Everything here is SAT's public material, copied from the **satcfdi {version}** wheel
+(`satcfdi/transform/schemas/www.sat.gob.mx/...` for XSD/XSLT, `satcfdi/catalogs/catalogs.db` for
+catalogs), which mirrors SAT's site. Regenerate with:
+
+    python -m subgraphs.invoice.cfdi.refresh_resources
+
+The only change made to SAT files: `xs:import/@schemaLocation` and `xsl:include/@href` are
+rewritten to sibling file names (everything is stored flat), so nothing is ever fetched from the
+network. Sizes: xsd/ ~5 MB (catCFDI.xsd alone is 5 MB of enumerations), xslt/ ~0.25 MB,
+catalogs/ ~1.1 MB (c_CodigoPostal and c_ClaveProdServ gzipped).
+
+## XSD (`xsd/`)
+
+| file | official URL |
+|---|---|
+{xsd}
+
+## XSLT (`xslt/`)
+
+`cadenaoriginal_4_0.xslt` includes the XSLT of every complement SAT publishes (nómina, pagos,
+comercio exterior, ...); all are copied so the cadena of any stamped CFDI can be computed.
+`utilerias.xslt` (templates Requerido/Opcional/ManejaEspacios) is shared.
+
+| file | official URL |
+|---|---|
+{xslt}
+
+## Catalogs (`catalogs/`)
+
+Catálogos del CFDI 4.0 — official source: SAT's catCFDI_V_4.xls
+(http://omawww.sat.gob.mx/tramitesyservicios/Paginas/documentos/catCFDI_V_4.xls), which satcfdi
+converts to sqlite. Each file is a JSON list of `{{"code", "description", ...}}`.
+
+| file | size |
+|---|---|
+{catalogs}
+
+Columns satcfdi does not ship, transcribed by hand from catCFDI_V_4.xls into
+`refresh_resources.py` (constants `REGIMEN_APPLIES`, `USO_CFDI_RULES`, `TASA_O_CUOTA`):
+
+- c_RegimenFiscal: `fisica` / `moral` (columns "Física", "Moral").
+- c_UsoCFDI: `fisica` / `moral` and `regimes` (column "Régimen Fiscal Receptor").
+- c_TasaOCuota: the whole catalog (ranges/fixed values per impuesto, factor, traslado/retención).
+  The IEPS Cuota upper bound (59.1449) changes when SAT updates the catalog.
+- c_TipoFactor: the `c_TipoFactor` enumeration of catCFDI.xsd.
+
+Note: `*.json.gz` is not matched by the `package-data` globs in pyproject.toml (`*.json` is); a
+non-editable install needs `"*.gz"` added there.
+"""
+
+
+def main() -> None:
+    root = _satcfdi_root()
+    schemas = root / "transform" / "schemas"
+    copy_schemas(schemas)
+    copy_xslts(schemas)
+    write_catalogs(root)
+    from satcfdi.__version__ import __version__
+
+    write_sources(schemas, __version__)
+    print(f"resources refreshed from satcfdi {__version__} into {RESOURCES}")
+
+
+if __name__ == "__main__":
+    main()

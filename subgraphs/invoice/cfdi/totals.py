@@ -1,0 +1,157 @@
+"""Concept amounts, taxes and invoice totals, in Decimal with one rounding policy.
+
+Policy (documented once, applied everywhere):
+- Amounts are rounded to the currency's decimals from c_Moneda (MXN 2, JPY 0, CLF 4; XXX 0),
+  ROUND_HALF_UP — the rounding Mexican accountants and SAT's examples use.
+- Per concept: Importe = round(Cantidad * ValorUnitario). Each tax: Base = round(Importe -
+  Descuento) unless given; Importe = round(Base * TasaOCuota) (Tasa or Cuota; Exento has none).
+- Invoice-level transfers are grouped by (Impuesto, TipoFactor, TasaOCuota) and withholdings by
+  Impuesto, each summed from the *rounded* concept amounts — SAT requires the summary to equal
+  the sum of the concepts (CFDI40221/CFDI40224...), so we never re-round a grouped base.
+- SubTotal = Σ Importe; Descuento = Σ Descuento (only if any concept has one);
+  Total = SubTotal - Descuento + TotalImpuestosTrasladados - TotalImpuestosRetenidos.
+- Traslado (T) and Pago (P) vouchers carry no economic value: SubTotal = Total = 0 and no
+  invoice-level Impuestos (SAT CFDI40109/CFDI40201), whatever the concepts say.
+
+SAT's Anexo 20 tolerances (checked by `concept_amount_bounds` / `tax_amount_bounds`) admit any
+value between the product computed with each factor lowered/raised by half a unit of its last
+written decimal; exact rounding of the true product always lands inside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+
+from . import catalogs
+from .models import Concept, Invoice, Tax, TaxTotal
+
+ZERO = Decimal(0)
+
+
+def quantum(decimals: int) -> Decimal:
+    return Decimal(1).scaleb(-decimals)
+
+
+def round_money(value: Decimal, decimals: int) -> Decimal:
+    """Round half-up to `decimals` places; refuses floats so one can never slip into a total."""
+    if not isinstance(value, Decimal):
+        raise TypeError(f"se esperaba Decimal, no {type(value).__name__}")
+    return value.quantize(quantum(decimals), rounding=ROUND_HALF_UP)
+
+
+def _written_decimals(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def concept_amount_bounds(quantity: Decimal, unit_price: Decimal, decimals: int) -> tuple[Decimal, Decimal]:
+    """SAT's admissible [min, max] for a concept's Importe (Anexo 20, Concepto/@Importe).
+
+    lower = (Cantidad - 10^-nc/2) * (ValorUnitario - 10^-nv/2), truncated to the currency decimals;
+    upper = (Cantidad + 10^-nc/2) * (ValorUnitario + 10^-nv/2), rounded up; nc/nv are the decimals
+    each factor is written with.
+    """
+    half_q = quantum(_written_decimals(quantity)) / 2
+    half_v = quantum(_written_decimals(unit_price)) / 2
+    q = quantum(decimals)
+    lower = ((quantity - half_q) * (unit_price - half_v)).quantize(q, rounding=ROUND_FLOOR)
+    upper = ((quantity + half_q) * (unit_price + half_v)).quantize(q, rounding=ROUND_CEILING)
+    return max(lower, ZERO), upper
+
+
+def tax_amount_bounds(base: Decimal, rate: Decimal, decimals: int) -> tuple[Decimal, Decimal]:
+    """SAT's admissible [min, max] for a tax Importe: (Base ∓ 10^-nb/2) * TasaOCuota."""
+    half_b = quantum(_written_decimals(base)) / 2
+    q = quantum(decimals)
+    lower = ((base - half_b) * rate).quantize(q, rounding=ROUND_FLOOR)
+    upper = ((base + half_b) * rate).quantize(q, rounding=ROUND_CEILING)
+    return max(lower, ZERO), upper
+
+
+def _compute_tax(tax: Tax, default_base: Decimal, decimals: int) -> Tax:
+    base = round_money(tax.base, decimals) if tax.base is not None else default_base
+    if tax.factor_type == "Exento":
+        return replace(tax, base=base, rate=None, amount=None)
+    if tax.rate is None:
+        raise ValueError("TasaOCuota requerida salvo en impuestos exentos")
+    return replace(tax, base=base, amount=round_money(base * tax.rate, decimals))
+
+
+def compute_concept(concept: Concept, decimals: int) -> Concept:
+    """A copy of `concept` with Importe and each tax's Base/Importe computed."""
+    amount = round_money(concept.quantity * concept.unit_price, decimals)
+    discount = round_money(concept.discount, decimals) if concept.discount is not None else None
+    base = amount - (discount or ZERO)
+    return replace(
+        concept,
+        amount=amount,
+        discount=discount,
+        transferred_taxes=[_compute_tax(t, base, decimals) for t in concept.transferred_taxes],
+        withheld_taxes=[_compute_tax(t, base, decimals) for t in concept.withheld_taxes],
+    )
+
+
+def group_transferred(concepts: list[Concept]) -> list[TaxTotal]:
+    """Invoice-level Traslados: one line per (Impuesto, TipoFactor, TasaOCuota), first-seen order."""
+    groups: dict[tuple[str, str, Decimal | None], TaxTotal] = {}
+    for concept in concepts:
+        for t in concept.transferred_taxes:
+            key = (t.tax, t.factor_type, t.rate)
+            line = groups.get(key)
+            if line is None:
+                line = groups[key] = TaxTotal(t.tax, None if t.amount is None else ZERO, t.factor_type, t.rate, ZERO)
+            line.base += t.base
+            if t.amount is not None:
+                line.amount = (line.amount or ZERO) + t.amount
+    return list(groups.values())
+
+
+def group_withheld(concepts: list[Concept]) -> list[TaxTotal]:
+    """Invoice-level Retenciones: one line per Impuesto."""
+    groups: dict[str, TaxTotal] = {}
+    for concept in concepts:
+        for t in concept.withheld_taxes:
+            line = groups.setdefault(t.tax, TaxTotal(t.tax, ZERO))
+            line.amount += t.amount or ZERO
+    return list(groups.values())
+
+
+def compute_totals(invoice: Invoice) -> Invoice:
+    """A copy of `invoice` with every computed amount filled per the module's rounding policy."""
+    decimals = catalogs.currency_decimals(invoice.currency)
+    concepts = [compute_concept(c, decimals) for c in invoice.concepts]
+    if invoice.voucher_type in ("T", "P"):
+        zero = round_money(ZERO, decimals)
+        return replace(
+            invoice,
+            concepts=concepts,
+            subtotal=zero,
+            discount=None,
+            total=zero,
+            total_transferred=None,
+            total_withheld=None,
+            transferred_totals=[],
+            withheld_totals=[],
+        )
+    subtotal = sum((c.amount for c in concepts), ZERO)
+    has_discount = any(c.discount is not None for c in concepts)
+    discount = sum((c.discount or ZERO for c in concepts), ZERO) if has_discount else None
+    transferred = group_transferred(concepts)
+    withheld = group_withheld(concepts)
+    taxed = [t.amount for t in transferred if t.amount is not None]
+    # Only-exempt transfers carry no TotalImpuestosTrasladados (SAT: omit when no Importe).
+    total_transferred = sum(taxed, ZERO) if taxed else None
+    total_withheld = sum((t.amount for t in withheld), ZERO) if withheld else None
+    total = subtotal - (discount or ZERO) + (total_transferred or ZERO) - (total_withheld or ZERO)
+    return replace(
+        invoice,
+        concepts=concepts,
+        subtotal=subtotal,
+        discount=discount,
+        total=total,
+        total_transferred=total_transferred,
+        total_withheld=total_withheld,
+        transferred_totals=transferred,
+        withheld_totals=withheld,
+    )
