@@ -1,0 +1,213 @@
+// Hive Gateway configuration for local development and CI (production uses the Apollo Router,
+// see router.yaml). Start it with supergraph/gateway.sh (or see README.md for the raw command).
+//
+// Environment (all optional):
+//   GATEWAY_HOST / GATEWAY_PORT        listen address (default 127.0.0.1:4000; passed as --host/--port by gateway.sh)
+//   SUPERGRAPH_PATH                    supergraph SDL (default schema/supergraph.graphql)
+//   AUTH_URL, INVOICE_URL, NOTIFICATION_URL (, EXPENSE_URL once it exists)
+//                                      subgraph URL overrides; default: routing URLs baked into the supergraph
+//   JWKS_URL                           default `${origin of the auth URL}/.well-known/jwks.json`
+//   JWT_ISSUER / JWT_AUDIENCE          default "facturacion-auth" / "facturacion-api"
+//   PERSISTED_ONLY=true                reject documents that are not in persisted-documents.json
+//   PERSISTED_DOCUMENTS_PATH           default supergraph/persisted-documents.json
+//   CORS_ORIGINS                       comma-separated allowed origins ("*" = any). Unset: any origin
+//                                      outside production, CORS disabled in production
+//   NODE_ENV=production                introspection, GraphiQL and the landing page off
+//   MAX_DEPTH / MAX_TOKENS / MAX_ALIASES   default 12 / 2000 / 30
+import { readFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import process from 'node:process';
+import { fileURLToPath } from 'node:url';
+
+import { defineConfig } from '@graphql-hive/gateway';
+import { GraphQLError } from 'graphql';
+import { createRemoteJWKSet, jwtVerify } from 'jose';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const env = process.env;
+const production = env.NODE_ENV === 'production';
+
+const supergraphPath = path.resolve(env.SUPERGRAPH_PATH || path.join(here, '..', 'schema', 'supergraph.graphql'));
+
+// ---------------------------------------------------------------------------------------------
+// Subgraph URL overrides. Keys are subgraph names as in supergraph.yaml / join__Graph.
+// ---------------------------------------------------------------------------------------------
+const SUBGRAPH_URL_ENV = {
+  auth: 'AUTH_URL',
+  invoice: 'INVOICE_URL',
+  // expense: 'EXPENSE_URL',  // planned subgraph (port 4003): uncomment when it joins the supergraph
+  notification: 'NOTIFICATION_URL',
+};
+
+/** routing URLs baked into the supergraph: {name: url} */
+function supergraphRoutingUrls() {
+  if (!existsSync(supergraphPath)) return {};
+  const sdl = readFileSync(supergraphPath, 'utf8');
+  const urls = {};
+  for (const m of sdl.matchAll(/@join__graph\(\s*name:\s*"([^"]+)"\s*,\s*url:\s*"([^"]*)"\s*\)/g)) urls[m[1]] = m[2];
+  return urls;
+}
+
+const transportEntries = {
+  // Every HTTP subgraph: run subscriptions over WebSocket (graphql-transport-ws) on the same URL
+  // (http -> ws). Strawberry serves graphql-transport-ws on /graphql.
+  '*.http': {
+    options: {
+      subscriptions: {
+        kind: 'ws',
+        // WebSocket subgraph connections get no propagated headers, so hand the client's
+        // Authorization on explicitly: in the connection_init payload and as an upgrade header.
+        // (Interpolated per operation; empty values are dropped, so anonymous stays anonymous.)
+        headers: [['authorization', '{context.forwardedAuthorization}']],
+        options: {
+          connectionParams: { Authorization: '{context.forwardedAuthorization}' },
+        },
+      },
+    },
+  },
+};
+for (const [name, variable] of Object.entries(SUBGRAPH_URL_ENV)) {
+  if (env[variable]) transportEntries[name] = { location: env[variable] };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optional JWT verification (RS256 / EdDSA) against the auth subgraph's JWKS.
+// No token: anonymous (signUp/logIn). A token that is present but invalid: HTTP 401.
+// The token itself is forwarded untouched; subgraphs verify it again.
+// ---------------------------------------------------------------------------------------------
+const authUrl = env.AUTH_URL || supergraphRoutingUrls().auth || 'http://127.0.0.1:4001/graphql';
+const jwksUrl = env.JWKS_URL || `${new URL(authUrl).origin}/.well-known/jwks.json`;
+const jwks = createRemoteJWKSet(new URL(jwksUrl), {
+  timeoutDuration: 5_000,
+  cooldownDuration: 30_000, // an unknown `kid` refetches the JWKS at most every 30 s (key rotation)
+  cacheMaxAge: 10 * 60_000,
+});
+const jwtOptions = {
+  issuer: env.JWT_ISSUER || 'facturacion-auth',
+  audience: env.JWT_AUDIENCE || 'facturacion-api',
+  algorithms: ['RS256', 'EdDSA'],
+  clockTolerance: 30,
+};
+
+function unauthenticated(message) {
+  return new GraphQLError(message, {
+    extensions: {
+      code: 'UNAUTHENTICATED',
+      http: { status: 401, headers: { 'www-authenticate': 'Bearer error="invalid_token"' } },
+    },
+  });
+}
+
+/** Authorization from the HTTP request, or from the graphql-ws connection_init payload. */
+function clientAuthorization(context) {
+  const params = context.connectionParams;
+  if (params && typeof params === 'object') {
+    for (const key of Object.keys(params)) {
+      if (key.toLowerCase() === 'authorization' && typeof params[key] === 'string') return params[key];
+    }
+  }
+  return context.request?.headers?.get?.('authorization') || undefined;
+}
+
+function useOptionalJwt() {
+  return {
+    onContextBuilding({ context, extendContext }) {
+      const authorization = clientAuthorization(context);
+      if (!authorization) return undefined;
+      const match = /^Bearer\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/i.exec(authorization.trim());
+      if (!match) throw unauthenticated('Malformed Authorization header: expected "Bearer <JWT>"');
+      return jwtVerify(match[1], jwks, jwtOptions).then(
+        ({ payload }) => {
+          extendContext({ jwt: payload, forwardedAuthorization: authorization });
+        },
+        (err) => {
+          // JWKS unreachable / broken: not the client's fault, so 503 rather than 401.
+          if (err?.code === 'ERR_JWKS_TIMEOUT' || err?.code === 'ERR_JWKS_INVALID' || err?.name === 'TypeError') {
+            throw new GraphQLError('Cannot verify the token right now (JWKS unavailable)', {
+              extensions: { code: 'AUTH_UNAVAILABLE', http: { status: 503 } },
+            });
+          }
+          throw unauthenticated(`Invalid token: ${err?.code ?? 'verification failed'}`);
+        },
+      );
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Max aliases (not among the CLI's built-in armor options): a validation rule.
+// ---------------------------------------------------------------------------------------------
+const maxAliases = Number(env.MAX_ALIASES || 30);
+function useMaxAliases(limit) {
+  const rule = (ctx) => {
+    let count = 0;
+    return {
+      Field(node) {
+        if (node.alias && ++count === limit + 1) {
+          ctx.reportError(new GraphQLError(`Syntax Error: Aliases limit of ${limit} exceeded.`, { nodes: [node] }));
+        }
+      },
+    };
+  };
+  return { onValidate: ({ addValidationRule }) => addValidationRule(rule) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Persisted documents ({sha256: document}, generated by persist.mjs).
+// ---------------------------------------------------------------------------------------------
+const persistedPath = path.resolve(env.PERSISTED_DOCUMENTS_PATH || path.join(here, 'persisted-documents.json'));
+const persisted = existsSync(persistedPath) ? JSON.parse(readFileSync(persistedPath, 'utf8')) : {};
+const persistedOnly = /^(1|true|yes)$/i.test(env.PERSISTED_ONLY || '');
+
+// ---------------------------------------------------------------------------------------------
+// CORS
+// ---------------------------------------------------------------------------------------------
+function corsConfig() {
+  const origins = (env.CORS_ORIGINS || '').split(',').map((o) => o.trim()).filter(Boolean);
+  if (origins.length === 0) return !production; // dev: reflect any origin; production: off
+  return {
+    origin: origins.includes('*') ? '*' : origins,
+    credentials: !origins.includes('*'),
+    methods: ['GET', 'POST', 'OPTIONS'],
+    allowedHeaders: ['authorization', 'content-type', 'x-request-id', 'accept'],
+    exposedHeaders: ['x-request-id'],
+    maxAge: 600,
+  };
+}
+
+export const gatewayConfig = defineConfig({
+  supergraph: supergraphPath,
+  host: env.GATEWAY_HOST || '127.0.0.1',
+  port: Number(env.GATEWAY_PORT || 4000),
+  graphqlEndpoint: '/graphql',
+  healthCheckEndpoint: '/healthcheck', // liveness: the process answers
+  readinessCheckEndpoint: '/readiness', // readiness: the supergraph is loaded
+  pollingInterval: 10_000, // pick up a re-composed schema/supergraph.graphql without a restart
+  transportEntries,
+  propagateHeaders: {
+    fromClientToSubgraphs({ request, context }) {
+      return {
+        authorization: context?.forwardedAuthorization ?? request.headers.get('authorization') ?? undefined,
+        'x-request-id': request.headers.get('x-request-id') ?? undefined,
+      };
+    },
+  },
+  persistedDocuments: {
+    getPersistedOperation: (id) => persisted[String(id).replace(/^sha256:/, '').toLowerCase()] ?? null,
+    extractPersistedOperationId: (params) => {
+      if (typeof params.documentId === 'string') return params.documentId;
+      const pq = params.extensions?.persistedQuery;
+      return pq && pq.version === 1 && typeof pq.sha256Hash === 'string' ? pq.sha256Hash : null;
+    },
+    allowArbitraryDocuments: !persistedOnly,
+  },
+  maxDepth: Number(env.MAX_DEPTH || 12),
+  maxTokens: Number(env.MAX_TOKENS || 2000),
+  blockFieldSuggestions: true,
+  ...(production ? { disableIntrospection: true } : {}),
+  graphiql: !production,
+  landingPage: !production,
+  cors: corsConfig(),
+  gracefulShutdownTimeout: 5_000,
+  plugins: () => [useOptionalJwt(), useMaxAliases(maxAliases)],
+});

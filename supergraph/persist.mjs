@@ -1,0 +1,142 @@
+#!/usr/bin/env node
+// Build the persisted-documents manifest supergraph/persisted-documents.json ({sha256: document})
+// from schema/operations/*.graphql. One file = one document (one operation plus the fragments it
+// uses). The stored document is the graphql-js `print()` of the file, and its key is the lowercase
+// hex SHA-256 of that printed text, so any client that prints the same AST gets the same hash.
+//
+//   node supergraph/persist.mjs            # (re)write the manifest; no operations -> {}
+//   node supergraph/persist.mjs --check    # exit 1 if the committed manifest is stale
+//
+// Options:
+//   --operations <dir>  default: schema/operations
+//   --output <file>     default: supergraph/persisted-documents.json
+//   --schema <file>     supergraph to validate operations against (default: schema/supergraph.graphql,
+//                       skipped with a warning when it does not exist)
+//   --no-validate       do not validate operations against the supergraph's API schema
+//   --check             compare instead of writing
+//
+// Clients send {"documentId": "<hash>"} or the Apollo APQ shape
+// {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "<hash>"}}}.
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import process from 'node:process';
+import { fileURLToPath } from 'node:url';
+
+import { Kind, parse, print, Source, validate } from 'graphql';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+function parseArgs(argv) {
+  const opts = {
+    operations: path.join(here, '..', 'schema', 'operations'),
+    output: path.join(here, 'persisted-documents.json'),
+    schema: path.join(here, '..', 'schema', 'supergraph.graphql'),
+    validate: true,
+    check: false,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const v = () => {
+      if (argv[i + 1] === undefined) throw new Error(`${a} needs a value`);
+      return path.resolve(argv[++i]);
+    };
+    if (a === '--operations') opts.operations = v();
+    else if (a === '--output') opts.output = v();
+    else if (a === '--schema') opts.schema = v();
+    else if (a === '--no-validate') opts.validate = false;
+    else if (a === '--check') opts.check = true;
+    else throw new Error(`unknown argument: ${a}`);
+  }
+  return opts;
+}
+
+export function sha256(text) {
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}
+
+async function apiSchemaFrom(supergraphFile) {
+  // The supergraph contains join__/link__ machinery; clients see its API schema.
+  const { Supergraph } = await import('@apollo/federation-internals');
+  return Supergraph.build(readFileSync(supergraphFile, 'utf8')).apiSchema().toGraphQLJSSchema();
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const files = existsSync(opts.operations)
+    ? readdirSync(opts.operations).filter((f) => f.endsWith('.graphql')).sort()
+    : [];
+
+  let schema;
+  if (opts.validate && files.length) {
+    if (existsSync(opts.schema)) schema = await apiSchemaFrom(opts.schema);
+    else console.error(`warning: ${opts.schema} not found; operations are not validated`);
+  }
+
+  const manifest = {};
+  const names = new Map();
+  const problems = [];
+  for (const f of files) {
+    const file = path.join(opts.operations, f);
+    let doc;
+    try {
+      doc = parse(new Source(readFileSync(file, 'utf8'), f));
+    } catch (e) {
+      problems.push(`${f}: ${e.message}`);
+      continue;
+    }
+    const ops = doc.definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION);
+    if (ops.length !== 1) {
+      problems.push(`${f}: expected exactly one operation, found ${ops.length}`);
+      continue;
+    }
+    const name = ops[0].name?.value;
+    if (!name) {
+      problems.push(`${f}: the operation must be named`);
+      continue;
+    }
+    if (names.has(name)) {
+      problems.push(`${f}: operation name ${name} is already used in ${names.get(name)}`);
+      continue;
+    }
+    names.set(name, f);
+    if (schema) {
+      for (const err of validate(schema, doc)) {
+        const loc = err.locations?.[0];
+        problems.push(`${f}${loc ? `:${loc.line}:${loc.column}` : ''}: ${err.message}`);
+      }
+    }
+    const printed = print(doc);
+    manifest[sha256(printed)] = printed;
+  }
+  if (problems.length) {
+    console.error(`persisted documents: ${problems.length} problem(s):`);
+    for (const p of problems) console.error(`  error ${p}`);
+    return 1;
+  }
+
+  const sorted = Object.fromEntries(Object.entries(manifest).sort(([a], [b]) => a.localeCompare(b)));
+  const text = JSON.stringify(sorted, null, 2) + '\n';
+  const current = existsSync(opts.output) ? readFileSync(opts.output, 'utf8') : null;
+  const count = Object.keys(sorted).length;
+  if (opts.check) {
+    if (current !== text) {
+      console.error(`DRIFT: ${opts.output} is stale (${count} document(s) expected); run: node supergraph/persist.mjs`);
+      return 1;
+    }
+    console.log(`ok: persisted-documents manifest up to date (${count} document(s))`);
+    return 0;
+  }
+  if (current !== text) {
+    const tmp = `${opts.output}.tmp-${process.pid}`;
+    writeFileSync(tmp, text);
+    renameSync(tmp, opts.output);
+  }
+  console.log(`${current === text ? 'unchanged' : 'wrote'} ${path.relative(process.cwd(), opts.output)} (${count} document(s))`);
+  return 0;
+}
+
+main().then(
+  (code) => { process.exitCode = code; },
+  (e) => { console.error(`error: ${e.message}`); process.exitCode = 2; },
+);

@@ -1,0 +1,286 @@
+"""End to end: the Hive Gateway (supergraph/gateway.sh + gateway.config.mjs) in front of two tiny
+Strawberry federation subgraphs (fixtures/gateway_subgraphs.py) with a JWKS we serve ourselves.
+
+Checks subgraph URL overrides from env, federated queries, optional JWT (RS256 + EdDSA; forged,
+expired, wrong-audience and HS256 tokens rejected), Authorization / x-request-id forwarding,
+security limits, persisted documents, subscriptions over WebSocket (graphql-transport-ws) and SSE,
+health endpoints and a clean exit on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+NODE = shutil.which("node")
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        NODE is None or not (ROOT / "supergraph" / "node_modules" / "@graphql-hive" / "gateway").is_dir(),
+        reason="node or supergraph/node_modules missing (npm ci --prefix supergraph)",
+    ),
+]
+
+jwt = pytest.importorskip("jwt")
+websockets = pytest.importorskip("websockets")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def _make_keys(path: Path) -> dict:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+    from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
+
+    def pem(k) -> str:
+        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # not in the JWKS
+    pub_rsa = {**json.loads(RSAAlgorithm.to_jwk(rsa_key.public_key())), "kid": "rsa1", "alg": "RS256", "use": "sig"}
+    pub_ed = {**json.loads(OKPAlgorithm.to_jwk(ed_key.public_key())), "kid": "ed1", "alg": "EdDSA", "use": "sig"}
+    keys = {"public": [pub_rsa, pub_ed], "rsa": pem(rsa_key), "ed": pem(ed_key), "forger": pem(forger)}
+    path.write_text(json.dumps(keys))
+    return keys
+
+
+class Stack:
+    def __init__(self, url: str, keys: dict, procs: list[subprocess.Popen], gateway: subprocess.Popen, persisted: dict):
+        self.url, self.keys, self.procs, self.gateway, self.persisted = url, keys, procs, gateway, persisted
+
+    def token(self, key: str = "rsa", alg: str = "RS256", kid: str = "rsa1", **claims) -> str:
+        now = int(time.time())
+        body = {"sub": "u1", "iss": "facturacion-auth", "aud": "facturacion-api", "iat": now, "exp": now + 600, **claims}
+        secret = self.keys[key] if key in self.keys else key
+        return jwt.encode(body, secret, algorithm=alg, headers={"kid": kid})
+
+    def post(self, body: dict, token: str | None = None, headers: dict | None = None) -> tuple[int, dict]:
+        h = {"content-type": "application/json", **(headers or {})}
+        if token:
+            h["authorization"] = f"Bearer {token}"
+        r = httpx.post(self.url, json=body, headers=h, timeout=10)
+        return r.status_code, r.json()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("gateway")
+    keys = _make_keys(tmp / "keys.json")
+    env = {**os.environ, "GATEWAY_TEST_KEYS": str(tmp / "keys.json"), "PYTHONPATH": str(FIXTURES)}
+    for name in ("auth", "notification"):
+        sdl = subprocess.run([sys.executable, str(FIXTURES / "gateway_subgraphs.py"), name], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        (tmp / f"{name}.graphql").write_text(sdl)
+    # Routing URLs in the supergraph point nowhere: only the env overrides make it work.
+    (tmp / "supergraph.yaml").write_text(
+        "federation_version: =2.14.4\nsubgraphs:\n"
+        "  auth: {routing_url: 'http://127.0.0.1:9/graphql', schema: {file: auth.graphql}}\n"
+        "  notification: {routing_url: 'http://127.0.0.1:9/graphql', schema: {file: notification.graphql}}\n"
+    )
+    subprocess.run([NODE, str(ROOT / "supergraph" / "compose.mjs"), "--config", str(tmp / "supergraph.yaml"),
+                    "--output", str(tmp / "supergraph.graphql"), "--quiet"], check=True, capture_output=True)
+    ops = tmp / "operations"
+    ops.mkdir()
+    (ops / "Me.graphql").write_text("query Me { me { id email } }\n")
+    subprocess.run([NODE, str(ROOT / "supergraph" / "persist.mjs"), "--operations", str(ops), "--output",
+                    str(tmp / "pd.json"), "--schema", str(tmp / "supergraph.graphql")], check=True, capture_output=True)
+
+    procs: list[subprocess.Popen] = []
+    ports = {}
+    try:
+        for name in ("auth", "notification"):
+            ports[name] = _free_port()
+            p = subprocess.Popen([sys.executable, "-m", "uvicorn", f"gateway_subgraphs:{name}_app", "--host", "127.0.0.1",
+                                  "--port", str(ports[name]), "--log-level", "warning"], env=env, cwd=FIXTURES)
+            procs.append(p)
+            _wait_http(f"http://127.0.0.1:{ports[name]}/.well-known/jwks.json", p)
+        gw_port = _free_port()
+        gw_env = {
+            **os.environ,
+            "SUPERGRAPH_PATH": str(tmp / "supergraph.graphql"),
+            "GATEWAY_PORT": str(gw_port),
+            "AUTH_URL": f"http://127.0.0.1:{ports['auth']}/graphql",
+            "NOTIFICATION_URL": f"http://127.0.0.1:{ports['notification']}/graphql",
+            "PERSISTED_DOCUMENTS_PATH": str(tmp / "pd.json"),
+            "LOG_LEVEL": "warn",
+        }
+        gw_env.pop("NODE_ENV", None)
+        gateway = subprocess.Popen(["sh", str(ROOT / "supergraph" / "gateway.sh")], env=gw_env,
+                                   stdout=open(tmp / "gateway.log", "w"), stderr=subprocess.STDOUT)
+        procs.append(gateway)
+        _wait_http(f"http://127.0.0.1:{gw_port}/readiness", gateway)
+        yield Stack(f"http://127.0.0.1:{gw_port}/graphql", keys, procs, gateway, json.loads((tmp / "pd.json").read_text()))
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+Q = "{ me { id email notifications { id message } } unreadCount authSeen notificationSeen }"
+
+
+def test_health_endpoints(stack: Stack) -> None:
+    base = stack.url.removesuffix("/graphql")
+    assert httpx.get(f"{base}/healthcheck").status_code == 200
+    assert httpx.get(f"{base}/readiness").status_code == 200
+
+
+def test_anonymous_federated_query_via_env_overrides(stack: Stack) -> None:
+    status, body = stack.post({"query": Q})
+    assert status == 200, body
+    data = body["data"]
+    assert data["me"] == {"id": "u1", "email": "u1@example.com", "notifications": [{"id": "n0", "message": "hello"}]}
+    seen = json.loads(data["authSeen"])
+    assert seen["authorization"] is None
+    assert seen["x-request-id"], "the gateway generates an x-request-id when the client sends none"
+
+
+def test_anonymous_mutation(stack: Stack) -> None:
+    status, body = stack.post({"query": 'mutation { logIn(email: "a@b.c", password: "x") }'})
+    assert status == 200 and body["data"]["logIn"] == "token-for-a@b.c", body
+
+
+@pytest.mark.parametrize("key, alg, kid", [("rsa", "RS256", "rsa1"), ("ed", "EdDSA", "ed1")])
+def test_valid_token_is_forwarded_with_request_id(stack: Stack, key: str, alg: str, kid: str) -> None:
+    token = stack.token(key, alg, kid)
+    rid = str(uuid.uuid4())
+    status, body = stack.post({"query": Q}, token, {"x-request-id": rid})
+    assert status == 200 and body.get("data"), body
+    for field in ("authSeen", "notificationSeen"):
+        seen = json.loads(body["data"][field])
+        assert seen["authorization"] == f"Bearer {token}"
+        assert seen["x-request-id"] == rid
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda s: s.token("forger"),  # signature by a key that is not in the JWKS
+        lambda s: s.token(aud="someone-else"),
+        lambda s: s.token(iss="someone-else"),
+        lambda s: s.token(exp=int(time.time()) - 3600),
+        lambda s: s.token("x" * 32, "HS256"),
+    ],
+    ids=["forged", "audience", "issuer", "expired", "hs256"],
+)
+def test_invalid_token_is_rejected(stack: Stack, make) -> None:
+    status, body = stack.post({"query": Q}, make(stack))
+    assert status == 401, body
+    assert not body.get("data")
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+def test_malformed_authorization_is_rejected(stack: Stack) -> None:
+    status, _ = stack.post({"query": Q}, headers={"authorization": "Basic Zm9vOmJhcg=="})
+    assert status == 401
+
+
+def test_limits(stack: Stack) -> None:
+    inner = "id"
+    for _ in range(7):
+        inner = "notifications { recipient { " + inner + " } }"
+    _, body = stack.post({"query": "{ me { " + inner + " } }"})
+    assert "depth limit" in json.dumps(body) and "data" not in body
+    _, body = stack.post({"query": "{ " + " ".join(f"a{i}: unreadCount" for i in range(31)) + " }"})
+    assert "Aliases limit" in json.dumps(body)
+    _, body = stack.post({"query": "{ " + " unreadCount" * 2100 + " }"})
+    assert "Token limit" in json.dumps(body)
+    _, body = stack.post({"query": "{ unreadCont }"})
+    assert "Did you mean" not in json.dumps(body)
+
+
+def test_persisted_documents(stack: Stack) -> None:
+    (digest,) = stack.persisted
+    status, body = stack.post({"documentId": digest})
+    assert status == 200 and body["data"]["me"]["id"] == "u1", body
+    status, body = stack.post({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}})
+    assert status == 200 and body["data"]["me"]["id"] == "u1", body
+    _, body = stack.post({"documentId": "0" * 64})
+    assert body.get("errors") and not body.get("data")
+
+
+async def _ws_subscribe(url: str, token: str | None) -> list[dict]:
+    async with websockets.connect(url.replace("http", "ws", 1), subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"} if token else {}}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "connection_ack"
+        query = "subscription { notificationAdded(count: 3) { id message seen recipient { id email } } }"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+        messages = []
+        while True:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            messages.append(msg)
+            if msg["type"] in ("complete", "error"):
+                return messages
+
+
+def test_websocket_subscription_anonymous(stack: Stack) -> None:
+    msgs = asyncio.run(_ws_subscribe(stack.url, None))
+    events = [m["payload"]["data"]["notificationAdded"] for m in msgs if m["type"] == "next"]
+    assert [e["message"] for e in events] == ["msg 1", "msg 2", "msg 3"]
+    assert events[0]["recipient"] == {"id": "u1", "email": "u1@example.com"}  # entity from the other subgraph
+
+
+def test_websocket_subscription_forwards_token(stack: Stack) -> None:
+    token = stack.token("ed", "EdDSA", "ed1")
+    msgs = asyncio.run(_ws_subscribe(stack.url, token))
+    events = [m["payload"]["data"]["notificationAdded"] for m in msgs if m["type"] == "next"]
+    assert len(events) == 3, msgs
+    seen = json.loads(events[0]["seen"])
+    assert seen["connection_params"].get("Authorization") == f"Bearer {token}"
+    assert seen["authorization"] == f"Bearer {token}"
+
+
+def test_websocket_subscription_rejects_forged_token(stack: Stack) -> None:
+    msgs = asyncio.run(_ws_subscribe(stack.url, stack.token("forger")))
+    assert not [m for m in msgs if m["type"] == "next" and m["payload"].get("data")]
+    assert "UNAUTHENTICATED" in json.dumps(msgs)
+
+
+def test_sse_subscription(stack: Stack) -> None:
+    with httpx.stream("POST", stack.url, json={"query": "subscription { notificationAdded(count: 2) { id message } }"},
+                      headers={"accept": "text/event-stream"}, timeout=10) as r:
+        body = "".join(r.iter_text())
+    assert r.status_code == 200 and body.count("msg ") == 2, body
+
+
+def test_zz_gateway_exits_cleanly_on_sigterm(stack: Stack) -> None:
+    stack.gateway.send_signal(signal.SIGTERM)
+    assert stack.gateway.wait(15) == 0
