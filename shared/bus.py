@@ -1,0 +1,49 @@
+"""Where events travel after the outbox: names and helpers every producer and consumer shares.
+
+- Durable delivery: one Redis stream (`events`), read by each consumer through its own consumer
+  group (at-least-once; consumers deduplicate by event id).
+- Live delivery: pub/sub channel per organization, for GraphQL subscriptions. Pub/sub is lossy by
+  nature; subscriptions are a view, the stream and the database stay the record.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+
+from shared.events import Event
+
+EVENTS_STREAM = "events"
+STREAM_MAXLEN = 1_000_000  # approximate trim; consumers read far faster than this fills
+
+
+def org_channel(organization_id: uuid.UUID | str) -> str:
+    return f"live:org:{organization_id}"
+
+
+def user_channel(user_id: uuid.UUID | str) -> str:
+    return f"live:user:{user_id}"
+
+
+async def publish_live(redis: Redis, channel: str, message: dict) -> None:
+    await redis.publish(channel, json.dumps(message, default=str))
+
+
+async def listen(redis: Redis, *channels: str) -> AsyncIterator[dict]:
+    """Yield JSON messages published on `channels` until the caller stops iterating."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(*channels)
+    try:
+        async for message in pubsub.listen():
+            if message.get("type") == "message":
+                yield json.loads(message["data"])
+    finally:
+        await pubsub.unsubscribe(*channels)
+        await pubsub.aclose()
+
+
+def stream_fields(event: Event) -> dict[str, str]:
+    return {"id": str(event.id), "type": event.type, "event": event.model_dump_json()}

@@ -1,0 +1,58 @@
+"""arq worker: every background job of the platform, one module per concern.
+
+Run with `arq workers.main.WorkerSettings`. Each concern module exposes `FUNCTIONS` (job
+functions), optionally `CRON_JOBS`, `STARTUP` and `SHUTDOWN` hooks taking the arq ctx.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+from arq.connections import RedisSettings
+
+from shared.config import get_settings
+from shared.logs import configure_logging
+from shared.runtime import build_runtime
+
+# Concern modules; each owns its jobs. Listed here so the worker is one process in dev.
+MODULES = ["workers.relay", "workers.stamping", "workers.notifications"]
+
+
+def _loaded():
+    out = []
+    for name in MODULES:
+        try:
+            out.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return out
+
+
+async def startup(ctx) -> None:
+    settings = get_settings()
+    configure_logging("worker", settings.log_level)
+    ctx["runtime"] = build_runtime("worker", settings)
+    for mod in _loaded():
+        for hook in getattr(mod, "STARTUP", []):
+            await hook(ctx)
+
+
+async def shutdown(ctx) -> None:
+    for mod in _loaded():
+        for hook in getattr(mod, "SHUTDOWN", []):
+            await hook(ctx)
+    await ctx["runtime"].close()
+
+
+class WorkerSettings:
+    functions = [f for m in _loaded() for f in getattr(m, "FUNCTIONS", [])]
+    cron_jobs = [c for m in _loaded() for c in getattr(m, "CRON_JOBS", [])]
+    on_startup = startup
+    on_shutdown = shutdown
+    max_jobs = 20
+    job_timeout = 120
+    health_check_interval = 10
+    # Read at import (arq needs it before startup); REDIS_URL is validated again by get_settings().
+    redis_settings = RedisSettings.from_dsn(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
