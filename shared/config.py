@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     key_encryption_old_keys: str = ""
 
     public_base_url: str = "http://127.0.0.1:4000"
+    # Where services reach the invoice service directly (document downloads for e-mail attachments).
+    invoice_service_url: str = "http://127.0.0.1:4002"
     app_base_url: str = "http://127.0.0.1:3000"
     trust_proxy_headers: bool = False
 

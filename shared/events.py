@@ -174,6 +174,76 @@ class ApiKeyRevoked(EventPayload):
     api_key_id: uuid.UUID
 
 
+@event("auth.profile_updated", category="account")
+class ProfileUpdated(EventPayload):
+    user_id: uuid.UUID
+    email: str
+    full_name: str
+    locale: str
+
+
+# --- invoice ------------------------------------------------------------------------------------
+# Document paths are relative to the invoice service (`Settings.invoice_service_url`) and carry an
+# expiring HMAC signature, so a consumer can fetch the XML/PDF without reading invoice tables.
+
+class _InvoiceRef(EventPayload):
+    invoice_id: uuid.UUID
+    series: str | None = None
+    folio: int | None = None
+    invoice_type: str  # I, E, P
+    total: Decimal
+    currency: str
+    customer_name: str
+    customer_rfc: str
+    customer_email: str | None = None
+    created_by: uuid.UUID | None = None
+
+
+@event("invoice.stamping_requested", category="invoicing")
+class InvoiceStampingRequested(_InvoiceRef):
+    idempotency_key: str
+
+
+@event("invoice.stamped", category="invoicing")
+class InvoiceStamped(_InvoiceRef):
+    uuid: str
+    stamped_at: datetime
+    xml_path: str
+    pdf_path: str
+
+
+@event("invoice.stamp_failed", category="invoicing")
+class InvoiceStampFailed(_InvoiceRef):
+    code: str
+    message: str
+
+
+@event("invoice.cancellation_requested", category="invoicing")
+class InvoiceCancellationRequested(_InvoiceRef):
+    uuid: str
+    reason: str
+    replacement_uuid: str | None = None
+
+
+@event("invoice.cancelled", category="invoicing")
+class InvoiceCancelled(_InvoiceRef):
+    uuid: str
+    reason: str
+
+
+@event("invoice.cancellation_rejected", category="invoicing")
+class InvoiceCancellationRejected(_InvoiceRef):
+    uuid: str
+
+
+@event("invoice.csd_expiring", category="security")
+class CsdExpiring(EventPayload):
+    certificate_number: str
+    rfc: str
+    valid_to: datetime
+    days_left: int
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

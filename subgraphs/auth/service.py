@@ -17,7 +17,7 @@ from shared.db import transaction
 from shared.errors import ForbiddenError, InputError, NotFoundError
 from shared.events import (
     ApiKeyCreated, ApiKeyRevoked, EmailVerificationRequested, MemberInvited, MemberJoined,
-    MemberRemoved, MemberRoleChanged, MfaDisabled, MfaEnabled, PasswordChanged,
+    MemberRemoved, MemberRoleChanged, MfaDisabled, MfaEnabled, PasswordChanged, ProfileUpdated,
     PasswordResetRequested, UserRegistered,
 )
 from shared.outbox import emit
@@ -404,6 +404,8 @@ async def update_profile(rt: Runtime, principal: Principal, *, full_name: str | 
             user.full_name = full_name.strip()
         if locale is not None:
             user.locale = locale
+        await emit(session, outbox, ProfileUpdated(user_id=user.id, email=user.email, full_name=user.full_name, locale=user.locale),
+                   organization_id=principal.organization_id, actor_id=user.id, aggregate_id=str(user.id))
         return user
 
 
