@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11+ and Node 20+ present):
+#   make dev    install what is missing, then run the whole stack (embedded Postgres/Redis
+#               unless DATABASE_URL / REDIS_URL are set)
+#   make test   install what is missing, then run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY_STAMP   := $(VENV)/.installed
+NODE_STAMP := supergraph/node_modules/.installed
+SERVICES_WITH_SCHEMA := $(notdir $(patsubst %/schema.py,%,$(wildcard subgraphs/*/schema.py)))
+
+.PHONY: install dev test schema check-schema bench clean
+
+install: $(PY_STAMP) $(NODE_STAMP)
+
+$(PY_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(NODE_STAMP): supergraph/package.json supergraph/package-lock.json
+	npm ci --prefix supergraph --no-audit --no-fund --loglevel=error
+	touch $@
+
+dev: install
+	$(BIN)/python -m shared.devstack
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Re-export every subgraph's SDL into schema/ and recompose schema/supergraph.graphql.
+schema: install
+	for s in $(SERVICES_WITH_SCHEMA); do \
+	  $(BIN)/strawberry export-schema subgraphs.$$s.schema:schema --output schema/$$s.graphql || exit 1; \
+	done
+	node supergraph/compose.mjs
+	node supergraph/persist.mjs
+
+check-schema: install
+	node supergraph/compose.mjs --check
+
+bench: install
+	$(BIN)/python bench/cfdi_build_sign.py
+	$(BIN)/python -m subgraphs.invoice.pdf.bench
+
+clean:
+	rm -rf $(VENV) supergraph/node_modules .data

@@ -1,0 +1,143 @@
+"""`make dev`: the whole stack on one machine, on embedded defaults when no URLs are given.
+
+Starts (through honcho, which owns signal handling and stops every child on Ctrl-C/SIGTERM):
+Redis (embedded, unless REDIS_URL), the mail catcher, every subgraph under uvicorn, the arq
+worker and the gateway; waits for each health check, prints one table of URLs and the demo
+credentials. PostgreSQL (embedded, unless DATABASE_URL) runs detached and is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from shared import embedded
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+DEMO_EMAIL = "demo@facturacion.local"
+DEMO_PASSWORD = "Demo-Factura-2026"
+SUBGRAPHS = {"auth": 4001, "invoice": 4002, "expense": 4003, "notification": 4004}
+
+
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(f"{name.upper()}_PORT", default))
+
+
+def _subgraphs_present() -> dict[str, int]:
+    return {n: _port(n, p) for n, p in SUBGRAPHS.items() if (ROOT / "subgraphs" / n / "app.py").exists()}
+
+
+def _database_url() -> tuple[str, bool]:
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"], False
+    admin = embedded.ensure_postgres("pg")
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin)
+    conn = psycopg2.connect(**embedded._pg_kwargs(url))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = 'facturacion'")
+        if not cur.fetchone():
+            cur.execute("CREATE DATABASE facturacion")
+    conn.close()
+    return url.set(database="facturacion").render_as_string(hide_password=False), True
+
+
+def _wait_healthy(checks: dict[str, str], timeout: float = 90) -> dict[str, bool]:
+    status = {name: False for name in checks}
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2) as client:
+        while time.monotonic() < deadline and not all(status.values()):
+            for name, url in checks.items():
+                if status[name]:
+                    continue
+                try:
+                    status[name] = client.get(url).status_code == 200
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.3)
+    return status
+
+
+def main() -> int:
+    from honcho.manager import Manager
+
+    database_url, embedded_pg = _database_url()
+    env = dict(os.environ)
+    env.setdefault("APP_ENV", "development")
+    env["DATABASE_URL"] = database_url
+    redis_port = None
+    if not env.get("REDIS_URL"):
+        redis_port = int(env.get("EMBEDDED_REDIS_PORT", "6390"))
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    mail_port, mail_http = int(env.get("SMTP_PORT", "1025")), int(env.get("MAILCATCHER_HTTP_PORT", "8025"))
+    env.setdefault("SMTP_HOST", "127.0.0.1")
+    env.setdefault("SMTP_PORT", str(mail_port))
+    env.setdefault("DEMO_USER_EMAIL", DEMO_EMAIL)
+    env.setdefault("DEMO_USER_PASSWORD", DEMO_PASSWORD)
+    subgraphs = _subgraphs_present()
+    gateway_port = int(env.get("GATEWAY_PORT", "4000"))
+    env["AUTH_JWKS_URL"] = env.get("AUTH_JWKS_URL", f"http://127.0.0.1:{subgraphs['auth']}/.well-known/jwks.json")
+    for name, port in subgraphs.items():
+        env.setdefault(f"{name.upper()}_URL", f"http://127.0.0.1:{port}/graphql")
+    env.setdefault("INVOICE_SERVICE_URL", f"http://127.0.0.1:{subgraphs.get('invoice', 4002)}")
+    env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{gateway_port}")
+
+    print("Aplicando migraciones…", flush=True)
+    from shared.migrations import upgrade, SERVICES
+
+    for service in SERVICES:
+        if (ROOT / "subgraphs" / service / "migrations").is_dir():
+            upgrade(service, database_url)
+
+    manager = Manager()
+    if redis_port:
+        manager.add_process("redis", " ".join(embedded.redis_command(redis_port, embedded.DATA / "redis")), env=env)
+    if (ROOT / "subgraphs" / "notification" / "mailcatcher.py").exists():
+        manager.add_process("mail", f"{PY} -m subgraphs.notification.mailcatcher --port {mail_port} --http-port {mail_http} "
+                                    f"--dir {embedded.DATA / 'mail'}", env=env)
+    for name, port in subgraphs.items():
+        # exec: uvicorn itself receives honcho's SIGTERM, so nothing is orphaned.
+        manager.add_process(name, f"exec {PY} -m uvicorn subgraphs.{name}.app:app --host 127.0.0.1 --port {port} "
+                                  "--no-access-log --timeout-graceful-shutdown 5", env=env)
+    manager.add_process("worker", f"exec {PY} -m arq workers.main.WorkerSettings", env=env)
+    manager.add_process("gateway", f"exec {ROOT / 'supergraph' / 'gateway.sh'}",
+                        env={**env, "GATEWAY_PORT": str(gateway_port)})
+
+    checks = {name: f"http://127.0.0.1:{port}/health/ready" for name, port in subgraphs.items()}
+    checks["gateway"] = f"http://127.0.0.1:{gateway_port}/readiness"
+
+    def announce():
+        status = _wait_healthy(checks)
+        rows = [("gateway (GraphQL)", f"http://127.0.0.1:{gateway_port}/graphql", status["gateway"])]
+        rows += [(f"subgraph {n}", f"http://127.0.0.1:{p}/graphql", status[n]) for n, p in subgraphs.items()]
+        if "mail" in manager._processes:
+            rows.append(("correo (mail catcher)", f"http://127.0.0.1:{mail_http}/messages", True))
+        rows.append(("postgres", "embedded (.data/pg)" if embedded_pg else "DATABASE_URL", True))
+        rows.append(("redis", env["REDIS_URL"], True))
+        width = max(len(r[0]) for r in rows)
+        lines = ["", "=" * 78, "  Facturación — stack local"]
+        lines += [f"  {'OK ' if ok else 'ERR'} {name.ljust(width)}  {url}" for name, url, ok in rows]
+        lines += [f"  Usuario demo: {env['DEMO_USER_EMAIL']}  /  contraseña: {env['DEMO_USER_PASSWORD']}",
+                  "  Ctrl-C detiene todo.", "=" * 78, ""]
+        print("\n".join(lines), flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    try:
+        manager.loop()
+    finally:
+        if embedded_pg:
+            embedded.stop_postgres("pg")
+    return manager.returncode or 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The stack as real processes on loopback: subgraphs under uvicorn, the arq worker, the gateway.
+
+Session-scoped: started once for all end-to-end tests, on free ports, against the test database
+and Redis, and stopped (whole process groups) at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.embedded import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Stack:
+    def __init__(self, env: dict[str, str], log_dir: Path):
+        self.env, self.log_dir = env, log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.urls: dict[str, str] = {}
+
+    def start(self, name: str, cmd: list[str], health: str | None, env: dict | None = None) -> None:
+        log = open(self.log_dir / f"{name}.log", "wb")
+        self.procs[name] = subprocess.Popen(cmd, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        if health:
+            self.wait(name, health)
+
+    def wait(self, name: str, url: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{self.log(name)}")
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} not healthy at {url}:\n{self.log(name)}")
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")[-4000:]
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+
+SERVICES = [s for s in ("auth", "invoice", "notification") if (ROOT / "subgraphs" / s / "app.py").exists()]
+
+
+@pytest.fixture(scope="session")
+def stack(database_url, redis_url, tmp_path_factory):
+    ports = {s: free_port() for s in SERVICES}
+    gateway_port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "APP_ENV": "test",
+           "AUTH_JWKS_URL": f"http://127.0.0.1:{ports['auth']}/.well-known/jwks.json",
+           "INVOICE_SERVICE_URL": f"http://127.0.0.1:{ports.get('invoice', 0)}",
+           "GATEWAY_PORT": str(gateway_port), "GATEWAY_HOST": "127.0.0.1",
+           "LOGIN_MAX_FAILURES_PER_IP": "1000"}
+    for s, p in ports.items():
+        env[f"{s.upper()}_URL"] = f"http://127.0.0.1:{p}/graphql"
+    st = Stack(env, tmp_path_factory.mktemp("stack-logs"))
+    try:
+        for s, p in ports.items():
+            st.start(s, [sys.executable, "-m", "uvicorn", f"subgraphs.{s}.app:app", "--host", "127.0.0.1",
+                         "--port", str(p), "--no-access-log"], f"http://127.0.0.1:{p}/health/ready")
+            st.urls[s] = f"http://127.0.0.1:{p}"
+        st.start("worker", [sys.executable, "-m", "arq", "workers.main.WorkerSettings"], None)
+        st.start("gateway", [str(ROOT / "supergraph" / "gateway.sh")], f"http://127.0.0.1:{gateway_port}/readiness")
+        st.urls["gateway"] = f"http://127.0.0.1:{gateway_port}"
+        yield st
+    finally:
+        st.stop_all()
+
+
+@pytest.fixture
+async def gateway(stack):
+    from tests.graphql_client import GraphQLClient
+
+    async with httpx.AsyncClient(base_url=stack.urls["gateway"], timeout=30) as http:
+        yield GraphQLClient(http)
