@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from shared.config import SettingsError, load_settings
+from shared.crypto import SecretDecryptionError, seal, unseal
+from shared.errors import InputError
+from shared.pagination import decode_cursor, encode_cursor, page_size
+
+BASE = {"database_url": "postgresql://u@h/db", "redis_url": "redis://h:6379/0"}
+
+
+def test_settings_errors_name_each_bad_variable(monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with pytest.raises(SettingsError) as exc:
+        load_settings(key_encryption_key="corta")
+    msg = str(exc.value)
+    assert "DATABASE_URL: falta" in msg and "REDIS_URL: falta" in msg and "KEY_ENCRYPTION_KEY" in msg
+
+
+def test_production_refuses_the_development_key():
+    with pytest.raises(SettingsError, match="KEY_ENCRYPTION_KEY must be set in production"):
+        load_settings(**BASE, app_env="production")
+
+
+def test_sealed_secret_is_bound_to_its_context_and_survives_key_rotation():
+    old = load_settings(**BASE)
+    sealed = seal(b"llave privada CSD", context="invoice.csd:org1:0001", settings=old)
+    assert b"llave" not in sealed.encode()
+    assert unseal(sealed, context="invoice.csd:org1:0001", settings=old) == b"llave privada CSD"
+    with pytest.raises(SecretDecryptionError):
+        unseal(sealed, context="invoice.csd:org2:0001", settings=old)
+    new_key = base64.b64encode(b"n" * 32).decode()
+    rotated = load_settings(**BASE, key_encryption_key=new_key, key_encryption_key_id="k2",
+                            key_encryption_old_keys=f"dev:{old.key_encryption_key}")
+    assert unseal(sealed, context="invoice.csd:org1:0001", settings=rotated) == b"llave privada CSD"
+    assert seal(b"x", context="c", settings=rotated).split(".")[1] == "k2"
+    without_old = load_settings(**BASE, key_encryption_key=new_key, key_encryption_key_id="k2")
+    with pytest.raises(SecretDecryptionError):
+        unseal(sealed, context="invoice.csd:org1:0001", settings=without_old)
+
+
+def test_cursors_round_trip_and_garbage_is_a_typed_error():
+    assert decode_cursor(encode_cursor(["2026-01-01T00:00:00", "abc"])) == ["2026-01-01T00:00:00", "abc"]
+    with pytest.raises(InputError) as exc:
+        decode_cursor("%%%not-base64")
+    assert exc.value.errors[0].code == "INVALID_CURSOR"
+    assert page_size(None) == 20
+    with pytest.raises(InputError):
+        page_size(101)
+    with pytest.raises(InputError):
+        page_size(-1)
