@@ -34,3 +34,9 @@ async def test_service_sdl_answers_the_same(service):
 def test_supergraph_is_composed_from_the_committed_sdl():
     proc = subprocess.run(["node", "supergraph/compose.mjs", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is required")
+def test_persisted_documents_manifest_is_current():
+    proc = subprocess.run(["node", "supergraph/persist.mjs", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -55,15 +55,22 @@ class Stack:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
 
     def stop_all(self) -> None:
         for name in list(self.procs):
             self.stop(name)
 
 
-SERVICES = [s for s in ("auth", "invoice", "notification") if (ROOT / "subgraphs" / s / "app.py").exists()]
+SERVICES = [s for s in os.environ.get("E2E_SERVICES", "auth,invoice,notification").split(",")
+            if (ROOT / "subgraphs" / s / "app.py").exists()]
 
 
 @pytest.fixture(scope="session")

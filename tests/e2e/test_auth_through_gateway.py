@@ -72,3 +72,22 @@ async def test_api_key_exchange_through_the_gateway_is_limited_to_its_permission
     assert jwt.decode(ex["accessToken"], options={"verify_signature": False})["perms"] == ["invoice:read"]
     denied = await gateway.execute("mutation { createApiKey(name: \"x\", permissions: [\"invoice:read\"]) { key } }", token=ex["accessToken"])
     assert denied.error_codes == ["FORBIDDEN"]
+
+
+async def test_mobile_persisted_query_by_document_id(gateway, stack):
+    import hashlib
+    import json
+    from pathlib import Path
+
+    manifest = json.loads((Path(__file__).resolve().parents[2] / "supergraph" / "persisted-documents.json").read_text())
+    me_id = next(h for h, doc in manifest.items() if doc.lstrip().startswith("query Me"))
+    assert hashlib.sha256(manifest[me_id].encode()).hexdigest() == me_id
+    r = await gateway.ok("""mutation($i: SignUpInput!) { signUp(input: $i) { tokens { accessToken } } }""",
+                         {"i": {"email": unique_email("pq"), "password": PASSWORD, "fullName": "Móvil", "organizationName": "App"}})
+    token = r["signUp"]["tokens"]["accessToken"]
+    async with httpx.AsyncClient() as http:
+        resp = await http.post(stack.urls["gateway"] + "/graphql", json={"documentId": me_id},
+                               headers={"Authorization": f"Bearer {token}"})
+        unknown = await http.post(stack.urls["gateway"] + "/graphql", json={"documentId": "0" * 64})
+    assert resp.json()["data"]["me"]["organization"]["name"] == "App"
+    assert unknown.json().get("errors")

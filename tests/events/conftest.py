@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+import pytest
+
+from shared.runtime import build_runtime
+
+
+@pytest.fixture(scope="session")
+async def rt(settings):
+    runtime = build_runtime("events-test", settings)
+    yield runtime
+    await runtime.close()

@@ -1,0 +1,41 @@
+"""Helpers shared by event-backbone and notification tests: writing events the way services do."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from shared.bus import EVENTS_STREAM
+from shared.db import transaction
+from shared.events import Event, EventPayload, InvoiceStamped, UserRegistered, utcnow
+from shared.outbox import emit
+from shared.runtime import Runtime
+
+
+async def emit_auth(rt: Runtime, payload: EventPayload, *, organization_id=None, aggregate_id: str | None = None) -> Event:
+    """Append an event to the auth outbox in its own transaction, as the auth service does."""
+    from subgraphs.auth.models import outbox
+
+    async with transaction(rt.sessionmaker) as session:
+        return await emit(session, outbox, payload, organization_id=organization_id, aggregate_id=aggregate_id)
+
+
+def user_registered(*, locale: str = "es-MX", email: str | None = None) -> UserRegistered:
+    uid = uuid.uuid4()
+    return UserRegistered(user_id=uid, email=email or f"u-{uid.hex[:10]}@example.mx", full_name="Ana López",
+                          locale=locale, verification_url=f"http://app.test/verificar-correo?token={uid.hex}")
+
+
+def invoice_stamped(*, created_by: uuid.UUID | None, customer_email: str | None = "cliente@example.mx",
+                    xml_path: str = "/documents/x.xml", pdf_path: str = "/documents/x.pdf") -> InvoiceStamped:
+    return InvoiceStamped(
+        invoice_id=uuid.uuid4(), series="A", folio=123, invoice_type="I", total=Decimal("1160.00"), currency="MXN",
+        customer_name="Cliente Ejemplo SA de CV", customer_rfc="XAXX010101000", customer_email=customer_email,
+        created_by=created_by, uuid=str(uuid.uuid4()).upper(), stamped_at=utcnow(), xml_path=xml_path, pdf_path=pdf_path,
+    )
+
+
+async def stream_event_ids(redis, *, last: int = 5000) -> list[str]:
+    """Event ids in the stream, oldest first (the tail is enough: tests look for their own)."""
+    entries = await redis.xrevrange(EVENTS_STREAM, count=last)
+    return [f[b"id"].decode() for _, f in reversed(entries)]
