@@ -57,12 +57,14 @@ _HUNDREDS = [
     "NOVECIENTOS",
 ]
 
-# currency -> (singular, plural, suffix after the cents)
+# currency -> (singular, plural, suffix after the cents). Unknown currencies: no noun, the code as
+# suffix ("TRES 00/100 JPY"); XXX (payment CFDIs, no currency): neither.
 CURRENCY_NAMES = {
     "MXN": ("PESO", "PESOS", "M.N."),
     "USD": ("DÓLAR", "DÓLARES", "USD"),
     "EUR": ("EURO", "EUROS", "EUR"),
     "CAD": ("DÓLAR CANADIENSE", "DÓLARES CANADIENSES", "CAD"),
+    "XXX": ("", "", ""),
 }
 
 
@@ -117,10 +119,12 @@ def amount_in_words(amount: Decimal, currency: str = "MXN") -> str:
     if not isinstance(amount, Decimal):
         raise TypeError("el importe debe ser Decimal")
     cents_total = int(amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP) * 100)
-    integer, cents = divmod(cents_total, 100)
-    singular, plural, suffix = CURRENCY_NAMES.get(currency, (currency, currency, currency))
-    words = integer_to_words(integer)
+    sign = "MENOS " if cents_total < 0 else ""
+    integer, cents = divmod(abs(cents_total), 100)
+    code = (currency or "").upper()
+    singular, plural, suffix = CURRENCY_NAMES.get(code, ("", "", code))
     noun = singular if integer == 1 else plural
     # "UN MILLÓN DE PESOS", "DOS MILLONES DE PESOS", but "UN MILLÓN MIL PESOS".
-    joiner = " DE " if integer and integer % 10**6 == 0 else " "
-    return f"{words}{joiner}{noun} {cents:02d}/100 {suffix}"
+    if noun and integer and integer % 10**6 == 0:
+        noun = "DE " + noun
+    return " ".join(p for p in (sign + integer_to_words(integer), noun, f"{cents:02d}/100", suffix) if p)
