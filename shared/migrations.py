@@ -60,7 +60,27 @@ def run_env(target_metadata: MetaData) -> None:
             await conn.commit()
         await engine.dispose()
 
-    asyncio.run(run())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(run())
+        return
+    # Called from async code (a test fixture, a start-up hook): run on a private loop in a thread.
+    import threading
+
+    errors: list[BaseException] = []
+
+    def target():
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(exc)
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
 
 
 def main(argv: list[str]) -> int:

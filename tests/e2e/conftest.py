@@ -73,15 +73,61 @@ SERVICES = [s for s in os.environ.get("E2E_SERVICES", "auth,invoice,notification
             if (ROOT / "subgraphs" / s / "app.py").exists()]
 
 
+class Mailbox:
+    """A real SMTP listener (aiosmtpd) that keeps every message it receives."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+
+        self.messages: list = []
+        self.port = free_port()
+        mailbox = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                import email
+                from email import policy
+
+                msg = email.message_from_bytes(envelope.original_content, policy=policy.default)
+                mailbox.messages.append((envelope.rcpt_tos, msg))
+                return "250 OK"
+
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def to(self, address: str) -> list:
+        return [m for rcpts, m in self.messages if address in rcpts]
+
+    async def wait_for(self, address: str, count: int = 1, timeout: float = 30):
+        import asyncio
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.to(address)) >= count:
+                return self.to(address)
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no mail for {address} after {timeout}s; got {[r for r, _ in self.messages]}")
+
+    def stop(self):
+        self.controller.stop()
+
+
 @pytest.fixture(scope="session")
-def stack(database_url, redis_url, tmp_path_factory):
+def mailbox():
+    box = Mailbox()
+    yield box
+    box.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(database_url, redis_url, tmp_path_factory, mailbox):
     ports = {s: free_port() for s in SERVICES}
     gateway_port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "APP_ENV": "test",
            "AUTH_JWKS_URL": f"http://127.0.0.1:{ports['auth']}/.well-known/jwks.json",
            "INVOICE_SERVICE_URL": f"http://127.0.0.1:{ports.get('invoice', 0)}",
            "GATEWAY_PORT": str(gateway_port), "GATEWAY_HOST": "127.0.0.1",
-           "LOGIN_MAX_FAILURES_PER_IP": "1000"}
+           "LOGIN_MAX_FAILURES_PER_IP": "1000", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port)}
     for s, p in ports.items():
         env[f"{s.upper()}_URL"] = f"http://127.0.0.1:{p}/graphql"
     st = Stack(env, tmp_path_factory.mktemp("stack-logs"))
@@ -104,3 +150,38 @@ async def gateway(stack):
 
     async with httpx.AsyncClient(base_url=stack.urls["gateway"], timeout=30) as http:
         yield GraphQLClient(http)
+
+
+class Subscription:
+    """A graphql-transport-ws subscription over a real WebSocket."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    async def next(self, timeout: float = 30) -> dict:
+        import asyncio
+        import json
+
+        while True:
+            msg = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+            if msg["type"] == "next":
+                return msg["payload"]
+            if msg["type"] == "ping":
+                await self.ws.send(json.dumps({"type": "pong"}))
+                continue
+            if msg["type"] in ("error", "complete"):
+                raise AssertionError(f"subscription ended: {msg}")
+
+
+async def subscribe(url: str, query: str, variables: dict | None, token: str):
+    """Open a WebSocket, authenticate in connection_init, start one subscription."""
+    import json
+
+    import websockets
+
+    ws = await websockets.connect(url.replace("http", "ws", 1) + "/graphql", subprotocols=["graphql-transport-ws"])
+    await ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}))
+    ack = json.loads(await ws.recv())
+    assert ack["type"] == "connection_ack", ack
+    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables or {}}}))
+    return ws, Subscription(ws)
