@@ -16,7 +16,8 @@ import strawberry
 from graphql import GraphQLError
 
 
-@strawberry.type(description="A problem with the input of a mutation; nothing was written.")
+# Every subgraph defines these same value types, so the supergraph needs them @shareable.
+@strawberry.federation.type(shareable=True, description="A problem with the input of a mutation; nothing was written.")
 class UserError:
     field: list[str] | None = strawberry.field(
         description="Path to the input field at fault, e.g. ['input', 'concepts', '0', 'quantity']."
@@ -38,7 +39,15 @@ class InputError(Exception):
         return cls([UserError(field=field, code=code, message=message)])
 
     def __str__(self) -> str:
-        return "; ".join(f"{e.code}: {e.message}" for e in self.errors)
+        return "; ".join(e.message for e in self.errors)
+
+    @property
+    def extensions(self) -> dict:
+        # Raised outside a mutation payload (e.g. a bad cursor in a query), graphql-core copies
+        # these onto the GraphQL error, so the client still gets a code and the field path.
+        first = self.errors[0] if self.errors else None
+        return {"code": first.code if first else "BAD_USER_INPUT", "field": first.field if first else None,
+                "userErrors": [{"field": e.field, "code": e.code, "message": e.message} for e in self.errors]}
 
 
 class AppError(GraphQLError):
@@ -79,7 +88,7 @@ def is_expected_error(error: GraphQLError) -> bool:
     original = error.original_error
     if original is None:
         return True  # parse/validation errors from graphql-core itself
-    return isinstance(original, (AppError, GraphQLError))
+    return isinstance(original, (AppError, GraphQLError, InputError))
 
 
 @strawberry.type

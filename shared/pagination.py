@@ -19,7 +19,7 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
 
-@strawberry.type
+@strawberry.federation.type(shareable=True)  # defined by every subgraph with a connection
 class PageInfo:
     has_next_page: bool
     has_previous_page: bool

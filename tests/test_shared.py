@@ -53,3 +53,21 @@ def test_cursors_round_trip_and_garbage_is_a_typed_error():
         page_size(101)
     with pytest.raises(InputError):
         page_size(-1)
+
+
+async def test_input_error_in_a_query_keeps_its_code_instead_of_being_masked():
+    import strawberry
+
+    from shared.graphql import build_schema
+
+    @strawberry.type
+    class Query:
+        @strawberry.field
+        def page(self, after: str | None = None) -> int:
+            decode_cursor(after)
+            return 1
+
+    result = await build_schema(query=Query).execute('{ page(after: "%%bad") }')
+    assert result.errors[0].message == "El cursor no es válido."
+    assert result.errors[0].extensions["code"] == "INVALID_CURSOR"
+    assert result.errors[0].extensions["field"] == ["after"]
