@@ -1,0 +1,264 @@
+"""Who hears about an event, and how: one small pure function per event type.
+
+Nothing here touches a database or a network. The service looks up the facts a decision needs
+(recipients, preferences, organization settings), calls `decide`, and stores what comes out.
+Texts are es-MX first, English when the recipient's locale is 'en'.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from shared.events import (
+    EmailVerificationRequested, Event, EventPayload, InvoiceStamped, MemberInvited, MfaDisabled, MfaEnabled, PasswordChanged,
+    PasswordResetRequested, UserRegistered, _InvoiceRef,
+)
+
+EMAIL, IN_APP = "email", "in_app"
+CHANNELS = (EMAIL, IN_APP)
+CATEGORIES = ("account", "security", "invoicing", "general")
+# Security mail (password reset, verification, MFA and password changes) is how a user learns that
+# someone else is in their account: it can never be turned off.
+LOCKED_CATEGORIES = frozenset({"security"})
+DEFAULT_LOCALE = "es-MX"
+
+
+def is_locked(category: str) -> bool:
+    return category in LOCKED_CATEGORIES
+
+
+def normalize_locale(locale: str | None) -> str:
+    return "en" if (locale or "").lower().startswith("en") else DEFAULT_LOCALE
+
+
+@dataclass(frozen=True)
+class RecipientInfo:
+    user_id: uuid.UUID
+    email: str
+    full_name: str
+    locale: str = DEFAULT_LOCALE
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """Effective preferences: the user's own choice, else the organization default, else on."""
+
+    user: Mapping[tuple[uuid.UUID, str, str], bool] = field(default_factory=dict)  # (user, category, channel)
+    org_defaults: Mapping[tuple[str, str], bool] = field(default_factory=dict)  # (category, channel)
+
+    def allows(self, user_id: uuid.UUID, category: str, channel: str) -> bool:
+        if is_locked(category):
+            return True
+        if (user_id, category, channel) in self.user:
+            return self.user[(user_id, category, channel)]
+        return self.org_defaults.get((category, channel), True)
+
+
+@dataclass(frozen=True)
+class Facts:
+    recipients: Mapping[uuid.UUID, RecipientInfo] = field(default_factory=dict)
+    preferences: Preferences = field(default_factory=Preferences)
+    send_cfdi_to_customer: bool = False
+
+
+@dataclass(frozen=True)
+class InAppNotice:
+    user_id: uuid.UUID
+    type: str
+    title: str
+    body: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    path: str  # relative to the invoice service; fetched at send time
+    filename: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class EmailIntent:
+    to_address: str
+    template: str
+    locale: str
+    context: dict[str, Any]
+    user_id: uuid.UUID | None = None  # None: not a user (a customer, an invitee)
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    in_app: tuple[InAppNotice, ...] = ()
+    emails: tuple[EmailIntent, ...] = ()
+
+
+NOTHING = Decision()
+
+
+def idempotency_key(event_id: uuid.UUID, intent: EmailIntent) -> str:
+    return f"{event_id}:{intent.to_address.lower()}:{intent.template}"
+
+
+def users_concerned(event: Event) -> list[uuid.UUID]:
+    """The users whose recipient data and preferences a decision on `event` needs."""
+    payload = event.payload
+    for key in ("created_by", "user_id"):
+        if payload.get(key):
+            return [uuid.UUID(str(payload[key]))]
+    return []
+
+
+# --- per event type -----------------------------------------------------------------------------
+
+Decider = Callable[[Event, EventPayload, Facts], Decision]
+_DECIDERS: dict[str, Decider] = {}
+
+
+def decides(*event_types: str):
+    def register(fn: Decider) -> Decider:
+        for t in event_types:
+            _DECIDERS[t] = fn
+        return fn
+
+    return register
+
+
+def has_audience(event_type: str) -> bool:
+    """Whether anybody is ever told about events of this type."""
+    return event_type in _DECIDERS
+
+
+def decide(event: Event, facts: Facts) -> Decision:
+    """Recipients and channels for `event`; events nobody needs to hear about decide NOTHING."""
+    decider = _DECIDERS.get(event.type)
+    if decider is None:
+        return NOTHING
+    return decider(event, event.typed_payload(), facts)
+
+
+@decides("auth.user_registered", "auth.email_verification_requested")
+def _verify_email(event: Event, p: UserRegistered | EmailVerificationRequested, facts: Facts) -> Decision:
+    # Without verification the account is unusable: this mail is never subject to preferences.
+    return Decision(emails=(EmailIntent(
+        to_address=p.email, template="verify_email", locale=normalize_locale(p.locale), user_id=p.user_id,
+        context={"full_name": p.full_name, "verification_url": p.verification_url,
+                 "welcome": event.type == "auth.user_registered"},
+    ),))
+
+
+@decides("auth.password_reset_requested")
+def _password_reset(event: Event, p: PasswordResetRequested, facts: Facts) -> Decision:
+    return Decision(emails=(EmailIntent(
+        to_address=p.email, template="password_reset", locale=normalize_locale(p.locale), user_id=p.user_id,
+        context={"full_name": p.full_name, "reset_url": p.reset_url},
+    ),))
+
+
+@decides("auth.member_invited")
+def _member_invited(event: Event, p: MemberInvited, facts: Facts) -> Decision:
+    # The invitee is not a user yet: no preferences, no known locale.
+    return Decision(emails=(EmailIntent(
+        to_address=p.email, template="member_invited", locale=DEFAULT_LOCALE,
+        context={"organization_name": p.organization_name, "invited_by_name": p.invited_by_name,
+                 "role": p.role, "accept_url": p.accept_url},
+    ),))
+
+
+_SECURITY_KIND = {"auth.mfa_enabled": "mfa_enabled", "auth.mfa_disabled": "mfa_disabled",
+                  "auth.password_changed": "password_changed"}
+
+
+@decides(*_SECURITY_KIND)
+def _security_notice(event: Event, p: MfaEnabled | MfaDisabled | PasswordChanged, facts: Facts) -> Decision:
+    who = facts.recipients.get(p.user_id)
+    return Decision(emails=(EmailIntent(
+        to_address=p.email, template="security_notice", locale=normalize_locale(who.locale if who else None),
+        user_id=p.user_id,
+        context={"full_name": who.full_name if who else "", "kind": _SECURITY_KIND[event.type],
+                 "occurred_at": event.occurred_at.isoformat()},
+    ),))
+
+
+# Invoice events: in-app to whoever created the invoice, e-mail to them when their preferences
+# allow; the customer gets the CFDI itself when the organization opted in.
+
+_INVOICE_TEXT = {
+    "invoice.stamped": {
+        DEFAULT_LOCALE: ("Factura {label} timbrada", "La factura {label} para {customer} por {total} fue timbrada (UUID {uuid})."),
+        "en": ("Invoice {label} stamped", "Invoice {label} for {customer} totalling {total} was stamped (UUID {uuid})."),
+    },
+    "invoice.stamp_failed": {
+        DEFAULT_LOCALE: ("No se pudo timbrar la factura {label}", "El PAC rechazó la factura {label} para {customer}: {message}"),
+        "en": ("Invoice {label} could not be stamped", "The PAC rejected invoice {label} for {customer}: {message}"),
+    },
+    "invoice.cancelled": {
+        DEFAULT_LOCALE: ("Factura {label} cancelada", "El SAT canceló la factura {label} para {customer} (UUID {uuid})."),
+        "en": ("Invoice {label} cancelled", "The SAT cancelled invoice {label} for {customer} (UUID {uuid})."),
+    },
+    "invoice.cancellation_rejected": {
+        DEFAULT_LOCALE: ("Cancelación rechazada: factura {label}", "{customer} rechazó la cancelación de la factura {label} (UUID {uuid})."),
+        "en": ("Cancellation rejected: invoice {label}", "{customer} rejected the cancellation of invoice {label} (UUID {uuid})."),
+    },
+}
+
+
+def invoice_label(p: _InvoiceRef) -> str:
+    if p.folio is not None:
+        return f"{p.series}-{p.folio}" if p.series else str(p.folio)
+    return str(p.invoice_id)[:8]
+
+
+def format_money(amount: Decimal, currency: str) -> str:
+    return f"${Decimal(amount).quantize(Decimal('0.01')):,} {currency}"
+
+
+def _invoice_texts(event_type: str, p: _InvoiceRef, locale: str) -> tuple[str, str]:
+    title, body = _INVOICE_TEXT[event_type][locale]
+    values = {"label": invoice_label(p), "customer": p.customer_name, "total": format_money(p.total, p.currency),
+              "uuid": getattr(p, "uuid", ""), "message": getattr(p, "message", "")}
+    return title.format(**values), body.format(**values)
+
+
+def _invoice_data(event_type: str, p: _InvoiceRef) -> dict[str, Any]:
+    data = {"invoiceId": str(p.invoice_id), "label": invoice_label(p), "customerName": p.customer_name,
+            "total": str(p.total), "currency": p.currency}
+    if getattr(p, "uuid", None):
+        data["uuid"] = p.uuid
+    if event_type == "invoice.stamp_failed":
+        data["code"] = p.code
+    return data
+
+
+@decides(*_INVOICE_TEXT)
+def _invoice_status(event: Event, p: _InvoiceRef, facts: Facts) -> Decision:
+    in_app: list[InAppNotice] = []
+    emails: list[EmailIntent] = []
+    category = type(p).category
+    if p.created_by is not None and event.organization_id is not None:
+        who = facts.recipients.get(p.created_by)
+        locale = normalize_locale(who.locale if who else None)
+        title, body = _invoice_texts(event.type, p, locale)
+        if facts.preferences.allows(p.created_by, category, IN_APP):
+            in_app.append(InAppNotice(user_id=p.created_by, type=event.type, title=title, body=body,
+                                      data=_invoice_data(event.type, p)))
+        if who is not None and facts.preferences.allows(p.created_by, category, EMAIL):
+            emails.append(EmailIntent(
+                to_address=who.email, template="invoice_status", locale=locale, user_id=p.created_by,
+                context={"full_name": who.full_name, "title": title, "body": body, "kind": event.type},
+            ))
+    if isinstance(p, InvoiceStamped) and facts.send_cfdi_to_customer and p.customer_email:
+        stem = p.uuid.upper()
+        emails.append(EmailIntent(
+            to_address=p.customer_email, template="cfdi_to_customer", locale=DEFAULT_LOCALE,
+            context={"customer_name": p.customer_name, "label": invoice_label(p), "uuid": p.uuid,
+                     "total": format_money(p.total, p.currency)},
+            attachments=(Attachment(p.xml_path, f"{stem}.xml", "application/xml"),
+                         Attachment(p.pdf_path, f"{stem}.pdf", "application/pdf")),
+        ))
+    return Decision(in_app=tuple(in_app), emails=tuple(emails))
+

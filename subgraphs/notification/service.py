@@ -1,0 +1,303 @@
+"""Notification use cases: reacting to events (one transaction per event, deduplicated by event id)
+and what a user can do with their inbox and preferences. Every read and write is scoped to the
+caller's organization AND user."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import transaction
+from shared.errors import InputError, UserError
+from shared.events import Event, payload_class
+from shared.runtime import Runtime
+from shared.tokens import Principal
+from subgraphs.notification import decisions as d
+from subgraphs.notification.models import (
+    EmailMessage, Notification, OrganizationDefault, OrganizationSettings, Preference, ProcessedEvent, Recipient,
+)
+
+CONSUMER = "notification"
+# Events that tell us who a user is (all carry user_id, email, full_name, locale).
+_RECIPIENT_EVENTS = {"auth.user_registered", "auth.profile_updated", "auth.email_verification_requested",
+                     "auth.password_reset_requested"}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- reacting to events ---------------------------------------------------------------------------
+
+@dataclass
+class Handled:
+    duplicate: bool = False
+    notifications: list[Notification] = field(default_factory=list)  # newly created, to push live
+    email_ids: list[uuid.UUID] = field(default_factory=list)  # newly queued, to hand to the mailer
+
+
+async def handle_event(rt: Runtime, event: Event, *, consumer: str = CONSUMER) -> Handled:
+    """Apply one event exactly once: the dedupe row and every effect commit together, so a
+    redelivered event (relay crash, consumer crash before XACK) changes nothing."""
+    if event.type not in _RECIPIENT_EVENTS and not d.has_audience(event.type):
+        return Handled()  # most events concern nobody here: no rows, not even the dedupe one
+    async with transaction(rt.sessionmaker) as s:
+        first_time = (await s.execute(
+            pg_insert(ProcessedEvent).values(consumer=consumer, event_id=event.id, event_type=event.type)
+            .on_conflict_do_nothing().returning(ProcessedEvent.event_id)
+        )).first()
+        if first_time is None:
+            return Handled(duplicate=True)
+        if event.type in _RECIPIENT_EVENTS:
+            await _project_recipient(s, event)
+        decision = d.decide(event, await _facts(s, event))
+        out = Handled()
+        for notice in decision.in_app:
+            row = (await s.execute(
+                pg_insert(Notification).values(
+                    id=uuid.uuid4(), organization_id=event.organization_id, user_id=notice.user_id, event_id=event.id,
+                    type=notice.type, title=notice.title, body=notice.body, data=notice.data,
+                ).on_conflict_do_nothing().returning(Notification)
+            )).scalar_one_or_none()
+            if row is not None:
+                out.notifications.append(row)
+        for intent in decision.emails:
+            new_id = (await s.execute(
+                pg_insert(EmailMessage).values(
+                    id=uuid.uuid4(), idempotency_key=d.idempotency_key(event.id, intent), event_id=event.id,
+                    organization_id=event.organization_id, user_id=intent.user_id, to_address=intent.to_address,
+                    locale=intent.locale, template=intent.template, context=intent.context,
+                    attachments=[{"path": a.path, "filename": a.filename, "content_type": a.content_type}
+                                 for a in intent.attachments],
+                ).on_conflict_do_nothing().returning(EmailMessage.id)
+            )).scalar_one_or_none()
+            if new_id is not None:
+                out.email_ids.append(new_id)
+        return out
+
+
+async def _project_recipient(s: AsyncSession, event: Event) -> None:
+    p = payload_class(event.type).model_validate(event.payload)
+    values = {"user_id": p.user_id, "email": p.email, "full_name": p.full_name, "locale": d.normalize_locale(p.locale),
+              "updated_at": event.occurred_at}
+    stmt = pg_insert(Recipient).values(**values)
+    # Events may arrive out of order across aggregates' retries: never let older data win.
+    await s.execute(stmt.on_conflict_do_update(
+        index_elements=[Recipient.user_id],
+        set_={k: stmt.excluded[k] for k in ("email", "full_name", "locale", "updated_at")},
+        where=Recipient.updated_at <= stmt.excluded.updated_at,
+    ))
+
+
+async def _facts(s: AsyncSession, event: Event) -> d.Facts:
+    users = d.users_concerned(event)
+    recipients: dict[uuid.UUID, d.RecipientInfo] = {}
+    user_prefs: dict[tuple[uuid.UUID, str, str], bool] = {}
+    org_defaults: dict[tuple[str, str], bool] = {}
+    send_cfdi = False
+    if users:
+        for r in (await s.execute(select(Recipient).where(Recipient.user_id.in_(users)))).scalars():
+            recipients[r.user_id] = d.RecipientInfo(r.user_id, r.email, r.full_name, r.locale)
+    if event.organization_id is not None:
+        if users:
+            for p in (await s.execute(select(Preference).where(
+                    Preference.organization_id == event.organization_id, Preference.user_id.in_(users)))).scalars():
+                user_prefs[(p.user_id, p.category, p.channel)] = p.enabled
+        for o in (await s.execute(select(OrganizationDefault).where(
+                OrganizationDefault.organization_id == event.organization_id))).scalars():
+            org_defaults[(o.category, o.channel)] = o.enabled
+        send_cfdi = bool((await s.execute(select(OrganizationSettings.send_cfdi_to_customer).where(
+            OrganizationSettings.organization_id == event.organization_id))).scalar())
+    return d.Facts(recipients=recipients, preferences=d.Preferences(user_prefs, org_defaults),
+                   send_cfdi_to_customer=send_cfdi)
+
+
+def live_message(n: Notification) -> dict:
+    """What `notificationReceived` subscribers get (published after the commit)."""
+    return {"id": str(n.id), "organizationId": str(n.organization_id), "userId": str(n.user_id), "type": n.type,
+            "title": n.title, "body": n.body, "data": n.data, "createdAt": n.created_at.isoformat(),
+            "readAt": None, "archivedAt": None}
+
+
+# --- inbox ----------------------------------------------------------------------------------------
+
+def _mine(p: Principal):
+    return and_(Notification.organization_id == p.organization_id, Notification.user_id == p.user_id)
+
+
+async def inbox(session: AsyncSession, p: Principal, *, after: list | None, limit: int,
+                unread_only: bool = False) -> list[Notification]:
+    """Newest first, keyset on (created_at, id); archived notifications are out of the inbox."""
+    stmt = select(Notification).where(_mine(p), Notification.archived_at.is_(None))
+    if unread_only:
+        stmt = stmt.where(Notification.read_at.is_(None))
+    if after:
+        try:
+            at, last_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
+        except (ValueError, IndexError, TypeError):
+            raise InputError.single("INVALID_CURSOR", "El cursor no es válido.", ["after"]) from None
+        stmt = stmt.where(or_(Notification.created_at < at, and_(Notification.created_at == at, Notification.id < last_id)))
+    stmt = stmt.order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def unread_counts(session: AsyncSession, organization_id: uuid.UUID, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    rows = (await session.execute(
+        select(Notification.user_id, func.count()).where(
+            Notification.organization_id == organization_id, Notification.user_id.in_(user_ids),
+            Notification.read_at.is_(None), Notification.archived_at.is_(None),
+        ).group_by(Notification.user_id)
+    )).all()
+    found = {u: n for u, n in rows}
+    return {u: found.get(u, 0) for u in user_ids}
+
+
+def _ids(values: Sequence[str], field_name: str) -> list[uuid.UUID]:
+    out, errors = [], []
+    for i, v in enumerate(values):
+        try:
+            out.append(uuid.UUID(str(v)))
+        except ValueError:
+            errors.append(UserError(field=[field_name, str(i)], code="INVALID_ID", message="Identificador no válido."))
+    if errors:
+        raise InputError(errors)
+    return out
+
+
+async def mark_read(rt: Runtime, p: Principal, ids: Sequence[str]) -> int:
+    """Mark the caller's notifications read; ids of other users or organizations are simply not
+    matched (the answer never tells whether they exist)."""
+    wanted = _ids(ids, "ids")
+    if not wanted:
+        return 0
+    async with transaction(rt.sessionmaker) as s:
+        result = await s.execute(
+            update(Notification).where(_mine(p), Notification.id.in_(wanted), Notification.read_at.is_(None))
+            .values(read_at=func.now())
+        )
+        return result.rowcount or 0
+
+
+async def mark_all_read(rt: Runtime, p: Principal) -> int:
+    async with transaction(rt.sessionmaker) as s:
+        result = await s.execute(
+            update(Notification).where(_mine(p), Notification.read_at.is_(None), Notification.archived_at.is_(None))
+            .values(read_at=func.now())
+        )
+        return result.rowcount or 0
+
+
+async def archive(rt: Runtime, p: Principal, notification_id: str) -> Notification:
+    (nid,) = _ids([notification_id], "id")
+    async with transaction(rt.sessionmaker) as s:
+        row = (await s.execute(select(Notification).where(_mine(p), Notification.id == nid).with_for_update())).scalar_one_or_none()
+        if row is None:
+            raise InputError.single("NOT_FOUND", "La notificación no existe.", ["id"])
+        if row.archived_at is None:
+            row.archived_at = utcnow()
+            # Archiving also clears it from the unread count.
+            row.read_at = row.read_at or row.archived_at
+        return row
+
+
+# --- preferences ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EffectivePreference:
+    category: str
+    channel: str
+    enabled: bool
+    locked: bool
+
+
+def _check_pair(category: str, channel: str, path: list[str]) -> None:
+    if category not in d.CATEGORIES:
+        raise InputError.single("INVALID_CATEGORY", f"Categoría desconocida: {category}.", path + ["category"])
+    if channel not in d.CHANNELS:
+        raise InputError.single("INVALID_CHANNEL", f"Canal desconocido: {channel}.", path + ["channel"])
+
+
+async def effective_preferences(session: AsyncSession, organization_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+                                ) -> dict[uuid.UUID, list[EffectivePreference]]:
+    user_rows = (await session.execute(select(Preference).where(
+        Preference.organization_id == organization_id, Preference.user_id.in_(user_ids)))).scalars()
+    defaults = await _org_defaults(session, organization_id)
+    prefs = d.Preferences({(r.user_id, r.category, r.channel): r.enabled for r in user_rows}, defaults)
+    return {u: [EffectivePreference(c, ch, prefs.allows(u, c, ch), d.is_locked(c))
+                for c in d.CATEGORIES for ch in d.CHANNELS] for u in user_ids}
+
+
+async def _org_defaults(session: AsyncSession, organization_id: uuid.UUID) -> dict[tuple[str, str], bool]:
+    rows = (await session.execute(select(OrganizationDefault).where(
+        OrganizationDefault.organization_id == organization_id))).scalars()
+    return {(r.category, r.channel): r.enabled for r in rows}
+
+
+def _locked_error(category: str, path: list[str]) -> InputError:
+    return InputError.single(
+        "PREFERENCE_LOCKED",
+        "Los avisos de seguridad (restablecer contraseña, verificación, cambios de MFA) no se pueden desactivar.",
+        path,
+    )
+
+
+async def update_preference(rt: Runtime, p: Principal, *, category: str, channel: str, enabled: bool) -> EffectivePreference:
+    _check_pair(category, channel, [])
+    if d.is_locked(category) and not enabled:
+        raise _locked_error(category, ["enabled"])
+    async with transaction(rt.sessionmaker) as s:
+        stmt = pg_insert(Preference).values(id=uuid.uuid4(), user_id=p.user_id, organization_id=p.organization_id,
+                                            category=category, channel=channel, enabled=enabled)
+        await s.execute(stmt.on_conflict_do_update(
+            index_elements=[Preference.user_id, Preference.organization_id, Preference.category, Preference.channel],
+            set_={"enabled": stmt.excluded.enabled, "updated_at": func.now()},
+        ))
+    return EffectivePreference(category, channel, enabled or d.is_locked(category), d.is_locked(category))
+
+
+@dataclass(frozen=True)
+class OrgSettings:
+    send_cfdi_to_customer: bool
+    defaults: list[EffectivePreference]
+
+
+async def organization_settings(session: AsyncSession, organization_id: uuid.UUID) -> OrgSettings:
+    send = (await session.execute(select(OrganizationSettings.send_cfdi_to_customer).where(
+        OrganizationSettings.organization_id == organization_id))).scalar()
+    defaults = await _org_defaults(session, organization_id)
+    return OrgSettings(bool(send), [
+        EffectivePreference(c, ch, True if d.is_locked(c) else defaults.get((c, ch), True), d.is_locked(c))
+        for c in d.CATEGORIES for ch in d.CHANNELS
+    ])
+
+
+async def update_organization_settings(rt: Runtime, p: Principal, *, send_cfdi_to_customer: bool | None,
+                                       defaults: Sequence[tuple[str, str, bool]] | None) -> OrgSettings:
+    for i, (category, channel, enabled) in enumerate(defaults or ()):
+        path = ["defaults", str(i)]
+        _check_pair(category, channel, path)
+        if d.is_locked(category) and not enabled:
+            raise _locked_error(category, path + ["enabled"])
+    async with transaction(rt.sessionmaker) as s:
+        if send_cfdi_to_customer is not None:
+            stmt = pg_insert(OrganizationSettings).values(organization_id=p.organization_id,
+                                                          send_cfdi_to_customer=send_cfdi_to_customer)
+            await s.execute(stmt.on_conflict_do_update(
+                index_elements=[OrganizationSettings.organization_id],
+                set_={"send_cfdi_to_customer": stmt.excluded.send_cfdi_to_customer, "updated_at": func.now()},
+            ))
+        for category, channel, enabled in defaults or ():
+            stmt = pg_insert(OrganizationDefault).values(organization_id=p.organization_id, category=category,
+                                                         channel=channel, enabled=enabled)
+            await s.execute(stmt.on_conflict_do_update(
+                index_elements=[OrganizationDefault.organization_id, OrganizationDefault.category, OrganizationDefault.channel],
+                set_={"enabled": stmt.excluded.enabled},
+            ))
+    async with rt.sessionmaker() as s:
+        return await organization_settings(s, p.organization_id)

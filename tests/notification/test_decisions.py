@@ -1,0 +1,162 @@
+"""Who hears about what: the pure decision functions, one event type and preference at a time."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from shared.events import (
+    EmailVerificationRequested, InvoiceCancellationRejected, InvoiceCancelled, InvoiceStampFailed, MemberInvited,
+    MemberRemoved, MfaDisabled, MfaEnabled, PasswordChanged, PasswordResetRequested, make_event,
+)
+from subgraphs.notification.decisions import (
+    EMAIL, IN_APP, Facts, Preferences, RecipientInfo, decide, idempotency_key, is_locked,
+)
+from tests.events.helpers import invoice_stamped, user_registered
+
+ORG = uuid.uuid4()
+ANA = uuid.uuid4()
+ANA_INFO = RecipientInfo(ANA, "ana@example.mx", "Ana López", "es-MX")
+
+
+def ev(payload, org=ORG):
+    return make_event(payload, organization_id=org, actor_id=None)
+
+
+def facts(prefs: Preferences | None = None, *, send_cfdi=False, locale="es-MX") -> Facts:
+    info = RecipientInfo(ANA, ANA_INFO.email, ANA_INFO.full_name, locale)
+    return Facts(recipients={ANA: info}, preferences=prefs or Preferences(), send_cfdi_to_customer=send_cfdi)
+
+
+def test_user_registered_sends_the_verification_link_in_the_users_language():
+    p = user_registered(locale="en")
+    d = decide(ev(p), Facts())
+    assert d.in_app == ()
+    (mail,) = d.emails
+    assert (mail.to_address, mail.template, mail.locale, mail.user_id) == (p.email, "verify_email", "en", p.user_id)
+    assert mail.context["verification_url"] == p.verification_url and mail.context["welcome"] is True
+
+
+def test_email_verification_request_is_an_email():
+    p = EmailVerificationRequested(user_id=ANA, email="ana@example.mx", full_name="Ana", locale="es-MX", verification_url="http://v")
+    (mail,) = decide(ev(p), Facts()).emails
+    assert mail.template == "verify_email" and mail.context["welcome"] is False and mail.locale == "es-MX"
+
+
+def test_password_reset_is_sent_even_when_the_user_turned_email_off():
+    prefs = Preferences(user={(ANA, "security", EMAIL): False}, org_defaults={("security", EMAIL): False})
+    p = PasswordResetRequested(user_id=ANA, email="ana@example.mx", full_name="Ana", locale="es-MX", reset_url="http://r")
+    (mail,) = decide(ev(p), facts(prefs)).emails
+    assert mail.template == "password_reset" and mail.context["reset_url"] == "http://r"
+
+
+def test_member_invited_mails_the_invited_address():
+    p = MemberInvited(invitation_id=uuid.uuid4(), email="nuevo@example.mx", role="MEMBER", organization_name="Tacos SA",
+                      invited_by_name="Ana", accept_url="http://a")
+    (mail,) = decide(ev(p), Facts()).emails
+    assert (mail.to_address, mail.template, mail.user_id) == ("nuevo@example.mx", "member_invited", None)
+
+
+@pytest.mark.parametrize("payload_cls,kind", [(MfaEnabled, "mfa_enabled"), (MfaDisabled, "mfa_disabled"),
+                                              (PasswordChanged, "password_changed")])
+def test_security_changes_always_mail_the_user(payload_cls, kind):
+    prefs = Preferences(user={(ANA, "security", EMAIL): False})
+    (mail,) = decide(ev(payload_cls(user_id=ANA, email="ana@example.mx")), facts(prefs, locale="en")).emails
+    assert mail.template == "security_notice" and mail.context["kind"] == kind and mail.locale == "en"
+
+
+def test_locked_category_cannot_be_turned_off():
+    assert is_locked("security") and not is_locked("invoicing")
+    prefs = Preferences(user={(ANA, "security", EMAIL): False, (ANA, "security", IN_APP): False})
+    assert prefs.allows(ANA, "security", EMAIL) and prefs.allows(ANA, "security", IN_APP)
+
+
+def test_preferences_resolve_user_then_organization_default_then_on():
+    prefs = Preferences(user={(ANA, "invoicing", EMAIL): True}, org_defaults={("invoicing", EMAIL): False,
+                                                                             ("invoicing", IN_APP): False})
+    other = uuid.uuid4()
+    assert prefs.allows(ANA, "invoicing", EMAIL)  # own choice wins
+    assert not prefs.allows(other, "invoicing", EMAIL)  # organization default
+    assert prefs.allows(other, "account", EMAIL)  # nothing said: on
+
+
+def test_invoice_stamped_notifies_the_creator_in_app_and_by_email():
+    d = decide(ev(invoice_stamped(created_by=ANA)), facts())
+    (n,) = d.in_app
+    assert n.user_id == ANA and n.type == "invoice.stamped" and n.title == "Factura A-123 timbrada"
+    assert "$1,160.00 MXN" in n.body and n.data["label"] == "A-123"
+    assert [(m.to_address, m.template) for m in d.emails] == [("ana@example.mx", "invoice_status")]
+
+
+def test_email_off_means_in_app_only():
+    prefs = Preferences(user={(ANA, "invoicing", EMAIL): False})
+    d = decide(ev(invoice_stamped(created_by=ANA)), facts(prefs))
+    assert len(d.in_app) == 1 and d.emails == ()
+
+
+def test_in_app_off_and_email_on():
+    prefs = Preferences(org_defaults={("invoicing", IN_APP): False})
+    d = decide(ev(invoice_stamped(created_by=ANA)), facts(prefs))
+    assert d.in_app == () and len(d.emails) == 1
+
+
+def test_english_recipient_gets_english_texts():
+    (n,) = decide(ev(invoice_stamped(created_by=ANA)), facts(locale="en")).in_app
+    assert n.title == "Invoice A-123 stamped"
+
+
+def test_customer_gets_the_cfdi_only_when_the_organization_opted_in():
+    p = invoice_stamped(created_by=ANA, customer_email="cliente@example.mx")
+    assert all(m.template != "cfdi_to_customer" for m in decide(ev(p), facts()).emails)
+    mails = {m.template: m for m in decide(ev(p), facts(send_cfdi=True)).emails}
+    customer = mails["cfdi_to_customer"]
+    assert customer.to_address == "cliente@example.mx" and customer.user_id is None
+    assert [(a.path, a.content_type) for a in customer.attachments] == [(p.xml_path, "application/xml"),
+                                                                         (p.pdf_path, "application/pdf")]
+    assert customer.attachments[0].filename == f"{p.uuid}.xml"
+
+
+def test_no_customer_email_means_no_customer_mail():
+    p = invoice_stamped(created_by=ANA, customer_email=None)
+    assert all(m.template != "cfdi_to_customer" for m in decide(ev(p), facts(send_cfdi=True)).emails)
+
+
+def test_customer_mail_does_not_depend_on_the_creators_preferences():
+    prefs = Preferences(user={(ANA, "invoicing", EMAIL): False, (ANA, "invoicing", IN_APP): False})
+    d = decide(ev(invoice_stamped(created_by=ANA)), facts(prefs, send_cfdi=True))
+    assert d.in_app == () and [m.template for m in d.emails] == ["cfdi_to_customer"]
+
+
+def _ref(**extra):
+    return dict(invoice_id=uuid.uuid4(), series=None, folio=7, invoice_type="I", total="100.00", currency="MXN",
+                customer_name="Cliente", customer_rfc="XAXX010101000", created_by=ANA, **extra)
+
+
+@pytest.mark.parametrize("payload,title", [
+    (InvoiceStampFailed(**_ref(code="CFDI40102", message="RFC inválido")), "No se pudo timbrar la factura 7"),
+    (InvoiceCancelled(**_ref(uuid="ABC", reason="02")), "Factura 7 cancelada"),
+    (InvoiceCancellationRejected(**_ref(uuid="ABC")), "Cancelación rechazada: factura 7"),
+])
+def test_other_invoice_outcomes_reach_the_creator(payload, title):
+    d = decide(ev(payload), facts())
+    assert [n.title for n in d.in_app] == [title]
+    assert [m.template for m in d.emails] == ["invoice_status"]
+
+
+def test_unknown_creator_gets_in_app_but_no_email():
+    # No recipient row yet (the projection has not seen the user): no address to write to.
+    d = decide(ev(invoice_stamped(created_by=ANA)), Facts())
+    assert len(d.in_app) == 1 and d.emails == ()
+
+
+def test_events_nobody_needs_to_hear_about_decide_nothing():
+    d = decide(ev(MemberRemoved(user_id=ANA)), facts())
+    assert d.in_app == () and d.emails == ()
+
+
+def test_idempotency_key_is_event_recipient_template():
+    p = user_registered()
+    e = ev(p)
+    (mail,) = decide(e, Facts()).emails
+    assert idempotency_key(e.id, mail) == f"{e.id}:{p.email}:verify_email"
