@@ -120,7 +120,40 @@ def mailbox():
 
 
 @pytest.fixture(scope="session")
-def stack(database_url, redis_url, tmp_path_factory, mailbox):
+def e2e_database_url(database_url):
+    """The stack's worker runs crons and consumers for the whole session: it gets its own database
+    so it never acts on rows of the in-process tests (and they never race it)."""
+    from shared import embedded
+    from shared.migrations import ROOT as _root, SERVICES as _services, upgrade
+
+    admin = os.environ.get("DATABASE_URL") or embedded.ensure_postgres("pg-test")
+    name = f"facturacion_e2e_{os.getpid()}"
+    url = embedded.create_database(admin, name)
+    for service in _services:
+        if (_root / "subgraphs" / service / "migrations").is_dir():
+            upgrade(service, url)
+    yield url
+    embedded.drop_database(admin, name)
+
+
+@pytest.fixture(scope="session")
+def e2e_redis_url(redis_url):
+    """Likewise its own Redis database (stream, consumer groups, arq queue)."""
+    if os.environ.get("REDIS_URL"):
+        base, _, db = redis_url.rpartition("/")
+        yield f"{base}/{(int(db or 0) + 1) % 16}" if db.isdigit() else redis_url + "/1"
+        return
+    from shared import embedded
+
+    proc, url = embedded.start_redis()
+    yield url
+    proc.terminate()
+    proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def stack(e2e_database_url, e2e_redis_url, tmp_path_factory, mailbox):
+    database_url, redis_url = e2e_database_url, e2e_redis_url
     ports = {s: free_port() for s in SERVICES}
     gateway_port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "APP_ENV": "test",
