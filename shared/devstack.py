@@ -120,7 +120,7 @@ def main() -> int:
         rows = [("gateway (GraphQL)", f"http://127.0.0.1:{gateway_port}/graphql", status["gateway"])]
         rows += [(f"subgraph {n}", f"http://127.0.0.1:{p}/graphql", status[n]) for n, p in subgraphs.items()]
         if "mail" in manager._processes:
-            rows.append(("correo (mail catcher)", f"http://127.0.0.1:{mail_http}/messages", True))
+            rows.append(("correo (mail catcher)", f"http://127.0.0.1:{mail_http}/", True))
         rows.append(("postgres", "embedded (.data/pg)" if embedded_pg else "DATABASE_URL", True))
         rows.append(("redis", env["REDIS_URL"], True))
         width = max(len(r[0]) for r in rows)
