@@ -1,0 +1,736 @@
+"""The invoice subgraph's GraphQL schema. Thin: each resolver checks who is asking and calls one
+service function. Field names are English; the SAT name of each field is in its description."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncGenerator
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import strawberry
+from strawberry.federation.schema_directives import Key
+from strawberry.types import Info
+
+from shared.bus import listen, org_channel
+from shared.context import RequestContext
+from shared.errors import InputError, NotFoundError, Payload, payload_or_errors
+from shared.graphql import build_schema
+from shared.pagination import Connection, build_connection, decode_cursor, page_size
+from shared.permissions import Permission as P
+from subgraphs.invoice import loaders, service
+from subgraphs.invoice import models as m
+from subgraphs.invoice.cfdi import search_catalog
+from subgraphs.invoice.cfdi.catalogs import UnknownCatalogError
+
+Ctx = Info[RequestContext, None]
+DOWNLOAD_TTL = timedelta(hours=1)
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise NotFoundError() from None
+
+
+def _plain(value: Any) -> Any:
+    """Strawberry input objects -> plain dicts (snake_case keys, Decimal as str, enums as values)."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (datetime, date)):
+        return value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if getattr(value, f.name) is not strawberry.UNSET}
+    return value
+
+
+# --- federation stubs (resolved by the auth subgraph) -------------------------------------------
+
+# `keys=[Key(fields="id", resolvable=False)]`: this strawberry version has no `resolvable=` argument
+# on the decorator itself, the Key directive carries it.
+@strawberry.federation.type(keys=[Key(fields="id", resolvable=False)])
+class User:
+    id: strawberry.ID
+
+
+@strawberry.federation.type(keys=[Key(fields="id", resolvable=False)])
+class Organization:
+    id: strawberry.ID
+
+
+# --- enums ---------------------------------------------------------------------------------------
+
+@strawberry.enum(description="Lifecycle of an invoice.")
+class InvoiceStatus(Enum):
+    DRAFT = "DRAFT"
+    STAMPING = "STAMPING"
+    STAMPED = "STAMPED"
+    STAMP_FAILED = "STAMP_FAILED"
+    CANCELLATION_PENDING = "CANCELLATION_PENDING"
+    CANCELLED = "CANCELLED"
+    CANCELLATION_REJECTED = "CANCELLATION_REJECTED"
+
+
+@strawberry.enum(description="TipoDeComprobante: I ingreso, E egreso (nota de crédito), P pago.")
+class InvoiceType(Enum):
+    INCOME = "I"
+    EGRESS = "E"
+    PAYMENT = "P"
+
+
+# --- issuer --------------------------------------------------------------------------------------
+
+@strawberry.type(description="A series (Serie) and its next folio.")
+class Series:
+    code: str = strawberry.field(description="Serie")
+    next_folio: int = strawberry.field(description="Next Folio to be assigned.")
+
+
+@strawberry.type(description="A Certificado de Sello Digital (CSD). The private key is never exposed.")
+class Certificate:
+    id: strawberry.ID
+    certificate_number: str = strawberry.field(description="NoCertificado")
+    rfc: str
+    legal_name: str
+    valid_from: datetime
+    valid_to: datetime
+    active: bool
+
+    @classmethod
+    def from_row(cls, r: m.Certificate) -> "Certificate":
+        return cls(id=strawberry.ID(str(r.id)), certificate_number=r.certificate_number, rfc=r.rfc,
+                   legal_name=r.legal_name, valid_from=r.valid_from, valid_to=r.valid_to, active=r.active)
+
+
+@strawberry.type(description="The organization as issuer (Emisor).")
+class Issuer:
+    rfc: str = strawberry.field(description="Emisor/@Rfc")
+    legal_name: str = strawberry.field(description="Emisor/@Nombre")
+    tax_regime: str = strawberry.field(description="Emisor/@RegimenFiscal (c_RegimenFiscal)")
+    postal_code: str = strawberry.field(description="LugarExpedicion (c_CodigoPostal)")
+    default_series: str = strawberry.field(description="Serie used when an invoice names none.")
+    organization_id: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def from_row(cls, r: m.IssuerProfile) -> "Issuer":
+        return cls(rfc=r.rfc, legal_name=r.legal_name, tax_regime=r.tax_regime, postal_code=r.postal_code,
+                   default_series=r.default_series, organization_id=r.organization_id)
+
+    @strawberry.field
+    async def certificates(self, info: Ctx) -> list[Certificate]:
+        async with info.context.runtime.sessionmaker() as session:
+            return [Certificate.from_row(r) for r in await service.list_csds(session, self.organization_id)]
+
+    @strawberry.field
+    async def series(self, info: Ctx) -> list[Series]:
+        async with info.context.runtime.sessionmaker() as session:
+            return [Series(code=r.code, next_folio=r.next_folio)
+                    for r in await service.list_series(session, self.organization_id)]
+
+
+@strawberry.input
+class IssuerInput:
+    rfc: str = strawberry.field(description="Emisor/@Rfc")
+    legal_name: str = strawberry.field(description="Emisor/@Nombre (as in the Constancia de Situación Fiscal)")
+    tax_regime: str = strawberry.field(description="RegimenFiscal (c_RegimenFiscal), e.g. 601")
+    postal_code: str = strawberry.field(description="LugarExpedicion (c_CodigoPostal)")
+    default_series: str | None = strawberry.field(default=None, description="Serie, default A")
+
+
+# --- customers -----------------------------------------------------------------------------------
+
+@strawberry.type(description="A tax on a product or concept line.")
+class TaxLine:
+    tax: str = strawberry.field(description="Impuesto (c_Impuesto): 001 ISR, 002 IVA, 003 IEPS")
+    factor_type: str = strawberry.field(description="TipoFactor: Tasa, Cuota, Exento")
+    rate: Decimal | None = strawberry.field(description="TasaOCuota")
+    withholding: bool = strawberry.field(description="True for a Retencion, false for a Traslado.")
+
+
+@strawberry.input
+class TaxInput:
+    tax: str = strawberry.field(description="Impuesto (c_Impuesto): 001 ISR, 002 IVA, 003 IEPS")
+    factor_type: str = strawberry.field(default="Tasa", description="TipoFactor: Tasa, Cuota, Exento")
+    rate: Decimal | None = strawberry.field(default=None, description="TasaOCuota, e.g. 0.160000")
+    withholding: bool = strawberry.field(default=False, description="Retencion instead of Traslado.")
+
+
+def _tax_lines(items: list[dict] | None) -> list[TaxLine]:
+    return [TaxLine(tax=t["tax"], factor_type=t.get("factor_type") or "Tasa",
+                    rate=Decimal(t["rate"]) if t.get("rate") is not None else None,
+                    withholding=bool(t.get("withholding"))) for t in items or []]
+
+
+@strawberry.type(description="A product or service frequently billed to a customer.")
+class Product:
+    product_code: str = strawberry.field(description="ClaveProdServ")
+    description: str = strawberry.field(description="Descripcion")
+    unit_code: str = strawberry.field(description="ClaveUnidad")
+    unit: str | None = strawberry.field(description="Unidad")
+    unit_price: Decimal = strawberry.field(description="ValorUnitario")
+    tax_object: str = strawberry.field(description="ObjetoImp (c_ObjetoImp)")
+    taxes: list[TaxLine]
+
+
+@strawberry.input
+class ProductInput:
+    product_code: str = strawberry.field(description="ClaveProdServ")
+    description: str = strawberry.field(description="Descripcion")
+    unit_code: str = strawberry.field(description="ClaveUnidad")
+    unit_price: Decimal = strawberry.field(description="ValorUnitario")
+    unit: str | None = strawberry.field(default=None, description="Unidad")
+    tax_object: str = strawberry.field(default="02", description="ObjetoImp (c_ObjetoImp)")
+    taxes: list[TaxInput] = strawberry.field(default_factory=list)
+
+
+@strawberry.type(description="A customer (Receptor).")
+class Customer:
+    id: strawberry.ID
+    rfc: str = strawberry.field(description="Receptor/@Rfc")
+    legal_name: str = strawberry.field(description="Receptor/@Nombre")
+    tax_regime: str = strawberry.field(description="RegimenFiscalReceptor")
+    postal_code: str = strawberry.field(description="DomicilioFiscalReceptor")
+    cfdi_use: str = strawberry.field(description="Default UsoCFDI")
+    email: str | None
+    products: list[Product]
+
+    @classmethod
+    def from_row(cls, r: m.Customer) -> "Customer":
+        return cls(id=strawberry.ID(str(r.id)), rfc=r.rfc, legal_name=r.legal_name, tax_regime=r.tax_regime,
+                   postal_code=r.postal_code, cfdi_use=r.cfdi_use, email=r.email,
+                   products=[Product(product_code=p["product_code"], description=p["description"],
+                                     unit_code=p["unit_code"], unit=p.get("unit"), unit_price=Decimal(p["unit_price"]),
+                                     tax_object=p.get("tax_object") or "02", taxes=_tax_lines(p.get("taxes")))
+                             for p in r.products or []])
+
+
+@strawberry.input
+class CustomerInput:
+    rfc: str = strawberry.field(description="Receptor/@Rfc")
+    legal_name: str = strawberry.field(description="Receptor/@Nombre")
+    tax_regime: str = strawberry.field(description="RegimenFiscalReceptor (c_RegimenFiscal)")
+    postal_code: str = strawberry.field(description="DomicilioFiscalReceptor (c_CodigoPostal)")
+    cfdi_use: str | None = strawberry.field(default=None, description="Default UsoCFDI (c_UsoCFDI), G03 if empty")
+    email: str | None = None
+    products: list[ProductInput] | None = None
+
+
+@strawberry.input
+class CustomerUpdateInput:
+    rfc: str | None = None
+    legal_name: str | None = None
+    tax_regime: str | None = None
+    postal_code: str | None = None
+    cfdi_use: str | None = None
+    email: str | None = None
+    products: list[ProductInput] | None = None
+
+
+# --- invoices ------------------------------------------------------------------------------------
+
+@strawberry.type(description="A rule the invoice breaks (SAT code CFDI40xxx when one exists); stamping waits until none.")
+class ValidationIssue:
+    code: str
+    field: str = strawberry.field(description="Path in the invoice, e.g. concepts[0].unit_price")
+    message: str
+
+
+@strawberry.type(description="Signed, expiring links to the invoice's documents.")
+class DownloadUrls:
+    xml: str
+    pdf: str
+    expires_at: datetime
+
+
+@strawberry.type(description="One status transition of an invoice.")
+class InvoiceHistoryEntry:
+    from_status: InvoiceStatus | None
+    to_status: InvoiceStatus
+    reason: str | None
+    actor: User | None
+    at: datetime
+
+
+@strawberry.type(description="A concept line (Concepto) as entered.")
+class ConceptLine:
+    product_code: str = strawberry.field(description="ClaveProdServ")
+    quantity: Decimal = strawberry.field(description="Cantidad")
+    unit_code: str = strawberry.field(description="ClaveUnidad")
+    description: str = strawberry.field(description="Descripcion")
+    unit_price: Decimal = strawberry.field(description="ValorUnitario")
+    discount: Decimal | None = strawberry.field(description="Descuento")
+    tax_object: str | None = strawberry.field(description="ObjetoImp")
+    taxes: list[TaxLine]
+
+
+@strawberry.federation.type(keys=["id"], description="A CFDI 4.0 invoice (Comprobante).")
+class Invoice:
+    id: strawberry.ID
+    type: InvoiceType = strawberry.field(description="TipoDeComprobante")
+    status: InvoiceStatus
+    series: str = strawberry.field(description="Serie")
+    folio: int = strawberry.field(description="Folio")
+    customer_rfc: str = strawberry.field(description="Receptor/@Rfc")
+    customer_name: str = strawberry.field(description="Receptor/@Nombre")
+    currency: str = strawberry.field(description="Moneda")
+    exchange_rate: Decimal | None = strawberry.field(description="TipoCambio")
+    subtotal: Decimal = strawberry.field(description="SubTotal")
+    discount: Decimal | None = strawberry.field(description="Descuento")
+    total_taxes_transferred: Decimal | None = strawberry.field(description="TotalImpuestosTrasladados")
+    total_taxes_withheld: Decimal | None = strawberry.field(description="TotalImpuestosRetenidos")
+    total: Decimal = strawberry.field(description="Total (for P: MontoTotalPagos)")
+    payment_form: str | None = strawberry.field(description="FormaPago")
+    payment_method: str | None = strawberry.field(description="MetodoPago")
+    cfdi_use: str | None = strawberry.field(description="UsoCFDI")
+    issues: list[ValidationIssue]
+    issued_at: datetime | None = strawberry.field(description="Fecha (local time of LugarExpedicion)")
+    uuid: str | None = strawberry.field(description="TimbreFiscalDigital/@UUID (folio fiscal)")
+    stamped_at: datetime | None = strawberry.field(description="TimbreFiscalDigital/@FechaTimbrado")
+    sat_certificate_number: str | None = strawberry.field(description="NoCertificadoSAT")
+    pac_code: str | None = strawberry.field(description="Last PAC error code (when STAMP_FAILED).")
+    pac_message: str | None
+    cancellation_reason: str | None = strawberry.field(description="Motivo de cancelación (01-04)")
+    replacement_uuid: str | None = strawberry.field(description="FolioSustitucion")
+    created_at: datetime
+    row: strawberry.Private[m.Invoice]
+
+    @classmethod
+    def from_row(cls, r: m.Invoice) -> "Invoice":
+        doc = r.document or {}
+        return cls(
+            id=strawberry.ID(str(r.id)), type=InvoiceType(r.voucher_type), status=InvoiceStatus(r.status),
+            series=r.series, folio=r.folio, customer_rfc=r.customer_rfc, customer_name=r.customer_name,
+            currency=r.currency, exchange_rate=r.exchange_rate, subtotal=r.subtotal, discount=r.discount,
+            total_taxes_transferred=r.total_transferred, total_taxes_withheld=r.total_withheld, total=r.total,
+            payment_form=doc.get("payment_form"), payment_method=doc.get("payment_method"),
+            cfdi_use=(doc.get("receiver") or {}).get("cfdi_use"),
+            issues=[ValidationIssue(code=i["code"], field=i["field"], message=i["message"]) for i in r.issues or []],
+            issued_at=r.issued_at, uuid=r.uuid, stamped_at=r.stamped_at, sat_certificate_number=r.pac_certificate_number,
+            pac_code=r.pac_code, pac_message=r.pac_message, cancellation_reason=r.cancellation_reason,
+            replacement_uuid=r.replacement_uuid, created_at=r.created_at, row=r,
+        )
+
+    @classmethod
+    async def resolve_reference(cls, info: Ctx, id: strawberry.ID) -> "Invoice | None":
+        p = await info.context.require(P.INVOICE_READ)
+        row = await loaders.invoices(info.context, p.organization_id).load(_uuid(id))
+        return cls.from_row(row) if row else None
+
+    @strawberry.field(description="Concepts as entered (Conceptos).")
+    def concepts(self) -> list[ConceptLine]:
+        return [ConceptLine(product_code=c["product_code"], quantity=Decimal(c["quantity"]), unit_code=c["unit_code"],
+                            description=c["description"], unit_price=Decimal(c["unit_price"]),
+                            discount=Decimal(c["discount"]) if c.get("discount") else None,
+                            tax_object=c.get("tax_object"), taxes=_tax_lines(c.get("taxes")))
+                for c in (self.row.document or {}).get("concepts") or []]
+
+    @strawberry.field
+    async def customer(self, info: Ctx) -> Customer | None:
+        if not self.row.customer_id:
+            return None
+        row = await loaders.customers(info.context, self.row.organization_id).load(self.row.customer_id)
+        return Customer.from_row(row) if row else None
+
+    @strawberry.field(description="Who created it (resolved by the auth subgraph).")
+    def created_by(self) -> User | None:
+        return User(id=strawberry.ID(str(self.row.created_by))) if self.row.created_by else None
+
+    @strawberry.field
+    def organization(self) -> Organization:
+        return Organization(id=strawberry.ID(str(self.row.organization_id)))
+
+    @strawberry.field(description="The stamped CFDI XML (null until STAMPED).")
+    def xml(self) -> str | None:
+        return self.row.xml
+
+    @strawberry.field(description="Signed links to the XML and PDF, valid one hour (null until stamped).")
+    def download_urls(self, info: Ctx) -> DownloadUrls | None:
+        if not self.row.xml:
+            return None
+        settings = info.context.settings
+        exp = service.utcnow() + DOWNLOAD_TTL
+        base = settings.invoice_service_url.rstrip("/")
+        return DownloadUrls(xml=base + service.document_path(settings, self.row.id, "xml", exp),
+                            pdf=base + service.document_path(settings, self.row.id, "pdf", exp),
+                            expires_at=exp.replace(microsecond=0))
+
+    @strawberry.field(description="Every status change: who, when, from, to, why.")
+    async def history(self, info: Ctx) -> list[InvoiceHistoryEntry]:
+        rows = await loaders.history(info.context).load(self.row.id)
+        return [InvoiceHistoryEntry(from_status=InvoiceStatus(r.from_status) if r.from_status else None,
+                                    to_status=InvoiceStatus(r.to_status), reason=r.reason,
+                                    actor=User(id=strawberry.ID(str(r.actor_id))) if r.actor_id else None,
+                                    at=r.created_at) for r in rows]
+
+
+@strawberry.input
+class ConceptInput:
+    product_code: str = strawberry.field(description="ClaveProdServ (c_ClaveProdServ)")
+    quantity: Decimal = strawberry.field(description="Cantidad")
+    unit_code: str = strawberry.field(description="ClaveUnidad (c_ClaveUnidad)")
+    description: str = strawberry.field(description="Descripcion")
+    unit_price: Decimal = strawberry.field(description="ValorUnitario")
+    unit: str | None = strawberry.field(default=None, description="Unidad")
+    discount: Decimal | None = strawberry.field(default=None, description="Descuento")
+    tax_object: str | None = strawberry.field(default=None, description="ObjetoImp; 02 when taxes are given, else 01")
+    identification: str | None = strawberry.field(default=None, description="NoIdentificacion")
+    taxes: list[TaxInput] = strawberry.field(default_factory=list)
+
+
+@strawberry.input
+class RelatedCfdiInput:
+    relation_type: str = strawberry.field(description="TipoRelacion (c_TipoRelacion), e.g. 01 nota de crédito")
+    uuids: list[str] = strawberry.field(description="CfdiRelacionado/@UUID")
+
+
+@strawberry.input
+class GlobalInformationInput:
+    periodicity: str = strawberry.field(description="Periodicidad (c_Periodicidad)")
+    months: str = strawberry.field(description="Meses (c_Meses)")
+    year: int = strawberry.field(description="Año")
+
+
+@strawberry.input
+class PaymentDocumentInput:
+    invoice_id: strawberry.ID = strawberry.field(description="A stamped PPD invoice of this organization (IdDocumento)")
+    amount_paid: Decimal = strawberry.field(description="ImpPagado; ImpSaldoAnt and NumParcialidad are computed")
+
+
+@strawberry.input
+class PaymentInput:
+    paid_at: datetime = strawberry.field(description="FechaPago")
+    payment_form: str = strawberry.field(description="FormaDePagoP (c_FormaPago)")
+    currency: str = strawberry.field(default="MXN", description="MonedaP")
+    exchange_rate: Decimal | None = strawberry.field(default=None, description="TipoCambioP")
+    operation_number: str | None = strawberry.field(default=None, description="NumOperacion")
+    related_documents: list[PaymentDocumentInput] = strawberry.field(default_factory=list,
+                                                                     description="DoctoRelacionado")
+
+
+@strawberry.input
+class InvoiceInput:
+    type: InvoiceType = strawberry.field(default=InvoiceType.INCOME, description="TipoDeComprobante")
+    customer_id: strawberry.ID | None = strawberry.field(default=None, description="Receptor; omit for a global invoice")
+    series: str | None = strawberry.field(default=None, description="Serie (issuer default if omitted)")
+    currency: str | None = strawberry.field(default=None, description="Moneda, default MXN")
+    exchange_rate: Decimal | None = strawberry.field(default=None, description="TipoCambio")
+    payment_form: str | None = strawberry.field(default=None, description="FormaPago (c_FormaPago); 99 with PPD")
+    payment_method: str | None = strawberry.field(default=None, description="MetodoPago: PUE or PPD")
+    payment_conditions: str | None = strawberry.field(default=None, description="CondicionesDePago")
+    cfdi_use: str | None = strawberry.field(default=None, description="UsoCFDI (customer default if omitted)")
+    exportation: str | None = strawberry.field(default=None, description="Exportacion, default 01")
+    concepts: list[ConceptInput] | None = strawberry.field(default=None, description="Conceptos")
+    related: list[RelatedCfdiInput] | None = strawberry.field(default=None, description="CfdiRelacionados")
+    global_information: GlobalInformationInput | None = strawberry.field(default=None, description="InformacionGlobal")
+    payments: list[PaymentInput] | None = strawberry.field(default=None, description="Pagos 2.0 (type P)")
+
+
+@strawberry.input
+class InvoiceUpdateInput:
+    customer_id: strawberry.ID | None = None
+    series: str | None = None
+    currency: str | None = None
+    exchange_rate: Decimal | None = None
+    payment_form: str | None = None
+    payment_method: str | None = None
+    payment_conditions: str | None = None
+    cfdi_use: str | None = None
+    exportation: str | None = None
+    concepts: list[ConceptInput] | None = None
+    related: list[RelatedCfdiInput] | None = None
+    global_information: GlobalInformationInput | None = None
+    payments: list[PaymentInput] | None = None
+
+
+@strawberry.input
+class InvoiceFilter:
+    status: InvoiceStatus | None = None
+    customer_id: strawberry.ID | None = None
+    type: InvoiceType | None = None
+    date_from: datetime | None = None
+    date_to: datetime | None = None
+    search: str | None = strawberry.field(default=None, description="Customer name/RFC, UUID or folio")
+
+
+@strawberry.type
+class DashboardRow:
+    month: int
+    status: InvoiceStatus
+    count: int
+    total: Decimal = strawberry.field(description="Sum of Total converted to MXN with TipoCambio")
+
+
+@strawberry.type
+class CatalogEntry:
+    code: str
+    description: str
+
+
+@strawberry.type(description="A live status change of an invoice.")
+class InvoiceStatusEvent:
+    invoice_id: strawberry.ID
+    status: InvoiceStatus
+    uuid: str | None
+    code: str | None
+    message: str | None
+    at: datetime
+
+
+# --- payloads ------------------------------------------------------------------------------------
+
+@strawberry.type
+class IssuerPayload(Payload):
+    issuer: Issuer | None = None
+
+
+@strawberry.type
+class CertificatePayload(Payload):
+    certificate: Certificate | None = None
+
+
+@strawberry.type
+class SeriesPayload(Payload):
+    series: Series | None = None
+
+
+@strawberry.type
+class CustomerPayload(Payload):
+    customer: Customer | None = None
+
+
+@strawberry.type
+class DeletePayload(Payload):
+    success: bool = False
+
+
+@strawberry.type
+class InvoicePayload(Payload):
+    invoice: Invoice | None = None
+    issues: list[ValidationIssue] = strawberry.field(default_factory=list)
+
+
+def _invoice_payload(row: m.Invoice) -> InvoicePayload:
+    inv = Invoice.from_row(row)
+    return InvoicePayload(invoice=inv, issues=inv.issues)
+
+
+# --- root types ----------------------------------------------------------------------------------
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="The organization's issuer profile (Emisor), null until configured.")
+    async def issuer(self, info: Ctx) -> Issuer | None:
+        p = await info.context.require(P.INVOICE_READ)
+        async with info.context.runtime.sessionmaker() as session:
+            row = await service.get_issuer(session, p.organization_id)
+        return Issuer.from_row(row) if row else None
+
+    @strawberry.field
+    async def customer(self, info: Ctx, id: strawberry.ID) -> Customer | None:
+        p = await info.context.require(P.INVOICE_READ)
+        row = await loaders.customers(info.context, p.organization_id).load(_uuid(id))
+        return Customer.from_row(row) if row and row.deleted_at is None else None
+
+    @strawberry.field
+    async def customers(self, info: Ctx, first: int | None = None, after: str | None = None,
+                        search: str | None = None) -> Connection[Customer]:
+        p = await info.context.require(P.INVOICE_READ)
+        size = page_size(first)
+        async with info.context.runtime.sessionmaker() as session:
+            rows = await service.customers_page(session, p.organization_id, search=search, after=decode_cursor(after),
+                                                limit=size + 1)
+        return build_connection(rows, size, to_node=Customer.from_row, key_of=lambda r: [r.legal_name, str(r.id)],
+                                after=after)
+
+    @strawberry.field
+    async def invoice(self, info: Ctx, id: strawberry.ID) -> Invoice | None:
+        p = await info.context.require(P.INVOICE_READ)
+        row = await loaders.invoices(info.context, p.organization_id).load(_uuid(id))
+        return Invoice.from_row(row) if row else None
+
+    @strawberry.field(description="Find an invoice by its folio fiscal (UUID).")
+    async def invoice_by_uuid(self, info: Ctx, uuid: str) -> Invoice | None:
+        p = await info.context.require(P.INVOICE_READ)
+        async with info.context.runtime.sessionmaker() as session:
+            row = await service.invoice_by_uuid(session, p.organization_id, uuid)
+        return Invoice.from_row(row) if row else None
+
+    @strawberry.field
+    async def invoices(self, info: Ctx, filter: InvoiceFilter | None = None, first: int | None = None,
+                       after: str | None = None) -> Connection[Invoice]:
+        p = await info.context.require(P.INVOICE_READ)
+        size = page_size(first)
+        filters = _plain(filter) if filter else {}
+        if filters.get("customer_id"):
+            filters["customer_id"] = _uuid(filters["customer_id"])
+        async with info.context.runtime.sessionmaker() as session:
+            rows = await service.invoices_page(session, p.organization_id, filters=filters,
+                                               after=decode_cursor(after), limit=size + 1)
+        try:
+            return build_connection(rows, size, to_node=Invoice.from_row,
+                                    key_of=lambda r: [r.created_at.isoformat(), str(r.id)], after=after)
+        except ValueError:
+            raise InputError.single("INVALID_CURSOR", "El cursor no es válido.", ["after"]) from None
+
+    @strawberry.field(description="Count and MXN total of invoices per month and status for a year.")
+    async def invoice_dashboard(self, info: Ctx, year: int) -> list[DashboardRow]:
+        p = await info.context.require(P.INVOICE_READ)
+        async with info.context.runtime.sessionmaker() as session:
+            rows = await service.dashboard(session, p.organization_id, year)
+        return [DashboardRow(month=mo, status=InvoiceStatus(st), count=c, total=t) for mo, st, c, t in rows]
+
+    @strawberry.field(description="Search a SAT catalog: ClaveProdServ, ClaveUnidad, RegimenFiscal, UsoCFDI, FormaPago, "
+                                  "MetodoPago, Moneda, CodigoPostal, ObjetoImp, Exportacion.")
+    async def sat_catalog(self, info: Ctx, name: str, search: str = "", first: int = 20) -> list[CatalogEntry]:
+        await info.context.principal()
+        try:
+            rows = search_catalog(name, search, min(max(first, 0), 100))
+        except UnknownCatalogError:
+            raise NotFoundError("Catálogo desconocido.") from None
+        return [CatalogEntry(code=str(r["code"]), description=str(r.get("description", ""))) for r in rows]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Create or update the issuer profile (Emisor, LugarExpedicion).")
+    async def save_issuer(self, info: Ctx, input: IssuerInput) -> IssuerPayload:
+        p = await info.context.require(P.ISSUER_MANAGE)
+
+        async def run():
+            return IssuerPayload(issuer=Issuer.from_row(await service.save_issuer(info.context.runtime, p.organization_id,
+                                                                                 _plain(input))))
+        return await payload_or_errors(IssuerPayload, run)
+
+    @strawberry.mutation(description="Add a series (Serie) with its first folio.")
+    async def create_series(self, info: Ctx, code: str, next_folio: int = 1) -> SeriesPayload:
+        p = await info.context.require(P.ISSUER_MANAGE)
+
+        async def run():
+            row = await service.create_series(info.context.runtime, p.organization_id, code, next_folio)
+            return SeriesPayload(series=Series(code=row.code, next_folio=row.next_folio))
+        return await payload_or_errors(SeriesPayload, run)
+
+    @strawberry.mutation(description="Upload a CSD: base64 of the .cer (DER) and the encrypted PKCS#8 .key, and its "
+                                     "password (used once to open the key; never stored).")
+    async def upload_csd(self, info: Ctx, certificate: str, private_key: str, password: str) -> CertificatePayload:
+        p = await info.context.require(P.ISSUER_MANAGE)
+
+        async def run():
+            row = await service.upload_csd(info.context.runtime, p.organization_id, p.user_id, certificate,
+                                           private_key, password)
+            return CertificatePayload(certificate=Certificate.from_row(row))
+        return await payload_or_errors(CertificatePayload, run)
+
+    @strawberry.mutation(description="Make a CSD the one that seals new invoices.")
+    async def activate_csd(self, info: Ctx, id: strawberry.ID) -> CertificatePayload:
+        p = await info.context.require(P.ISSUER_MANAGE)
+
+        async def run():
+            row = await service.activate_csd(info.context.runtime, p.organization_id, _uuid(id))
+            return CertificatePayload(certificate=Certificate.from_row(row))
+        return await payload_or_errors(CertificatePayload, run)
+
+    @strawberry.mutation
+    async def create_customer(self, info: Ctx, input: CustomerInput) -> CustomerPayload:
+        p = await info.context.require(P.CUSTOMER_MANAGE)
+
+        async def run():
+            row = await service.create_customer(info.context.runtime, p.organization_id, _plain(input))
+            return CustomerPayload(customer=Customer.from_row(row))
+        return await payload_or_errors(CustomerPayload, run)
+
+    @strawberry.mutation
+    async def update_customer(self, info: Ctx, id: strawberry.ID, input: CustomerUpdateInput) -> CustomerPayload:
+        p = await info.context.require(P.CUSTOMER_MANAGE)
+
+        async def run():
+            row = await service.update_customer(info.context.runtime, p.organization_id, _uuid(id), _plain(input))
+            return CustomerPayload(customer=Customer.from_row(row))
+        return await payload_or_errors(CustomerPayload, run)
+
+    @strawberry.mutation
+    async def delete_customer(self, info: Ctx, id: strawberry.ID) -> DeletePayload:
+        p = await info.context.require(P.CUSTOMER_MANAGE)
+
+        async def run():
+            await service.delete_customer(info.context.runtime, p.organization_id, _uuid(id))
+            return DeletePayload(success=True)
+        return await payload_or_errors(DeletePayload, run)
+
+    @strawberry.mutation(description="Create a DRAFT; totals are computed and validation issues returned.")
+    async def create_invoice(self, info: Ctx, input: InvoiceInput) -> InvoicePayload:
+        p = await info.context.require(P.INVOICE_ISSUE)
+
+        async def run():
+            return _invoice_payload(await service.create_invoice(info.context.runtime, p.organization_id, p.user_id,
+                                                                 _plain(input)))
+        return await payload_or_errors(InvoicePayload, run)
+
+    @strawberry.mutation(description="Edit a DRAFT or STAMP_FAILED invoice.")
+    async def update_invoice(self, info: Ctx, id: strawberry.ID, input: InvoiceUpdateInput) -> InvoicePayload:
+        p = await info.context.require(P.INVOICE_ISSUE)
+
+        async def run():
+            return _invoice_payload(await service.update_invoice(info.context.runtime, p.organization_id, p.user_id,
+                                                                 _uuid(id), _plain(input)))
+        return await payload_or_errors(InvoicePayload, run)
+
+    @strawberry.mutation(description="Send to the PAC (status STAMPING; the worker finishes it). The same "
+                                     "idempotencyKey returns the same result.")
+    async def stamp_invoice(self, info: Ctx, id: strawberry.ID, idempotency_key: str) -> InvoicePayload:
+        p = await info.context.require(P.INVOICE_ISSUE)
+
+        async def run():
+            return _invoice_payload(await service.request_stamp(info.context.runtime, p.organization_id, p.user_id,
+                                                                _uuid(id), idempotency_key))
+        return await payload_or_errors(InvoicePayload, run)
+
+    @strawberry.mutation(description="Cancel a stamped invoice. reason: 01-04 (Motivo); 01 needs replacementUuid "
+                                     "(FolioSustitucion).")
+    async def cancel_invoice(self, info: Ctx, id: strawberry.ID, reason: str,
+                             replacement_uuid: str | None = None) -> InvoicePayload:
+        p = await info.context.require(P.INVOICE_CANCEL)
+
+        async def run():
+            return _invoice_payload(await service.cancel_invoice(info.context.runtime, p.organization_id, p.user_id,
+                                                                 _uuid(id), reason, replacement_uuid))
+        return await payload_or_errors(InvoicePayload, run)
+
+
+def _status_event(msg: dict) -> InvoiceStatusEvent:
+    return InvoiceStatusEvent(invoice_id=strawberry.ID(msg["invoiceId"]), status=InvoiceStatus(msg["status"]),
+                              uuid=msg.get("uuid"), code=msg.get("code"), message=msg.get("message"),
+                              at=datetime.fromisoformat(msg["at"]))
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="Status changes of one invoice.")
+    async def invoice_status_changed(self, info: Ctx, id: strawberry.ID) -> AsyncGenerator[InvoiceStatusEvent, None]:
+        p = await info.context.require(P.INVOICE_READ)
+        wanted = str(_uuid(id))
+        if await loaders.invoices(info.context, p.organization_id).load(uuid.UUID(wanted)) is None:
+            raise NotFoundError("Factura no encontrada.")
+        async for msg in listen(info.context.runtime.redis, org_channel(p.organization_id)):
+            if msg.get("kind") == "invoice_status" and msg.get("invoiceId") == wanted:
+                yield _status_event(msg)
+
+    @strawberry.subscription(description="Status changes of every invoice of the caller's organization.")
+    async def invoice_events(self, info: Ctx) -> AsyncGenerator[InvoiceStatusEvent, None]:
+        p = await info.context.require(P.INVOICE_READ)
+        async for msg in listen(info.context.runtime.redis, org_channel(p.organization_id)):
+            if msg.get("kind") == "invoice_status":
+                yield _status_event(msg)
+
+
+schema = build_schema(query=Query, mutation=Mutation, subscription=Subscription,
+                      types=[Invoice, User, Organization])

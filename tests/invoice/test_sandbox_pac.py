@@ -1,0 +1,70 @@
+"""The sandbox PAC refuses what a real PAC refuses and answers a repeated CFDI with its timbre."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+
+from subgraphs.invoice.cfdi import build_tree, compute_totals, load_csd, sign_cfdi, to_bytes, verify_cfdi
+from subgraphs.invoice.cfdi.rules import place_timezone
+from subgraphs.invoice.pac import PacError
+from subgraphs.invoice.pac.sandbox import PAC_RFC, SandboxPac, certificate_lookup
+from tests.cfdi.conftest import CSD_DIR, make_invoice
+from tests.invoice.conftest import CSD_PASSWORD, pac_env
+
+
+def _csd():
+    return load_csd((CSD_DIR / "eku9003173c9_csd_2023.cer").read_bytes(),
+                    (CSD_DIR / "eku9003173c9_csd_2023.key").read_bytes(), CSD_PASSWORD)
+
+
+def _sealed(**overrides) -> bytes:
+    now = datetime.now(place_timezone("42501")).replace(tzinfo=None, microsecond=0)
+    inv = compute_totals(replace(make_invoice(issued_at=now, folio=str(uuid.uuid4().int % 10**9)), **overrides))
+    tree = build_tree(inv)
+    sign_cfdi(tree, _csd())
+    return to_bytes(tree)
+
+
+async def test_stamps_and_repeats_the_same_timbre(runtime):
+    pac = SandboxPac(runtime.redis)
+    xml = _sealed()
+    first = await pac.stamp(xml)
+    assert first.uuid == first.uuid.upper() and uuid.UUID(first.uuid).version == 4
+    assert verify_cfdi(first.xml, certificate_lookup).ok
+    assert f'RfcProvCertif="{PAC_RFC}"' in first.xml.decode()
+    again = await pac.stamp(xml)
+    assert again.previously_stamped and again.uuid == first.uuid and again.xml == first.xml
+    assert await pac.status(first.uuid) == "ACTIVE"
+
+
+async def test_refuses_a_tampered_seal_and_an_old_date(runtime):
+    pac = SandboxPac(runtime.redis)
+    tampered = _sealed().replace(b'Descripcion="Servicio', b'Descripcion="Xervicio')
+    with pytest.raises(PacError) as exc:
+        await pac.stamp(tampered)
+    assert exc.value.code == "302" and not exc.value.transient
+    old = datetime.now(place_timezone("42501")).replace(tzinfo=None, microsecond=0) - timedelta(hours=73)
+    with pytest.raises(PacError) as exc:
+        await pac.stamp(_sealed(issued_at=old))
+    assert exc.value.code == "401"
+    with pytest.raises(PacError) as exc:
+        await pac.stamp(b"<no-es-xml")
+    assert exc.value.code == "301"
+
+
+async def test_injected_failures(runtime):
+    pac = SandboxPac(runtime.redis)
+    xml = _sealed()
+    with pac_env(PAC_SANDBOX_FAIL="5xx", PAC_SANDBOX_FAIL_MODE="once", PAC_SANDBOX_LATENCY_MS="20"):
+        with pytest.raises(PacError) as exc:
+            await pac.stamp(xml)
+        assert exc.value.transient and exc.value.code == "PAC_UNAVAILABLE"
+        assert (await pac.stamp(xml)).uuid
+    with pac_env(PAC_SANDBOX_FAIL="reject:CFDI40102"):
+        with pytest.raises(PacError) as exc:
+            await pac.stamp(_sealed())
+        assert exc.value.code == "CFDI40102" and not exc.value.transient
