@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:4000"
     # Where services reach the invoice service directly (document downloads for e-mail attachments).
     invoice_service_url: str = "http://127.0.0.1:4002"
+    # Base URL clients use for signed document downloads (an ingress in production); defaults to
+    # the invoice service itself, which is what local runs expose.
+    documents_public_url: str | None = None
     app_base_url: str = "http://127.0.0.1:3000"
     trust_proxy_headers: bool = False
 

@@ -358,7 +358,7 @@ class Invoice:
             return None
         settings = info.context.settings
         exp = service.utcnow() + DOWNLOAD_TTL
-        base = settings.invoice_service_url.rstrip("/")
+        base = (settings.documents_public_url or settings.invoice_service_url).rstrip("/")
         return DownloadUrls(xml=base + service.document_path(settings, self.row.id, "xml", exp),
                             pdf=base + service.document_path(settings, self.row.id, "pdf", exp),
                             expires_at=exp.replace(microsecond=0))

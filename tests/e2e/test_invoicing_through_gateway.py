@@ -1,0 +1,127 @@
+"""Issue 3 and 4's promises through the real gateway, with real subgraph processes, the real
+worker (relay, stamping, e-mail) and a real SMTP listener:
+
+a new user configures the issuer with the SAT test CSD, creates a customer, issues an invoice,
+watches STAMPING -> STAMPED on a WebSocket subscription, gets the in-app notification on another
+subscription and the CFDI by e-mail, downloads XML and PDF, and cancels it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+
+from subgraphs.invoice.cfdi import verify_cfdi
+from subgraphs.invoice.pac import sandbox
+from tests.conftest import unique_email
+from tests.e2e.conftest import subscribe
+from tests.invoice.conftest import CREATE_CUSTOMER, ISSUER, SAVE_ISSUER, UPLOAD_CSD, CSD_PASSWORD, concept, csd_files
+
+pytestmark = pytest.mark.e2e
+PASSWORD = "correcto-caballo-bateria"
+
+
+async def _new_issuer(gateway, *, customer_email: str):
+    r = await gateway.ok("""mutation($i: SignUpInput!) { signUp(input: $i) { tokens { accessToken } } }""",
+                         {"i": {"email": unique_email("emisor"), "password": PASSWORD, "fullName": "Contadora Kemper",
+                                "organizationName": "Escuela Kemper Urgate"}})
+    token = r["signUp"]["tokens"]["accessToken"]
+    series = "E" + uuid.uuid4().hex[:8].upper()  # distinct CFDIs per test organization (same demo RFC)
+    saved = (await gateway.ok(SAVE_ISSUER, {"i": {**ISSUER, "defaultSeries": series}}, token=token))["saveIssuer"]
+    assert saved["userErrors"] == []
+    cer, key = csd_files()
+    up = (await gateway.ok(UPLOAD_CSD, {"c": cer, "k": key, "p": CSD_PASSWORD}, token=token))["uploadCsd"]
+    assert up["userErrors"] == [] and up["certificate"]["rfc"] == "EKU9003173C9"
+    customer = {"rfc": "XIA190128J61", "legalName": "XENON INDUSTRIAL ARTICLES", "taxRegime": "601",
+                "postalCode": "76343", "cfdiUse": "G03", "email": customer_email}
+    cust = (await gateway.ok(CREATE_CUSTOMER, {"i": customer}, token=token))["createCustomer"]
+    assert cust["userErrors"] == []
+    return token, cust["customer"]["id"]
+
+
+async def _create_invoice(gateway, token, customer_id, price: str) -> dict:
+    r = await gateway.ok("""mutation($i: InvoiceInput!) { createInvoice(input: $i) {
+        invoice { id status total } issues { code field } userErrors { code field message } } }""",
+                         {"i": {"customerId": customer_id, "paymentForm": "03", "paymentMethod": "PUE",
+                                "concepts": [concept(price=price)]}}, token=token)
+    assert r["createInvoice"]["userErrors"] == [], r
+    return r["createInvoice"]["invoice"]
+
+
+async def test_issue_stamp_watch_download_and_cancel_through_the_gateway(gateway, stack, mailbox):
+    customer_email = unique_email("cliente")
+    token, customer_id = await _new_issuer(gateway, customer_email=customer_email)
+    s = await gateway.ok("mutation { updateOrganizationNotificationSettings(sendCfdiToCustomer: true) { userErrors { code } } }",
+                         token=token)
+    assert s["updateOrganizationNotificationSettings"]["userErrors"] == []
+    invoice = await _create_invoice(gateway, token, customer_id, price="500.00")
+    assert invoice["status"] == "DRAFT" and invoice["total"] in ("580.00", "580")
+
+    status_ws, statuses = await subscribe(stack.urls["gateway"],
+                                          "subscription($id: ID!) { invoiceStatusChanged(id: $id) { status uuid } }",
+                                          {"id": invoice["id"]}, token)
+    inbox_ws, inbox = await subscribe(stack.urls["gateway"],
+                                      "subscription { notificationReceived { type title data } }", None, token)
+    try:
+        await asyncio.sleep(0.5)  # let the gateway open its upstream subscriptions
+        stamped = await gateway.ok("""mutation($id: ID!, $k: String!) { stampInvoice(id: $id, idempotencyKey: $k) {
+            invoice { status } userErrors { code } } }""", {"id": invoice["id"], "k": "e2e-1"}, token=token)
+        assert stamped["stampInvoice"]["invoice"]["status"] == "STAMPING"
+        seen = [(await statuses.next())["data"]["invoiceStatusChanged"]]
+        while seen[-1]["status"] != "STAMPED":
+            seen.append((await statuses.next())["data"]["invoiceStatusChanged"])
+        assert [x["status"] for x in seen] == ["STAMPING", "STAMPED"]
+        cfdi_uuid = seen[-1]["uuid"]
+        note = (await inbox.next())["data"]["notificationReceived"]
+        assert note["type"] == "invoice.stamped" and note["data"]["uuid"] == cfdi_uuid
+    finally:
+        await status_ws.close()
+        await inbox_ws.close()
+
+    got = (await gateway.ok("""query($id: ID!) { invoice(id: $id) { status uuid downloadUrls { xml pdf }
+        createdBy { email } organization { name } } }""", {"id": invoice["id"]}, token=token))["invoice"]
+    assert got["status"] == "STAMPED" and got["uuid"] == cfdi_uuid
+    assert got["organization"]["name"] == "Escuela Kemper Urgate"  # resolved by the auth subgraph
+    assert got["createdBy"]["email"].startswith("emisor-")
+    async with httpx.AsyncClient(timeout=30) as http:
+        xml = (await http.get(got["downloadUrls"]["xml"])).content
+        pdf = await http.get(got["downloadUrls"]["pdf"])
+        tampered = await http.get(got["downloadUrls"]["pdf"].replace("sig=", "sig=x"))
+    assert verify_cfdi(xml, sandbox.certificate_lookup).ok
+    assert pdf.content.startswith(b"%PDF") and pdf.headers["content-type"].startswith("application/pdf")
+    assert tampered.status_code == 403
+
+    # The customer receives the CFDI with XML and PDF attached.
+    [mail] = await mailbox.wait_for(customer_email)
+    names = sorted(part.get_filename() or "" for part in mail.iter_attachments())
+    assert any(n.endswith(".xml") for n in names) and any(n.endswith(".pdf") for n in names), names
+
+    cancelled = await gateway.ok("""mutation($id: ID!) { cancelInvoice(id: $id, reason: "02") { invoice { status }
+        userErrors { code field } } }""", {"id": invoice["id"]}, token=token)
+    assert cancelled["cancelInvoice"]["invoice"]["status"] == "CANCELLED"  # ≤ 1,000 MXN: no acceptance needed
+
+
+async def test_user_with_email_off_for_invoicing_gets_only_the_in_app_notification(gateway, stack, mailbox):
+    token, customer_id = await _new_issuer(gateway, customer_email=unique_email("cliente"))
+    me = (await gateway.ok("{ me { email } }", token=token))["me"]["email"]
+    off = await gateway.ok("""mutation { updateNotificationPreference(category: INVOICING, channel: EMAIL, enabled: false) {
+        userErrors { code } } }""", token=token)
+    assert off["updateNotificationPreference"]["userErrors"] == []
+    invoice = await _create_invoice(gateway, token, customer_id, price="100.00")
+    await gateway.ok("""mutation($id: ID!) { stampInvoice(id: $id, idempotencyKey: "once") { invoice { status } } }""",
+                     {"id": invoice["id"]}, token=token)
+    for _ in range(150):
+        inbox = (await gateway.ok("{ notifications(first: 5) { edges { node { type } } } unreadCount }", token=token))
+        if any(e["node"]["type"] == "invoice.stamped" for e in inbox["notifications"]["edges"]):
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError("no in-app notification for the stamped invoice")
+    assert inbox["unreadCount"] >= 1
+    await asyncio.sleep(2)  # the e-mail, had it been decided, is sent right after the in-app entry
+    # Exactly one e-mail ever reached this user: the sign-up verification (account mail stays on).
+    mails = mailbox.to(me)
+    assert len(mails) == 1, [m["Subject"] for m in mails]
+    assert "verificar-correo" in mails[0].get_body(preferencelist=("plain",)).get_content()
