@@ -58,15 +58,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def redis_command(port: int, workdir: Path) -> list[str]:
+def redis_command(port: int, workdir: Path, *, persistent: bool = True) -> list[str]:
+    """Persistent by default (append-only file, fsync every second): the event stream holds
+    events the relay has already marked delivered, so a Redis restart must not drop them."""
     workdir.mkdir(parents=True, exist_ok=True)
     return [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "yes"]
+            "--appendonly", "yes" if persistent else "no", "--appendfsync", "everysec",
+            "--dir", str(workdir), "--protected-mode", "yes"]
 
 
-def start_redis(port: int | None = None, workdir: Path | None = None) -> tuple[subprocess.Popen, str]:
+def start_redis(port: int | None = None, workdir: Path | None = None, *, persistent: bool = False) -> tuple[subprocess.Popen, str]:
+    """A throw-away Redis for tests (not persistent unless asked)."""
     port = port or free_port()
-    proc = subprocess.Popen(redis_command(port, workdir or DATA / "redis"), stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(redis_command(port, workdir or DATA / "redis", persistent=persistent), stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
