@@ -67,6 +67,31 @@ def _wait_healthy(checks: dict[str, str], timeout: float = 90) -> dict[str, bool
     return status
 
 
+def _seed_demo_issuer(env: dict[str, str], gateway_url: str) -> str:
+    """Log in as the demo user through the gateway and give its organization the SAT test issuer,
+    CSD and a customer, so a first invoice can be stamped right away."""
+    import asyncio
+
+    from shared.config import load_settings
+    from shared.runtime import build_runtime
+
+    r = httpx.post(gateway_url, json={"query": "mutation($i: LogInInput!) { logIn(input: $i) { tokens { organizationId } } }",
+                                      "variables": {"i": {"email": env["DEMO_USER_EMAIL"], "password": env["DEMO_USER_PASSWORD"]}}},
+                   timeout=10).json()
+    org_id = r["data"]["logIn"]["tokens"]["organizationId"]
+
+    async def seed() -> bool:
+        from subgraphs.invoice.demo import ensure_demo_issuer
+
+        rt = build_runtime("devstack", load_settings(database_url=env["DATABASE_URL"], redis_url=env["REDIS_URL"]))
+        try:
+            return await ensure_demo_issuer(rt, org_id)
+        finally:
+            await rt.close()
+
+    return "creado" if asyncio.run(seed()) else "ya existía"
+
+
 def main() -> int:
     from honcho.manager import Manager
 
@@ -117,6 +142,12 @@ def main() -> int:
 
     def announce():
         status = _wait_healthy(checks)
+        demo_issuer = ""
+        if status.get("gateway") and status.get("invoice"):
+            try:
+                demo_issuer = _seed_demo_issuer(env, f"http://127.0.0.1:{gateway_port}/graphql")
+            except Exception as exc:  # noqa: BLE001 - the stack stays up; say what failed
+                demo_issuer = f"no se pudo configurar: {exc!r}"
         rows = [("gateway (GraphQL)", f"http://127.0.0.1:{gateway_port}/graphql", status["gateway"])]
         rows += [(f"subgraph {n}", f"http://127.0.0.1:{p}/graphql", status[n]) for n, p in subgraphs.items()]
         if "mail" in manager._processes:
@@ -127,6 +158,7 @@ def main() -> int:
         lines = ["", "=" * 78, "  Facturación — stack local"]
         lines += [f"  {'OK ' if ok else 'ERR'} {name.ljust(width)}  {url}" for name, url, ok in rows]
         lines += [f"  Usuario demo: {env['DEMO_USER_EMAIL']}  /  contraseña: {env['DEMO_USER_PASSWORD']}",
+                  f"  Emisor demo EKU9003173C9 con CSD de prueba del SAT: {demo_issuer or 'no disponible'}",
                   "  Ctrl-C detiene todo.", "=" * 78, ""]
         print("\n".join(lines), flush=True)
 

@@ -36,6 +36,10 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # uvicorn's access log repeats what our middleware logs, with less context.
     logging.getLogger("uvicorn.access").disabled = True
+    # arq's CLI installs its own plain-text handler; one JSON line per record is enough.
+    arq_logger = logging.getLogger("arq")
+    arq_logger.handlers[:] = []
+    arq_logger.propagate = True
 
 
 class RequestIdMiddleware:
