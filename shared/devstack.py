@@ -168,7 +168,8 @@ def main() -> int:
     finally:
         if embedded_pg:
             embedded.stop_postgres("pg")
-    return manager.returncode or 0
+    # Stopped on purpose (Ctrl-C / SIGTERM) is a clean exit; a crashed child is not.
+    return 0 if manager.returncode in (130, 143) else (manager.returncode or 0)
 
 
 if __name__ == "__main__":
