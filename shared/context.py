@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,3 +80,14 @@ class RequestContext:
         if name not in self._loaders:
             self._loaders[name] = factory()
         return self._loaders[name]
+
+    def batch_loader(self, name: str, fetch: Callable[[Any, list], Awaitable[dict]], *, default: Any = None) -> DataLoader:
+        """The usual loader: `fetch(session, keys)` answers a dict for the whole batch in one
+        query; keys it does not answer get `default` (None, or e.g. [] for list fields)."""
+
+        async def batch(keys: list) -> list:
+            async with self.runtime.sessionmaker() as session:
+                found = await fetch(session, keys)
+            return [found.get(k, default) for k in keys]
+
+        return self.loader(name, lambda: DataLoader(batch))

@@ -30,6 +30,7 @@ from shared.bus import EVENTS_STREAM, publish_live, user_channel
 from shared.db import transaction
 from shared.events import Event
 from shared.runtime import Runtime
+from workers.background import background_loop
 from subgraphs.notification import mailer, service
 from subgraphs.notification.models import FAILED_PERMANENT, QUEUED, SENT, EmailMessage
 
@@ -225,19 +226,7 @@ async def requeue_queued_emails(ctx, older_than_seconds: int = 60) -> int:
     return len(ids)
 
 
-async def _start(ctx) -> None:
-    ctx["notification_consumer"] = asyncio.create_task(consumer_loop(ctx["runtime"], ctx.get("redis")),
-                                                       name="notification-consumer")
-
-
-async def _stop(ctx) -> None:
-    task = ctx.get("notification_consumer")
-    if task is not None:
-        task.cancel()
-        try:
-            await task
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
-            pass
+_start, _stop = background_loop("notification-consumer", lambda ctx: consumer_loop(ctx["runtime"], ctx.get("redis")))
 
 
 FUNCTIONS = [func(send_email, max_tries=SEND_EMAIL_MAX_TRIES)]

@@ -29,6 +29,7 @@ from shared.events import Event
 from shared.migrations import SERVICES
 from shared.outbox import OUTBOX_CHANNEL, outbox_table
 from shared.runtime import Runtime
+from workers.background import background_loop
 
 log = logging.getLogger(__name__)
 
@@ -174,18 +175,7 @@ async def relay_loop(rt: Runtime, *, sweep_interval: float = SWEEP_INTERVAL) -> 
             await conn.close()
 
 
-async def _start(ctx) -> None:
-    ctx["relay_task"] = asyncio.create_task(relay_loop(ctx["runtime"]), name="outbox-relay")
-
-
-async def _stop(ctx) -> None:
-    task = ctx.get("relay_task")
-    if task is not None:
-        task.cancel()
-        try:
-            await task
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
-            pass
+_start, _stop = background_loop("outbox-relay", lambda ctx: relay_loop(ctx["runtime"]))
 
 
 FUNCTIONS = [relay_outbox]

@@ -11,27 +11,12 @@ from subgraphs.auth import service
 
 
 def users(ctx: RequestContext, visible_to: uuid.UUID | None) -> DataLoader:
-    async def batch(ids: list[uuid.UUID]):
-        async with ctx.runtime.sessionmaker() as session:
-            found = await service.users_by_ids(session, ids, visible_to=visible_to)
-        return [found.get(i) for i in ids]
-
-    return ctx.loader(f"users:{visible_to}", lambda: DataLoader(batch))
+    return ctx.batch_loader(f"users:{visible_to}", lambda s, ids: service.users_by_ids(s, ids, visible_to=visible_to))
 
 
 def organizations(ctx: RequestContext) -> DataLoader:
-    async def batch(ids: list[uuid.UUID]):
-        async with ctx.runtime.sessionmaker() as session:
-            found = await service.organizations_by_ids(session, ids)
-        return [found.get(i) for i in ids]
-
-    return ctx.loader("organizations", lambda: DataLoader(batch))
+    return ctx.batch_loader("organizations", service.organizations_by_ids)
 
 
 def memberships(ctx: RequestContext) -> DataLoader:
-    async def batch(user_ids: list[uuid.UUID]):
-        async with ctx.runtime.sessionmaker() as session:
-            found = await service.memberships_of_users(session, user_ids)
-        return [found[u] for u in user_ids]
-
-    return ctx.loader("memberships", lambda: DataLoader(batch))
+    return ctx.batch_loader("memberships", service.memberships_of_users, default=[])

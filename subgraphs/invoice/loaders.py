@@ -11,27 +11,12 @@ from subgraphs.invoice import service
 
 
 def invoices(ctx: RequestContext, org: uuid.UUID) -> DataLoader:
-    async def batch(ids: list[uuid.UUID]):
-        async with ctx.runtime.sessionmaker() as session:
-            found = await service.invoices_by_ids(session, org, ids)
-        return [found.get(i) for i in ids]
-
-    return ctx.loader(f"invoices:{org}", lambda: DataLoader(batch))
+    return ctx.batch_loader(f"invoices:{org}", lambda s, ids: service.invoices_by_ids(s, org, ids))
 
 
 def customers(ctx: RequestContext, org: uuid.UUID) -> DataLoader:
-    async def batch(ids: list[uuid.UUID]):
-        async with ctx.runtime.sessionmaker() as session:
-            found = await service.customers_by_ids(session, org, ids)
-        return [found.get(i) for i in ids]
-
-    return ctx.loader(f"customers:{org}", lambda: DataLoader(batch))
+    return ctx.batch_loader(f"customers:{org}", lambda s, ids: service.customers_by_ids(s, org, ids))
 
 
 def history(ctx: RequestContext) -> DataLoader:
-    async def batch(ids: list[uuid.UUID]):
-        async with ctx.runtime.sessionmaker() as session:
-            found = await service.history(session, ids)
-        return [found[i] for i in ids]
-
-    return ctx.loader("history", lambda: DataLoader(batch))
+    return ctx.batch_loader("history", service.history, default=[])

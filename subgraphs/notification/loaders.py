@@ -11,18 +11,10 @@ from subgraphs.notification import service
 
 
 def unread_counts(ctx: RequestContext, organization_id: uuid.UUID) -> DataLoader:
-    async def batch(user_ids: list[uuid.UUID]):
-        async with ctx.runtime.sessionmaker() as session:
-            found = await service.unread_counts(session, organization_id, user_ids)
-        return [found[u] for u in user_ids]
-
-    return ctx.loader(f"unread_counts:{organization_id}", lambda: DataLoader(batch))
+    return ctx.batch_loader(f"unread_counts:{organization_id}",
+                            lambda s, ids: service.unread_counts(s, organization_id, ids), default=0)
 
 
 def preferences(ctx: RequestContext, organization_id: uuid.UUID) -> DataLoader:
-    async def batch(user_ids: list[uuid.UUID]):
-        async with ctx.runtime.sessionmaker() as session:
-            found = await service.effective_preferences(session, organization_id, user_ids)
-        return [found[u] for u in user_ids]
-
-    return ctx.loader(f"preferences:{organization_id}", lambda: DataLoader(batch))
+    return ctx.batch_loader(f"preferences:{organization_id}",
+                            lambda s, ids: service.effective_preferences(s, organization_id, ids), default=[])
