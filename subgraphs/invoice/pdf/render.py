@@ -323,7 +323,7 @@ def _logo(doc: _Doc, data: bytes, x: float, y: float) -> tuple[float, float] | N
 
 def _header(doc: _Doc, v: InvoiceView, logo_png: bytes | None) -> None:
     top = MARGIN
-    box_w = 86.0
+    box_w = 92.0  # wide enough for the 36-character folio fiscal on one line
     box_x = doc.w - MARGIN - box_w
     left_x = MARGIN
     left_w = box_x - MARGIN - 4
