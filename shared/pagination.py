@@ -47,15 +47,18 @@ def encode_cursor(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key, default=str, separators=(",", ":")).encode()).decode()
 
 
-def decode_cursor(cursor: str | None) -> list[Any] | None:
+def decode_cursor(cursor: str | None, *types) -> list[Any] | None:
+    """The keyset position in `cursor`, each part converted by the matching callable in `types`
+    (e.g. `datetime.fromisoformat, uuid.UUID`). A cursor that is not ours, or whose parts do not
+    convert, is a typed INVALID_CURSOR error, never a database error."""
     if cursor is None:
         return None
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if not isinstance(value, list):
+        if not isinstance(value, list) or (types and len(value) != len(types)):
             raise ValueError
-        return value
-    except (ValueError, TypeError, UnicodeDecodeError):
+        return [convert(v) for convert, v in zip(types, value)] if types else value
+    except (ValueError, TypeError, UnicodeDecodeError, AttributeError):
         raise InputError.single("INVALID_CURSOR", "El cursor no es válido.", ["after"]) from None
 
 

@@ -71,3 +71,16 @@ async def test_input_error_in_a_query_keeps_its_code_instead_of_being_masked():
     assert result.errors[0].message == "El cursor no es válido."
     assert result.errors[0].extensions["code"] == "INVALID_CURSOR"
     assert result.errors[0].extensions["field"] == ["after"]
+
+
+def test_typed_cursor_refuses_well_formed_garbage():
+    import uuid
+    from datetime import datetime
+
+    good = encode_cursor(["2026-01-01T00:00:00+00:00", str(uuid.UUID(int=1))])
+    at, ident = decode_cursor(good, datetime.fromisoformat, uuid.UUID)
+    assert at.year == 2026 and ident == uuid.UUID(int=1)
+    for garbage in (["x", "y"], ["2026-01-01T00:00:00"], [1, 2, 3], [None, None]):
+        with pytest.raises(InputError) as exc:
+            decode_cursor(encode_cursor(garbage), datetime.fromisoformat, uuid.UUID)
+        assert exc.value.errors[0].code == "INVALID_CURSOR"

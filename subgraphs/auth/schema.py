@@ -158,7 +158,7 @@ async def _members(info: Ctx, org_id: uuid.UUID, first, after) -> Connection[Mem
         await info.context.require(Permission.MEMBERS_READ)
     size = page_size(first)
     async with info.context.runtime.sessionmaker() as session:
-        rows = await service.members(session, org_id, after=decode_cursor(after), limit=size + 1)
+        rows = await service.members(session, org_id, after=decode_cursor(after, datetime.fromisoformat, uuid.UUID), limit=size + 1)
     return build_connection(rows, size, to_node=Membership.from_row, key_of=lambda r: [r.created_at.isoformat(), str(r.id)], after=after)
 
 

@@ -616,7 +616,7 @@ async def memberships_of_users(session: AsyncSession, user_ids: list[uuid.UUID])
 async def members(session: AsyncSession, org_id: uuid.UUID, *, after: list | None, limit: int) -> list[Membership]:
     stmt = select(Membership).where(Membership.organization_id == org_id)
     if after:
-        stmt = stmt.where(or_(Membership.created_at > after[0], and_(Membership.created_at == after[0], Membership.id > uuid.UUID(after[1]))))
+        stmt = stmt.where(or_(Membership.created_at > after[0], and_(Membership.created_at == after[0], Membership.id > after[1])))
     return list((await session.execute(stmt.order_by(Membership.created_at, Membership.id).limit(limit))).scalars())
 
 

@@ -546,7 +546,7 @@ class Query:
         p = await info.context.require(P.INVOICE_READ)
         size = page_size(first)
         async with info.context.runtime.sessionmaker() as session:
-            rows = await service.customers_page(session, p.organization_id, search=search, after=decode_cursor(after),
+            rows = await service.customers_page(session, p.organization_id, search=search, after=decode_cursor(after, str, uuid.UUID),
                                                 limit=size + 1)
         return build_connection(rows, size, to_node=Customer.from_row, key_of=lambda r: [r.legal_name, str(r.id)],
                                 after=after)
@@ -574,7 +574,7 @@ class Query:
             filters["customer_id"] = _uuid(filters["customer_id"])
         async with info.context.runtime.sessionmaker() as session:
             rows = await service.invoices_page(session, p.organization_id, filters=filters,
-                                               after=decode_cursor(after), limit=size + 1)
+                                               after=decode_cursor(after, datetime.fromisoformat, uuid.UUID), limit=size + 1)
         try:
             return build_connection(rows, size, to_node=Invoice.from_row,
                                     key_of=lambda r: [r.created_at.isoformat(), str(r.id)], after=after)

@@ -332,7 +332,7 @@ async def customers_page(session: AsyncSession, org: uuid.UUID, *, search: str |
         q = q.where(or_(m.Customer.legal_name.ilike(like), m.Customer.rfc.ilike(like), m.Customer.email.ilike(like)))
     if after:
         q = q.where(or_(m.Customer.legal_name > after[0],
-                        and_(m.Customer.legal_name == after[0], m.Customer.id > uuid.UUID(after[1]))))
+                        and_(m.Customer.legal_name == after[0], m.Customer.id > after[1])))
     q = q.order_by(m.Customer.legal_name, m.Customer.id).limit(limit)
     return list((await session.scalars(q)).all())
 
@@ -353,6 +353,13 @@ def _dec(value: Any, errors: _Errors, *path, positive: bool = False, non_negativ
             raise InvalidOperation
     except (InvalidOperation, ValueError):
         errors.add("INVALID_NUMBER", "No es un número válido.", *path)
+        return None
+    # SAT's numeric types allow at most 18 integer digits and 6 decimals (t_Importe, Cantidad).
+    if abs(d) >= Decimal(10) ** 18:
+        errors.add("OUT_OF_RANGE", "El número es demasiado grande.", *path)
+        return None
+    if d.as_tuple().exponent < -6:
+        errors.add("TOO_MANY_DECIMALS", "Se admiten como máximo 6 decimales.", *path)
         return None
     if positive and d <= 0:
         errors.add("MUST_BE_POSITIVE", "Debe ser mayor que cero.", *path)
@@ -379,7 +386,11 @@ async def normalise_document(session: AsyncSession, org: uuid.UUID, issuer: m.Is
     gi = doc.get("global_information")
     customer = None
     if doc.get("customer_id"):
-        customer = await session.get(m.Customer, uuid.UUID(str(doc["customer_id"])))
+        try:
+            customer_id = uuid.UUID(str(doc["customer_id"]))
+        except ValueError:
+            customer_id = None
+        customer = await session.get(m.Customer, customer_id) if customer_id else None
         if customer is None or customer.organization_id != org or customer.deleted_at is not None:
             errors.add("CUSTOMER_NOT_FOUND", "El cliente no existe.", "input", "customerId")
             customer = None
@@ -888,7 +899,7 @@ async def invoices_page(session: AsyncSession, org: uuid.UUID, *, filters: dict,
             conds.append(m.Invoice.folio == int(s))
         q = q.where(or_(*conds))
     if after:
-        ts, last_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
+        ts, last_id = after  # typed by decode_cursor
         q = q.where(or_(m.Invoice.created_at < ts, and_(m.Invoice.created_at == ts, m.Invoice.id < last_id)))
     q = q.order_by(m.Invoice.created_at.desc(), m.Invoice.id.desc()).limit(limit)
     return list((await session.scalars(q)).all())

@@ -3,6 +3,7 @@ service function. Everything is the caller's own: filtered by their organization
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from enum import Enum
@@ -13,7 +14,7 @@ from strawberry.types import Info
 
 from shared.bus import listen, user_channel
 from shared.context import RequestContext
-from shared.errors import AppError, InputError, Payload, payload_or_errors
+from shared.errors import AppError, Payload, payload_or_errors
 from shared.graphql import build_schema
 from shared.pagination import Connection, build_connection, decode_cursor, page_size
 from shared.permissions import Permission
@@ -162,7 +163,7 @@ class Query:
     async def notifications(self, info: Ctx, first: int | None = None, after: str | None = None,
                             unread_only: bool = False) -> Connection[Notification]:
         p = await info.context.principal()
-        size, cursor = page_size(first), decode_cursor(after)
+        size, cursor = page_size(first), decode_cursor(after, datetime.fromisoformat, uuid.UUID)
         async with info.context.runtime.sessionmaker() as session:
             rows = await service.inbox(session, p, after=cursor, limit=size + 1, unread_only=unread_only)
         return build_connection(rows, size, to_node=Notification.from_row,

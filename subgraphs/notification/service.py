@@ -138,10 +138,7 @@ async def inbox(session: AsyncSession, p: Principal, *, after: list | None, limi
     if unread_only:
         stmt = stmt.where(Notification.read_at.is_(None))
     if after:
-        try:
-            at, last_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
-        except (ValueError, IndexError, TypeError):
-            raise InputError.single("INVALID_CURSOR", "El cursor no es válido.", ["after"]) from None
+        at, last_id = after  # typed by decode_cursor
         stmt = stmt.where(or_(Notification.created_at < at, and_(Notification.created_at == at, Notification.id < last_id)))
     stmt = stmt.order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit)
     return list((await session.execute(stmt)).scalars())

@@ -172,3 +172,20 @@ async def test_another_organizations_api_key_cannot_be_revoked(gql, sign_up):
                       {"i": created["apiKey"]["id"]}, token=a.token))["revokeApiKey"]
     assert r["userErrors"][0]["code"] == "NOT_FOUND"
     assert new_uuid()
+
+
+async def test_members_pages_with_cursors_and_refuses_forged_ones(gql, sign_up, auth_runtime):
+    from shared.pagination import encode_cursor
+
+    owner = await sign_up()
+    for _ in range(2):
+        await _join(gql, sign_up, auth_runtime, owner, "MEMBER")
+    q = "query($a: String) { members(first: 2, after: $a) { edges { node { user { email } } } pageInfo { hasNextPage endCursor } } }"
+    first = (await gql.ok(q, {"a": None}, token=owner.token))["members"]
+    assert len(first["edges"]) == 2 and first["pageInfo"]["hasNextPage"]
+    second = (await gql.ok(q, {"a": first["pageInfo"]["endCursor"]}, token=owner.token))["members"]
+    assert len(second["edges"]) == 1 and not second["pageInfo"]["hasNextPage"]
+    emails = {e["node"]["user"]["email"] for e in first["edges"] + second["edges"]}
+    assert len(emails) == 3
+    forged = await gql.execute(q, {"a": encode_cursor(["ayer", "nadie"])}, token=owner.token)
+    assert forged.error_codes == ["INVALID_CURSOR"]
