@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+import strawberry
 
 from shared.config import SettingsError, load_settings
 from shared.crypto import SecretDecryptionError, seal, unseal
@@ -84,3 +85,49 @@ def test_typed_cursor_refuses_well_formed_garbage():
         with pytest.raises(InputError) as exc:
             decode_cursor(encode_cursor(garbage), datetime.fromisoformat, uuid.UUID)
         assert exc.value.errors[0].code == "INVALID_CURSOR"
+
+
+@strawberry.type
+class DepthNode:
+    @strawberry.field
+    def child(self) -> "DepthNode":
+        return DepthNode()
+
+    @strawberry.field
+    def name(self) -> str:
+        return "n"
+
+
+@strawberry.type
+class DepthQuery:
+    @strawberry.field
+    def root(self) -> DepthNode:
+        return DepthNode()
+
+
+def _nested_schema():
+    from shared.graphql import build_schema
+
+    return build_schema(query=DepthQuery)
+
+
+async def test_depth_limit_refuses_deep_queries(monkeypatch):
+    monkeypatch.delenv("GRAPHQL_MAX_DEPTH", raising=False)
+    schema = _nested_schema()
+    shallow = "{ root { " + "child { " * 8 + "name" + " }" * 8 + " } }"
+    deep = "{ root { " + "child { " * 20 + "name" + " }" * 20 + " } }"
+    assert (await schema.execute(shallow)).errors is None
+    result = await schema.execute(deep)
+    assert result.errors and "exceeds maximum operation depth" in result.errors[0].message
+
+
+async def test_introspection_is_off_in_production_and_on_in_development(monkeypatch):
+    monkeypatch.delenv("GRAPHQL_INTROSPECTION", raising=False)
+    monkeypatch.setenv("APP_ENV", "development")
+    assert (await _nested_schema().execute("{ __schema { queryType { name } } }")).errors is None
+    monkeypatch.setenv("APP_ENV", "production")
+    prod = _nested_schema()
+    result = await prod.execute("{ __schema { queryType { name } } }")
+    assert result.errors and "introspection" in result.errors[0].message.lower()
+    # Federation's own `_service { sdl }` is not introspection: the gateway still composes.
+    assert (await prod.execute("{ __typename }")).errors is None
