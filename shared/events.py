@@ -247,5 +247,3 @@ class CsdExpiring(EventPayload):
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
-
-__all__ = ["Decimal"]  # re-exported so payloads can declare money fields without another import

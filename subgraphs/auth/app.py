@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 def auth_runtime(name: str, settings: Settings) -> Runtime:
     rt = build_runtime(name, settings)
 
+    # The auth service verifies its own tokens from its own table, not over HTTP to itself.
     async def source() -> dict:
         async with rt.sessionmaker() as session:
             return await keys.jwks(session, settings)

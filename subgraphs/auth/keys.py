@@ -74,12 +74,3 @@ async def sign(session: AsyncSession, settings: Settings, claims: dict, *, ttl: 
     payload = {"iss": settings.jwt_issuer, "aud": audience, "iat": now, "exp": now + ttl, "jti": uuid.uuid4().hex, **claims}
     return jwt.encode(payload, private, algorithm="EdDSA", headers={"kid": kid})
 
-
-async def local_jwks_source(sessionmaker, settings: Settings):
-    """The auth service verifies its own tokens from its own table, not over HTTP to itself."""
-
-    async def source() -> dict:
-        async with sessionmaker() as session:
-            return await jwks(session, settings)
-
-    return source

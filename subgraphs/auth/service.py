@@ -14,14 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.crypto import hash_token, new_token, seal, unseal
 from shared.db import transaction
-from shared.errors import ForbiddenError, InputError, NotFoundError
+from shared.errors import ForbiddenError, InputError, UserError
 from shared.events import (
     ApiKeyCreated, ApiKeyRevoked, EmailVerificationRequested, MemberInvited, MemberJoined,
     MemberRemoved, MemberRoleChanged, MfaDisabled, MfaEnabled, PasswordChanged, ProfileUpdated,
     PasswordResetRequested, UserRegistered,
 )
 from shared.outbox import emit
-from shared.permissions import ALL_PERMISSIONS, ROLES, Permission, permissions_for_role
+from shared.permissions import ALL_PERMISSIONS, ROLES, permissions_for_role
 from shared.runtime import Runtime
 from shared.tokens import InvalidTokenError, Principal
 from subgraphs.auth import keys, security
@@ -91,8 +91,9 @@ async def _access_token(session, rt: Runtime, user_id, org_id, perms: list[str],
     return await keys.sign(session, rt.settings, claims, ttl=rt.settings.access_token_ttl_seconds, audience=rt.settings.jwt_audience)
 
 
-async def _issue_tokens(session: AsyncSession, rt: Runtime, user: User, org_id: uuid.UUID, *, family_id: uuid.UUID | None = None) -> TokenPair:
-    role = await _role(session, user.id, org_id)
+async def _issue_tokens(session: AsyncSession, rt: Runtime, user: User, org_id: uuid.UUID, *, family_id: uuid.UUID | None = None,
+                        role: str | None = None) -> TokenPair:
+    role = role or await _role(session, user.id, org_id)
     if role is None:
         raise ForbiddenError("No perteneces a esa organización.")
     family_id = family_id or uuid.uuid4()
@@ -104,15 +105,18 @@ async def _issue_tokens(session: AsyncSession, rt: Runtime, user: User, org_id: 
     return TokenPair(access, refresh, rt.settings.access_token_ttl_seconds, org_id)
 
 
-async def _default_org(session: AsyncSession, user: User, requested: uuid.UUID | None) -> uuid.UUID | None:
-    orgs = list((await session.execute(
-        select(Membership.organization_id).where(Membership.user_id == user.id).order_by(Membership.created_at)
-    )).scalars())
+async def _default_org(session: AsyncSession, user: User, requested: uuid.UUID | None) -> tuple[uuid.UUID, str] | None:
+    """The organization to log into and the user's role there (one query for both)."""
+    roles = dict((await session.execute(
+        select(Membership.organization_id, Membership.role).where(Membership.user_id == user.id).order_by(Membership.created_at)
+    )).all())
     if requested is not None:
-        return requested if requested in orgs else None
-    if user.last_organization_id in orgs:
-        return user.last_organization_id
-    return orgs[0] if orgs else None
+        chosen = requested if requested in roles else None
+    elif user.last_organization_id in roles:
+        chosen = user.last_organization_id
+    else:
+        chosen = next(iter(roles), None)
+    return (chosen, roles[chosen]) if chosen is not None else None
 
 
 # --- sign-up, e-mail verification ---------------------------------------------------------------
@@ -138,7 +142,7 @@ async def sign_up(rt: Runtime, *, email: str, password: str, full_name: str, org
     if locale not in ("es-MX", "en"):
         errors.append(("locale", "INVALID_LOCALE", "Idioma no soportado (es-MX o en)."))
     if errors:
-        raise InputError([_ue(f, c, m) for f, c, m in errors])
+        raise InputError([UserError(field=["input", f], code=c, message=m) for f, c, m in errors])
     password_hash = await security.hash_password(password)
     try:
         async with transaction(rt.sessionmaker) as session:
@@ -155,12 +159,6 @@ async def sign_up(rt: Runtime, *, email: str, password: str, full_name: str, org
     except IntegrityError:
         # The unique index is the source of truth (two concurrent sign-ups with one e-mail).
         raise InputError.single("EMAIL_TAKEN", "Ya existe una cuenta con ese correo.", "email") from None
-
-
-def _ue(field: str | None, code: str, message: str):
-    from shared.errors import UserError
-
-    return UserError(field=["input", field] if field else None, code=code, message=message)
 
 
 async def request_email_verification(rt: Runtime, principal: Principal) -> None:
@@ -234,15 +232,16 @@ async def log_in(rt: Runtime, *, email: str, password: str, organization_id: uui
             failed = True
         else:
             failed = False
-            org_id = await _default_org(session, user, organization_id)
-            if org_id is None:
+            chosen = await _default_org(session, user, organization_id)
+            if chosen is None:
                 raise InputError.single("NOT_A_MEMBER", "No perteneces a esa organización.", "organizationId")
+            org_id, role = chosen
             if user.totp_enabled:
                 token = await keys.sign(session, rt.settings, {"sub": str(user.id), "org": str(org_id)},
                                         ttl=MFA_CHALLENGE_TTL, audience=MFA_AUDIENCE)
                 result = MfaChallenge(token, MFA_CHALLENGE_TTL)
             else:
-                result = await _issue_tokens(session, rt, user, org_id)
+                result = await _issue_tokens(session, rt, user, org_id, role=role)
     if failed:
         await throttle.failed(email, ip)
         raise InputError.single("INVALID_CREDENTIALS", "Correo o contraseña incorrectos.", None)
@@ -642,5 +641,3 @@ async def ensure_demo(rt: Runtime, *, email: str, password: str) -> bool:
         await session.execute(update(User).where(User.email == email).values(email_verified_at=utcnow()))
     return True
 
-
-__all__ = ["Permission"]

@@ -14,7 +14,7 @@ from strawberry.types import Info
 
 from shared.bus import listen, user_channel
 from shared.context import RequestContext
-from shared.errors import AppError, Payload, payload_or_errors
+from shared.errors import Payload, payload_or_errors
 from shared.graphql import build_schema
 from shared.pagination import Connection, build_connection, decode_cursor, page_size
 from shared.permissions import Permission

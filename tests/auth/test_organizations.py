@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import jwt
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from tests.auth.conftest import LOG_IN, PASSWORD, new_uuid
 from tests.conftest import unique_email
