@@ -6,7 +6,6 @@ functions), optionally `CRON_JOBS`, `STARTUP` and `SHUTDOWN` hooks taking the ar
 
 from __future__ import annotations
 
-import importlib
 import os
 
 from arq.connections import RedisSettings
@@ -14,41 +13,31 @@ from arq.connections import RedisSettings
 from shared.config import get_settings
 from shared.logs import configure_logging
 from shared.runtime import build_runtime
+from workers import notifications, relay, stamping
 
-# Concern modules; each owns its jobs. Listed here so the worker is one process in dev.
-MODULES = ["workers.relay", "workers.stamping", "workers.notifications"]
-
-
-def _loaded():
-    out = []
-    for name in MODULES:
-        try:
-            out.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return out
+# Concern modules; each owns its jobs. One worker process runs them all.
+MODULES = (relay, stamping, notifications)
 
 
 async def startup(ctx) -> None:
     settings = get_settings()
     configure_logging("worker", settings.log_level)
     ctx["runtime"] = build_runtime("worker", settings)
-    for mod in _loaded():
+    for mod in MODULES:
         for hook in getattr(mod, "STARTUP", []):
             await hook(ctx)
 
 
 async def shutdown(ctx) -> None:
-    for mod in _loaded():
+    for mod in MODULES:
         for hook in getattr(mod, "SHUTDOWN", []):
             await hook(ctx)
     await ctx["runtime"].close()
 
 
 class WorkerSettings:
-    functions = [f for m in _loaded() for f in getattr(m, "FUNCTIONS", [])]
-    cron_jobs = [c for m in _loaded() for c in getattr(m, "CRON_JOBS", [])]
+    functions = [f for m in MODULES for f in getattr(m, "FUNCTIONS", [])]
+    cron_jobs = [c for m in MODULES for c in getattr(m, "CRON_JOBS", [])]
     on_startup = startup
     on_shutdown = shutdown
     max_jobs = 20
