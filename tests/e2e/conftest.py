@@ -124,16 +124,10 @@ def e2e_database_url(database_url):
     """The stack's worker runs crons and consumers for the whole session: it gets its own database
     so it never acts on rows of the in-process tests (and they never race it)."""
     from shared import embedded
-    from shared.migrations import ROOT as _root, SERVICES as _services, upgrade
+    from tests.conftest import admin_database_url
 
-    admin = os.environ.get("DATABASE_URL") or embedded.ensure_postgres("pg-test")
-    name = f"facturacion_e2e_{os.getpid()}"
-    url = embedded.create_database(admin, name)
-    for service in _services:
-        if (_root / "subgraphs" / service / "migrations").is_dir():
-            upgrade(service, url)
-    yield url
-    embedded.drop_database(admin, name)
+    with embedded.migrated_database(admin_database_url(), f"facturacion_e2e_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -15,19 +15,12 @@ from aiosmtpd.controller import Controller
 from shared.embedded import free_port
 from shared.runtime import Runtime, build_runtime
 from shared.tokens import Principal
+from tests.events.isolation import private_settings
 # Real users and tokens come from the auth subgraph's own test fixtures.
 from tests.auth.conftest import auth_app, auth_http, gql, ip, sign_up  # noqa: F401
 
 
-@pytest.fixture(scope="session")
-def settings(database_url):
-    """Overrides the session settings for this folder: private Postgres database and Redis (see
-    tests/events/isolation.py), so a worker started by other tests cannot race these ones."""
-    from shared.config import load_settings
-    from tests.events.isolation import private_backends
-
-    with private_backends(database_url, "notification") as (db_url, redis_url):
-        yield load_settings(database_url=db_url, redis_url=redis_url, app_env="test")
+settings = private_settings("notification")  # see tests/events/isolation.py
 
 
 @pytest.fixture(scope="session")
