@@ -61,13 +61,11 @@ class TokenVerifier:
         self._min_refresh_interval = min_refresh_interval
         self._lock = asyncio.Lock()
 
-    async def _refresh(self, *, force: bool) -> None:
+    async def _refresh(self) -> None:
         async with self._lock:
-            now = time.monotonic()
-            if not force and self._keys:
-                return
-            # An attacker sending random kids must not turn us into a JWKS hammer.
-            if force and now - self._last_refresh < self._min_refresh_interval:
+            # An attacker sending random kids must not turn us into a JWKS hammer: at most one
+            # fetch per interval (the first fetch, with no keys yet, always goes).
+            if self._keys and time.monotonic() - self._last_refresh < self._min_refresh_interval:
                 return
             jwks = await self._source()
             keys = {}
@@ -77,13 +75,11 @@ class TokenVerifier:
                         keys[jwk["kid"]] = PyJWK(jwk)
                     except jwt.PyJWTError:
                         continue
-            self._keys, self._last_refresh = keys, now
+            self._keys, self._last_refresh = keys, time.monotonic()
 
     async def key_for(self, kid: str) -> PyJWK:
         if kid not in self._keys:
-            await self._refresh(force=bool(self._keys))
-            if kid not in self._keys:
-                await self._refresh(force=True)
+            await self._refresh()  # an unknown kid is how a rotated key first shows up
         try:
             return self._keys[kid]
         except KeyError:
