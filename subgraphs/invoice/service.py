@@ -35,7 +35,7 @@ from shared.runtime import Runtime
 from subgraphs.invoice import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.cfdi import catalogs
-from subgraphs.invoice.cfdi.csd import Csd, certificate_number, certificate_rfc, load_certificate
+from subgraphs.invoice.cfdi.csd import Csd, load_certificate
 from subgraphs.invoice.cfdi.rules import person_type, place_timezone
 from subgraphs.invoice.cfdi.totals import round_money
 from subgraphs.invoice.pac import PacError, get_pac
@@ -182,7 +182,9 @@ async def upload_csd(rt: Runtime, org: uuid.UUID, actor: uuid.UUID | None, certi
     cer = _b64(certificate_b64, "INVALID_CERTIFICATE", "El certificado no es base64 válido.", "certificate")
     key = _b64(private_key_b64, "INVALID_KEY", "La llave privada no es base64 válida.", "privateKey")
     async with transaction(rt.sessionmaker) as session:
-        issuer = await session.get(m.IssuerProfile, org)
+        # Locking the issuer serialises uploads (one becomes active, never two) and keeps the RFC
+        # from changing under the check below.
+        issuer = await session.get(m.IssuerProfile, org, with_for_update=True)
         if issuer is None:
             raise InputError.single("ISSUER_REQUIRED", "Primero configura los datos fiscales del emisor.", None)
         try:
@@ -229,13 +231,24 @@ async def activate_csd(rt: Runtime, org: uuid.UUID, csd_id: uuid.UUID) -> m.Cert
         return row
 
 
+_open_csds: dict[tuple[uuid.UUID, str], Csd] = {}
+_OPEN_CSDS_MAX = 64
+
+
 def open_csd(row: m.Certificate, settings: Settings) -> Csd:
-    """The stored CSD ready to seal (the key is unsealed in memory only)."""
-    der = unseal(row.private_key_sealed, context=_csd_context(row.organization_id, row.certificate_number),
-                 settings=settings)
-    key = serialization.load_der_private_key(der, password=None)
-    cert = load_certificate(row.certificate_der)
-    return Csd(cert, key, certificate_rfc(cert), row.legal_name, certificate_number(cert), row.valid_from, row.valid_to)
+    """The stored CSD ready to seal (the key is unsealed in memory only).
+
+    Kept open per process, keyed by the sealed value (a re-upload or key rotation changes it):
+    unsealing and loading the key cost ~30 ms, more than sealing the CFDI itself."""
+    cache_key = (row.id, row.private_key_sealed)
+    if cache_key not in _open_csds:
+        der = unseal(row.private_key_sealed, context=_csd_context(row.organization_id, row.certificate_number),
+                     settings=settings)
+        if len(_open_csds) >= _OPEN_CSDS_MAX:
+            _open_csds.clear()
+        _open_csds[cache_key] = Csd(load_certificate(row.certificate_der), serialization.load_der_private_key(der, password=None),
+                                    row.rfc, row.legal_name, row.certificate_number, row.valid_from, row.valid_to)
+    return _open_csds[cache_key]
 
 
 async def active_csd(session: AsyncSession, org: uuid.UUID) -> m.Certificate | None:
@@ -426,6 +439,7 @@ async def normalise_document(session: AsyncSession, org: uuid.UUID, issuer: m.Is
     if vtype == "P":
         doc["concepts"] = []
         payments = doc.get("payments") or []
+        paying: list[tuple[m.Invoice, Decimal, tuple]] = []
         if not payments:
             errors.add("REQUIRED", "Agrega al menos un pago.", "input", "payments")
         for i, p in enumerate(payments):
@@ -441,10 +455,27 @@ async def normalise_document(session: AsyncSession, org: uuid.UUID, issuer: m.Is
                     errors.add("DOCUMENT_NOT_PAYABLE",
                                "La factura relacionada no existe, no está timbrada o no es PPD.",
                                "input", "payments", i, "relatedDocuments", j, "invoiceId")
+                    continue
+                # Stored canonically: balances are later matched on this exact string.
+                d["invoice_id"] = str(target.id)
+                if d["amount_paid"] is not None:
+                    paying.append((target, Decimal(d["amount_paid"]), ("input", "payments", i, "relatedDocuments", j, "amountPaid")))
             if isinstance(p.get("paid_at"), datetime):
                 p["paid_at"] = p["paid_at"].replace(tzinfo=None, microsecond=0).isoformat()
+        # A payment cannot settle more than what is still owed (one query for every document).
+        settled = await _paid_so_far(session, org, [str(t.id) for t, _, _ in paying], None) if paying else {}
+        for target, amount, path in paying:
+            owed = target.total - settled[str(target.id)][1]
+            if amount > owed:
+                errors.add("AMOUNT_EXCEEDS_BALANCE", f"El pago excede el saldo pendiente de la factura ({owed}).", *path)
     errors.raise_if_any()
     return doc
+
+
+def _is_payable(row: m.Invoice | None, org: uuid.UUID) -> bool:
+    """A stamped, still valid PPD income invoice of this organization."""
+    return (row is not None and row.organization_id == org and row.status in CANCELLABLE and row.voucher_type == "I"
+            and (row.document or {}).get("payment_method") == "PPD")
 
 
 async def _payable_invoice(session: AsyncSession, org: uuid.UUID, invoice_id) -> m.Invoice | None:
@@ -452,30 +483,27 @@ async def _payable_invoice(session: AsyncSession, org: uuid.UUID, invoice_id) ->
         row = await session.get(m.Invoice, uuid.UUID(str(invoice_id)))
     except (ValueError, TypeError):
         return None
-    if row is None or row.organization_id != org or row.status not in CANCELLABLE or row.voucher_type != "I":
-        return None
-    if (row.document or {}).get("payment_method") != "PPD":
-        return None
-    return row
+    return row if _is_payable(row, org) else None
 
 
-async def _paid_so_far(session: AsyncSession, org: uuid.UUID, target_id: str, exclude: uuid.UUID | None) -> tuple[int, Decimal]:
-    """(installments, amount) already settled for `target_id` by this organization's stamped P invoices."""
-    probe = {"payments": [{"related_documents": [{"invoice_id": target_id}]}]}
+async def _paid_so_far(session: AsyncSession, org: uuid.UUID, target_ids: list[str],
+                       exclude: uuid.UUID | None) -> dict[str, tuple[int, Decimal]]:
+    """{target id: (installments, amount)} already settled by this organization's stamped P
+    invoices, for all `target_ids` in one query."""
+    probes = [m.Invoice.document.contains({"payments": [{"related_documents": [{"invoice_id": t}]}]}) for t in target_ids]
     q = select(m.Invoice.id, m.Invoice.document).where(
         m.Invoice.organization_id == org, m.Invoice.voucher_type == "P",
-        m.Invoice.status.in_(("STAMPED", "CANCELLATION_PENDING", "CANCELLATION_REJECTED")),
-        m.Invoice.document.contains(probe))
-    count, paid = 0, Decimal(0)
+        m.Invoice.status.in_(("STAMPED", "CANCELLATION_PENDING", "CANCELLATION_REJECTED")), or_(*probes))
+    out = {t: (0, Decimal(0)) for t in target_ids}
     for inv_id, doc in (await session.execute(q)).all():
         if inv_id == exclude:
             continue
         for p in doc.get("payments") or []:
             for d in p.get("related_documents") or []:
-                if d.get("invoice_id") == target_id:
-                    count += 1
-                    paid += Decimal(d["amount_paid"])
-    return count, paid
+                if d.get("invoice_id") in out:
+                    count, paid = out[d["invoice_id"]]
+                    out[d["invoice_id"]] = (count + 1, paid + Decimal(d["amount_paid"]))
+    return out
 
 
 async def build_engine_invoice(session: AsyncSession, inv: m.Invoice, issuer: m.IssuerProfile,
@@ -507,21 +535,33 @@ async def build_engine_invoice(session: AsyncSession, inv: m.Invoice, issuer: m.
     payments = None
     if vtype == "P":
         concepts = [cfdi.Concept("84111506", Decimal("1"), "ACT", "Pago", Decimal("0"), "01")]
+        target_ids = sorted({d["invoice_id"] for p in doc.get("payments") or [] for d in p.get("related_documents") or []})
+        # One query for the paid documents; locked in id order when stamping so two payments that
+        # share documents cannot deadlock. They are checked again: one may have been cancelled
+        # since the draft was saved.
+        q = select(m.Invoice).where(m.Invoice.id.in_([uuid.UUID(t) for t in target_ids])).order_by(m.Invoice.id)
+        targets = {str(r.id): r for r in (await session.scalars(q.with_for_update() if lock_related else q)).all()}
+        for t in target_ids:
+            if not _is_payable(targets.get(t), inv.organization_id):
+                raise InputError.single("DOCUMENT_NOT_PAYABLE",
+                                        "La factura relacionada ya no está vigente o no es PPD.", ["payments"])
+        settled = await _paid_so_far(session, inv.organization_id, target_ids, inv.id)
         plist = []
         for p in doc.get("payments") or []:
             docs = []
             for d in p.get("related_documents") or []:
-                target = await session.get(m.Invoice, uuid.UUID(d["invoice_id"]), with_for_update=lock_related or None)
-                n, paid = await _paid_so_far(session, inv.organization_id, d["invoice_id"], inv.id)
-                previous = round_money(target.total - paid, 2)
+                target = targets[d["invoice_id"]]
+                n, paid = settled[d["invoice_id"]]
+                places = cfdi.currency_decimals(target.currency)
+                previous = round_money(target.total - paid, places)
                 amount = Decimal(d["amount_paid"])
                 ratio = amount / target.total if target.total else Decimal(0)
                 dr_taxes = []
                 tdoc = cfdi.parse_cfdi(target.xml.encode("utf-8")) if target.xml else None
                 for t in (tdoc.transferred_totals if tdoc else []):
-                    base = round_money((t.base or Decimal(0)) * ratio, 2)
+                    base = round_money((t.base or Decimal(0)) * ratio, places)
                     dr_taxes.append(cfdi.PaymentTax(t.tax, t.factor_type, t.rate, base,
-                                                    None if t.factor_type == "Exento" else round_money(base * (t.rate or 0), 2)))
+                                                    None if t.factor_type == "Exento" else round_money(base * (t.rate or 0), places)))
                 docs.append(cfdi.RelatedDocument(
                     uuid=target.uuid, currency=target.currency, installment=n + 1, previous_balance=previous,
                     amount_paid=amount, remaining_balance=previous - amount,
@@ -671,8 +711,9 @@ async def request_stamp(rt: Runtime, org: uuid.UUID, actor: uuid.UUID, invoice_i
         _transition(session, inv, "STAMPING", actor, "Timbrado solicitado")
         await emit(session, m.outbox, InvoiceStampingRequested(**_ref(inv), idempotency_key=key),
                    organization_id=org, actor_id=actor, aggregate_id=f"invoice:{inv.id}")
-    await enqueue_stamp(rt, inv.id, key)
+    # Publish STAMPING before the job exists, so a fast worker's STAMPED can never arrive first.
     await publish_status(rt, inv)
+    await enqueue_stamp(rt, inv.id, key)
     return inv
 
 
@@ -747,6 +788,8 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
                 tree = cfdi.build_tree(engine)
                 cfdi.sign_cfdi(tree, open_csd(csd_row, rt.settings))
                 xml = cfdi.to_bytes(tree)
+            except InputError as exc:  # e.g. a paid document cancelled after the draft was saved
+                failure = (exc.errors[0].code, exc.errors[0].message)
             except Exception:  # noqa: BLE001 - a CFDI we cannot build or seal will not fix itself
                 log.exception("could not build or seal the CFDI", extra={"invoice_id": str(inv.id)})
                 failure = ("SEAL_ERROR", "No se pudo generar o sellar el comprobante con el CSD activo.")

@@ -205,3 +205,45 @@ async def test_concurrent_payments_of_one_document_get_consecutive_installments(
     assert sorted(d.installment for d in docs) == [1, 2, 3]
     assert sum(d.amount_paid for d in docs) == Decimal("600.00")
     assert min(d.remaining_balance for d in docs) == Decimal("560.00")
+
+
+async def _payment_draft(org, invoice_id: str, amount: str) -> dict:
+    now = datetime.now().replace(microsecond=0).isoformat()
+    return (await org.ok(CREATE_INVOICE, {"i": {"type": "PAYMENT", "customerId": org.customer_id, "payments": [{
+        "paidAt": now, "paymentForm": "03", "relatedDocuments": [{"invoiceId": invoice_id, "amountPaid": amount}]}]}}))["createInvoice"]
+
+
+async def test_a_payment_cannot_exceed_the_balance(org, job_ctx):
+    ppd = await _stamped(org, job_ctx, paymentMethod="PPD", paymentForm="99")  # total 1160
+    out = await _payment_draft(org, ppd["id"], "1160.01")
+    assert [(e["field"], e["code"]) for e in out["userErrors"]] == [
+        (["input", "payments", "0", "relatedDocuments", "0", "amountPaid"], "AMOUNT_EXCEEDS_BALANCE")]
+    assert out["invoice"] is None
+
+
+async def test_an_id_written_in_another_case_counts_toward_the_same_balance(org, job_ctx):
+    ppd = await _stamped(org, job_ctx, paymentMethod="PPD", paymentForm="99")
+    first = (await _payment_draft(org, ppd["id"], "400.00"))["invoice"]
+    await org.stamp(first["id"])
+    assert await stamp_invoice_job(job_ctx, first["id"]) == "STAMPED"
+    # Same document, id in upper case: still 760 owed, so 800 is refused and 760 is installment 2.
+    assert (await _payment_draft(org, ppd["id"].upper(), "800.00"))["userErrors"][0]["code"] == "AMOUNT_EXCEEDS_BALANCE"
+    second = (await _payment_draft(org, ppd["id"].upper(), "760.00"))["invoice"]
+    await org.stamp(second["id"])
+    assert await stamp_invoice_job(job_ctx, second["id"]) == "STAMPED"
+    doc = parse_cfdi((await org.get(second["id"]))["xml"].encode()).payments.payments[0].related_documents[0]
+    assert (doc.installment, doc.previous_balance) == (2, Decimal("760.00"))
+
+
+async def test_paying_a_document_cancelled_after_the_draft_fails_to_stamp(org, job_ctx):
+    ppd = await _stamped(org, job_ctx, paymentMethod="PPD", paymentForm="99", concepts=[concept("500.00")])  # 580
+    draft = (await _payment_draft(org, ppd["id"], "100.00"))["invoice"]
+    out = (await org.ok(CANCEL, {"id": ppd["id"], "r": "02", "u": None}))["cancelInvoice"]
+    assert out["invoice"]["status"] == "CANCELLED"
+    stamp = await org.ok("""mutation($id: ID!) { stampInvoice(id: $id, idempotencyKey: "k") {
+        invoice { status } userErrors { code } } }""", {"id": draft["id"]})
+    if stamp["stampInvoice"]["userErrors"]:  # refused at request time, or ...
+        assert stamp["stampInvoice"]["userErrors"][0]["code"] == "DOCUMENT_NOT_PAYABLE"
+    else:  # ... by the worker, with the reason kept
+        assert await stamp_invoice_job(job_ctx, draft["id"]) == "STAMP_FAILED"
+        assert (await org.get(draft["id"]))["pacCode"] == "DOCUMENT_NOT_PAYABLE"
