@@ -23,6 +23,7 @@ from shared.events import (
 from shared.outbox import emit
 from shared.permissions import ALL_PERMISSIONS, ROLES, permissions_for_role
 from shared.runtime import Runtime
+from shared.validation import email_problem
 from shared.tokens import InvalidTokenError, Principal
 from subgraphs.auth import keys, security
 from subgraphs.auth.models import (
@@ -131,7 +132,7 @@ async def _email_link(session, rt: Runtime, user: User, purpose: str, ttl: timed
 async def sign_up(rt: Runtime, *, email: str, password: str, full_name: str, organization_name: str, locale: str = "es-MX") -> TokenPair:
     email = security.normalize_email(email)
     errors = []
-    if problem := security.email_problem(email):
+    if problem := email_problem(email):
         errors.append(("email", "INVALID_EMAIL", problem))
     if problem := security.password_problem(password, email):
         errors.append(("password", "WEAK_PASSWORD", problem))
@@ -443,7 +444,7 @@ def _check_role(role: str, field: str = "role") -> None:
 
 async def invite_member(rt: Runtime, principal: Principal, *, email: str, role: str) -> tuple[Invitation, str]:
     email = security.normalize_email(email)
-    if problem := security.email_problem(email):
+    if problem := email_problem(email):
         raise InputError.single("INVALID_EMAIL", problem, "email")
     _check_role(role)
     async with transaction(rt.sessionmaker) as session:

@@ -24,7 +24,7 @@ async def document(request: Request) -> Response:
     invoice_id, fmt = request.path_params["invoice_id"], request.path_params["fmt"]
     if fmt not in _TYPES:
         return PlainTextResponse("No encontrado.", status_code=404)
-    path = f"/documents/{invoice_id}.{fmt}"
+    path = service.document_base_path(invoice_id, fmt)
     rt: Runtime = request.app.state.runtime
     if not service.verify_document_signature(rt.settings, path, request.query_params.get("exp"),
                                              request.query_params.get("sig")):

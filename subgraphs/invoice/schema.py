@@ -17,7 +17,7 @@ from strawberry.types import Info
 
 from shared.bus import listen, org_channel
 from shared.context import RequestContext
-from shared.errors import InputError, NotFoundError, Payload, payload_or_errors
+from shared.errors import NotFoundError, Payload, payload_or_errors
 from shared.graphql import build_schema
 from shared.pagination import Connection, build_connection, decode_cursor, page_size
 from shared.permissions import Permission as P
@@ -575,11 +575,8 @@ class Query:
         async with info.context.runtime.sessionmaker() as session:
             rows = await service.invoices_page(session, p.organization_id, filters=filters,
                                                after=decode_cursor(after, datetime.fromisoformat, uuid.UUID), limit=size + 1)
-        try:
-            return build_connection(rows, size, to_node=Invoice.from_row,
-                                    key_of=lambda r: [r.created_at.isoformat(), str(r.id)], after=after)
-        except ValueError:
-            raise InputError.single("INVALID_CURSOR", "El cursor no es válido.", ["after"]) from None
+        return build_connection(rows, size, to_node=Invoice.from_row,
+                                key_of=lambda r: [r.created_at.isoformat(), str(r.id)], after=after)
 
     @strawberry.field(description="Count and MXN total of invoices per month and status for a year.")
     async def invoice_dashboard(self, info: Ctx, year: int) -> list[DashboardRow]:

@@ -32,13 +32,16 @@ from shared.events import (
 )
 from shared.outbox import emit
 from shared.runtime import Runtime
+from shared.validation import email_problem
 from subgraphs.invoice import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.cfdi import catalogs
+from subgraphs.invoice.cfdi.rules import PUBLICO_EN_GENERAL
 from subgraphs.invoice.cfdi.csd import Csd, load_certificate
 from subgraphs.invoice.cfdi.rules import person_type, place_timezone
 from subgraphs.invoice.cfdi.totals import round_money
 from subgraphs.invoice.pac import PacError, get_pac
+from subgraphs.invoice.pac.base import StampResult
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,6 @@ EDITABLE = ("DRAFT", "STAMP_FAILED")
 MAX_TOTAL_ATTEMPTS = 20
 CANCELLABLE = ("STAMPED", "CANCELLATION_REJECTED")
 _RFC_RE = re.compile(r"^([A-ZÑ&]{3,4})(\d{2})(\d{2})(\d{2})([A-Z\d]{2})([A\d])$")
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def utcnow() -> datetime:
@@ -74,6 +76,10 @@ class _Errors:
             raise InputError(self.items)
 
 
+def _series_problem(code: str) -> str | None:
+    return None if re.fullmatch(r"[A-Z0-9]{1,25}", code) else "La serie debe tener de 1 a 25 letras o números."
+
+
 def valid_rfc(rfc: str) -> bool:
     rfc = (rfc or "").strip().upper()
     if person_type(rfc) in ("generic_national", "generic_foreign"):
@@ -91,30 +97,28 @@ async def get_issuer(session: AsyncSession, org: uuid.UUID) -> m.IssuerProfile |
     return await session.get(m.IssuerProfile, org)
 
 
-def _check_party(errors: _Errors, data: dict, *, regime_key: str = "tax_regime", pc_key: str = "postal_code",
-                 prefix: tuple = ("input",)) -> None:
+def _check_party(errors: _Errors, data: dict) -> None:
+    """RFC, legal name, tax regime (in the catalog and allowed for the RFC's person type), postal code."""
     rfc = (data.get("rfc") or "").strip().upper()
+    regime = catalogs.get("c_RegimenFiscal", data.get("tax_regime") or "")
     if not valid_rfc(rfc):
-        errors.add("INVALID_RFC", "El RFC no tiene un formato válido.", *prefix, "rfc")
-    else:
-        ptype = person_type(rfc)
-        regime = catalogs.get("c_RegimenFiscal", data.get(regime_key) or "")
-        if regime and ptype in ("fisica", "moral") and regime.get(ptype) is False:
-            errors.add("REGIME_NOT_ALLOWED", "El régimen fiscal no aplica a este tipo de persona.", *prefix, "taxRegime")
+        errors.add("INVALID_RFC", "El RFC no tiene un formato válido.", "input", "rfc")
+    elif regime and person_type(rfc) in ("fisica", "moral") and regime.get(person_type(rfc)) is False:
+        errors.add("REGIME_NOT_ALLOWED", "El régimen fiscal no aplica a este tipo de persona.", "input", "taxRegime")
     if not (data.get("legal_name") or "").strip():
-        errors.add("REQUIRED", "La razón social es obligatoria.", *prefix, "legalName")
-    if not catalogs.contains("c_RegimenFiscal", data.get(regime_key)):
-        errors.add("INVALID_TAX_REGIME", "El régimen fiscal no está en el catálogo c_RegimenFiscal.", *prefix, "taxRegime")
-    if not catalogs.contains("c_CodigoPostal", data.get(pc_key)):
-        errors.add("INVALID_POSTAL_CODE", "El código postal no está en el catálogo c_CodigoPostal.", *prefix, "postalCode")
+        errors.add("REQUIRED", "La razón social es obligatoria.", "input", "legalName")
+    if regime is None:
+        errors.add("INVALID_TAX_REGIME", "El régimen fiscal no está en el catálogo c_RegimenFiscal.", "input", "taxRegime")
+    if not catalogs.contains("c_CodigoPostal", data.get("postal_code")):
+        errors.add("INVALID_POSTAL_CODE", "El código postal no está en el catálogo c_CodigoPostal.", "input", "postalCode")
 
 
 async def save_issuer(rt: Runtime, org: uuid.UUID, data: dict) -> m.IssuerProfile:
     errors = _Errors()
     _check_party(errors, data)
     series = (data.get("default_series") or "A").strip().upper()
-    if not re.fullmatch(r"[A-Z0-9]{1,25}", series):
-        errors.add("INVALID_SERIES", "La serie debe tener de 1 a 25 letras o números.", "input", "defaultSeries")
+    if problem := _series_problem(series):
+        errors.add("INVALID_SERIES", problem, "input", "defaultSeries")
     errors.raise_if_any()
     async with transaction(rt.sessionmaker) as session:
         issuer = await session.get(m.IssuerProfile, org, with_for_update=True)
@@ -139,8 +143,8 @@ async def save_issuer(rt: Runtime, org: uuid.UUID, data: dict) -> m.IssuerProfil
 
 async def create_series(rt: Runtime, org: uuid.UUID, code: str, next_folio: int = 1) -> m.Series:
     code = (code or "").strip().upper()
-    if not re.fullmatch(r"[A-Z0-9]{1,25}", code):
-        raise InputError.single("INVALID_SERIES", "La serie debe tener de 1 a 25 letras o números.", "code")
+    if problem := _series_problem(code):
+        raise InputError.single("INVALID_SERIES", problem, "code")
     if next_folio < 1:
         raise InputError.single("INVALID_FOLIO", "El folio inicial debe ser mayor que cero.", "nextFolio")
     async with transaction(rt.sessionmaker) as session:
@@ -259,7 +263,6 @@ async def active_csd(session: AsyncSession, org: uuid.UUID) -> m.Certificate | N
 async def notify_expiring_csds(rt: Runtime, *, days: int = 30, now: datetime | None = None) -> int:
     """Emit CsdExpiring once per certificate entering its last `days` days."""
     now = now or utcnow()
-    sent = 0
     async with transaction(rt.sessionmaker) as session:
         rows = (await session.scalars(select(m.Certificate).where(
             m.Certificate.expiry_notified_at.is_(None), m.Certificate.valid_to > now,
@@ -271,8 +274,7 @@ async def notify_expiring_csds(rt: Runtime, *, days: int = 30, now: datetime | N
                 certificate_number=row.certificate_number, rfc=row.rfc, valid_to=row.valid_to,
                 days_left=max(0, (row.valid_to - now).days)), organization_id=row.organization_id,
                 aggregate_id=f"csd:{row.id}")
-            sent += 1
-    return sent
+    return len(rows)
 
 
 # --- customers -----------------------------------------------------------------------------------
@@ -293,8 +295,8 @@ def _check_customer(data: dict) -> None:
     _check_party(errors, data)
     if data.get("cfdi_use") and not catalogs.contains("c_UsoCFDI", data["cfdi_use"]):
         errors.add("INVALID_CFDI_USE", "El uso de CFDI no está en el catálogo c_UsoCFDI.", "input", "cfdiUse")
-    if data.get("email") and not _EMAIL_RE.match(data["email"]):
-        errors.add("INVALID_EMAIL", "El correo electrónico no es válido.", "input", "email")
+    if data.get("email") and (problem := email_problem(data["email"])):
+        errors.add("INVALID_EMAIL", problem, "input", "email")
     for i, p in enumerate(data.get("products") or []):
         if not catalogs.contains("c_ClaveProdServ", p.get("product_code")):
             errors.add("INVALID_PRODUCT_CODE", "La clave de producto no está en c_ClaveProdServ.", "input", "products", i, "productCode")
@@ -394,8 +396,8 @@ async def normalise_document(session: AsyncSession, org: uuid.UUID, issuer: m.Is
     doc["series"] = (doc.get("series") or issuer.default_series).strip().upper()
     doc.setdefault("currency", "MXN")
     doc.setdefault("exportation", "01")
-    if not re.fullmatch(r"[A-Z0-9]{1,25}", doc["series"]):
-        errors.add("INVALID_SERIES", "La serie debe tener de 1 a 25 letras o números.", "input", "series")
+    if problem := _series_problem(doc["series"]):
+        errors.add("INVALID_SERIES", problem, "input", "series")
     gi = doc.get("global_information")
     customer = None
     if doc.get("customer_id"):
@@ -416,7 +418,7 @@ async def normalise_document(session: AsyncSession, org: uuid.UUID, issuer: m.Is
                            "cfdi_use": doc.get("cfdi_use") or ("CP01" if vtype == "P" else customer.cfdi_use)}
         doc["customer_id"] = str(customer.id)
     elif gi:
-        doc["receiver"] = {"rfc": cfdi.models.GENERIC_RFC_NATIONAL, "name": "PUBLICO EN GENERAL",
+        doc["receiver"] = {"rfc": cfdi.models.GENERIC_RFC_NATIONAL, "name": PUBLICO_EN_GENERAL,
                            "postal_code": issuer.postal_code, "tax_regime": "616", "email": None,
                            "cfdi_use": "CP01" if vtype == "P" else "S01"}
         doc["customer_id"] = None
@@ -518,12 +520,11 @@ async def build_engine_invoice(session: AsyncSession, inv: m.Invoice, issuer: m.
     rec = doc["receiver"]
     concepts = []
     for c in doc.get("concepts") or []:
-        transferred = [cfdi.Tax(tax=t["tax"], factor_type=t["factor_type"],
-                                rate=Decimal(t["rate"]) if t.get("rate") is not None else None)
-                       for t in c.get("taxes") or [] if not t.get("withholding")]
-        withheld = [cfdi.Tax(tax=t["tax"], factor_type=t["factor_type"],
-                             rate=Decimal(t["rate"]) if t.get("rate") is not None else None)
-                    for t in c.get("taxes") or [] if t.get("withholding")]
+        taxes = [(t.get("withholding"), cfdi.Tax(tax=t["tax"], factor_type=t["factor_type"],
+                                                 rate=Decimal(t["rate"]) if t.get("rate") is not None else None))
+                 for t in c.get("taxes") or []]
+        transferred = [tax for withholding, tax in taxes if not withholding]
+        withheld = [tax for withholding, tax in taxes if withholding]
         concepts.append(cfdi.Concept(
             product_code=c["product_code"], quantity=Decimal(c["quantity"]), unit_code=c["unit_code"],
             description=c["description"], unit_price=Decimal(c["unit_price"]),
@@ -625,10 +626,24 @@ def _transition(session: AsyncSession, inv: m.Invoice, to: str, actor: uuid.UUID
     inv.status = to
 
 
+async def _emit_invoice(session: AsyncSession, inv: m.Invoice, payload_cls, actor: uuid.UUID | None = None, **fields) -> None:
+    """Every invoice event: the invoice reference, its organization, ordered per invoice."""
+    await emit(session, m.outbox, payload_cls(**_ref(inv), **fields), organization_id=inv.organization_id,
+               actor_id=actor, aggregate_id=f"invoice:{inv.id}")
+
+
 def _ref(inv: m.Invoice) -> dict:
     return dict(invoice_id=inv.id, series=inv.series, folio=inv.folio, invoice_type=inv.voucher_type, total=inv.total,
                 currency=inv.currency, customer_name=inv.customer_name, customer_rfc=inv.customer_rfc,
                 customer_email=inv.customer_email, created_by=inv.created_by)
+
+
+def _apply_document(inv: m.Invoice, doc: dict) -> None:
+    """Store the normalised document and the receiver columns lists and search read."""
+    inv.document = doc
+    inv.customer_id = uuid.UUID(doc["customer_id"]) if doc.get("customer_id") else None
+    inv.customer_rfc, inv.customer_name = doc["receiver"]["rfc"], doc["receiver"]["name"]
+    inv.customer_email = doc["receiver"].get("email")
 
 
 async def create_invoice(rt: Runtime, org: uuid.UUID, actor: uuid.UUID, data: dict) -> m.Invoice:
@@ -636,10 +651,8 @@ async def create_invoice(rt: Runtime, org: uuid.UUID, actor: uuid.UUID, data: di
         issuer = await get_issuer(session, org)
         doc = await normalise_document(session, org, issuer, data)
         inv = m.Invoice(id=uuid.uuid4(), organization_id=org, created_by=actor, voucher_type=doc["type"],
-                        status="DRAFT", series=doc["series"], customer_id=uuid.UUID(doc["customer_id"]) if doc.get(
-                            "customer_id") else None, customer_rfc=doc["receiver"]["rfc"],
-                        customer_name=doc["receiver"]["name"], customer_email=doc["receiver"].get("email"),
-                        document=doc)
+                        status="DRAFT", series=doc["series"])
+        _apply_document(inv, doc)
         inv.folio = await take_folio(session, org, doc["series"])
         await _evaluate(session, inv, issuer)
         session.add(inv)
@@ -657,15 +670,10 @@ async def update_invoice(rt: Runtime, org: uuid.UUID, actor: uuid.UUID, invoice_
                                     ["id"])
         issuer = await get_issuer(session, org)
         old_series = inv.series
-        data = {k: v for k, v in data.items() if v is not None}
-        data.pop("type", None)  # the type of a draft does not change
         doc = await normalise_document(session, org, issuer, data, current=inv.document)
         if doc["series"] != old_series:
             inv.series, inv.folio = doc["series"], await take_folio(session, org, doc["series"])
-        inv.document = doc
-        inv.customer_id = uuid.UUID(doc["customer_id"]) if doc.get("customer_id") else None
-        inv.customer_rfc, inv.customer_name = doc["receiver"]["rfc"], doc["receiver"]["name"]
-        inv.customer_email = doc["receiver"].get("email")
+        _apply_document(inv, doc)
         await _evaluate(session, inv, issuer)
         return inv
 
@@ -709,8 +717,7 @@ async def request_stamp(rt: Runtime, org: uuid.UUID, actor: uuid.UUID, invoice_i
         inv.stamp_attempts = 0
         inv.pac_code = inv.pac_message = None
         _transition(session, inv, "STAMPING", actor, "Timbrado solicitado")
-        await emit(session, m.outbox, InvoiceStampingRequested(**_ref(inv), idempotency_key=key),
-                   organization_id=org, actor_id=actor, aggregate_id=f"invoice:{inv.id}")
+        await _emit_invoice(session, inv, InvoiceStampingRequested, actor, idempotency_key=key)
     # Publish STAMPING before the job exists, so a fast worker's STAMPED can never arrive first.
     await publish_status(rt, inv)
     await enqueue_stamp(rt, inv.id, key)
@@ -747,9 +754,13 @@ class StampOutcome:
     invoice: m.Invoice | None = None
 
 
+def document_base_path(invoice_id, fmt: str) -> str:
+    return f"/documents/{invoice_id}.{fmt}"
+
+
 def document_path(settings: Settings, invoice_id, fmt: str, expires_at: datetime) -> str:
     exp = int(expires_at.timestamp())
-    path = f"/documents/{invoice_id}.{fmt}"
+    path = document_base_path(invoice_id, fmt)
     sig = hmac_sign(f"{path}:{exp}", settings=settings, purpose=DOWNLOAD_PURPOSE)
     return f"{path}?exp={exp}&sig={sig}"
 
@@ -795,20 +806,13 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
                 failure = ("SEAL_ERROR", "No se pudo generar o sellar el comprobante con el CSD activo.")
             if xml is not None:
                 try:
-                    result = await pac.stamp(xml)
+                    result = await _stamp_with(pac, xml, inv.id)
                 except PacError as exc:
                     if exc.transient and attempt < max_attempts and inv.stamp_attempts < MAX_TOTAL_ATTEMPTS:
                         inv.pac_code, inv.pac_message = exc.code, exc.message
                         retry = True
                     else:
                         failure = (exc.code, exc.message)
-                except Exception as exc:  # noqa: BLE001 - network/IO trouble talking to the PAC: transient
-                    log.warning("PAC call failed", exc_info=True, extra={"invoice_id": str(inv.id)})
-                    if attempt < max_attempts and inv.stamp_attempts < MAX_TOTAL_ATTEMPTS:
-                        inv.pac_code, inv.pac_message = "PAC_ERROR", "Error de comunicación con el PAC."
-                        retry = True
-                    else:
-                        failure = ("PAC_ERROR", f"Error de comunicación con el PAC ({type(exc).__name__}).")
         if result is not None:
             inv.uuid, inv.stamped_at, inv.xml = result.uuid, result.stamped_at, result.xml.decode("utf-8")
             inv.pac_certificate_number = result.sat_certificate_number
@@ -816,19 +820,27 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
             _transition(session, inv, "STAMPED", None,
                         "Timbre recuperado (ya timbrado)" if result.previously_stamped else "Timbrado por el PAC")
             exp = utcnow() + EVENT_LINK_TTL
-            await emit(session, m.outbox, InvoiceStamped(
-                **_ref(inv), uuid=inv.uuid, stamped_at=inv.stamped_at,
-                xml_path=document_path(rt.settings, inv.id, "xml", exp),
-                pdf_path=document_path(rt.settings, inv.id, "pdf", exp)),
-                organization_id=inv.organization_id, aggregate_id=f"invoice:{inv.id}")
+            await _emit_invoice(session, inv, InvoiceStamped, uuid=inv.uuid, stamped_at=inv.stamped_at,
+                                xml_path=document_path(rt.settings, inv.id, "xml", exp),
+                                pdf_path=document_path(rt.settings, inv.id, "pdf", exp))
         elif failure is not None:
             inv.pac_code, inv.pac_message = failure
             _transition(session, inv, "STAMP_FAILED", None, f"{failure[0]}: {failure[1]}")
-            await emit(session, m.outbox, InvoiceStampFailed(**_ref(inv), code=failure[0], message=failure[1]),
-                       organization_id=inv.organization_id, aggregate_id=f"invoice:{inv.id}")
+            await _emit_invoice(session, inv, InvoiceStampFailed, code=failure[0], message=failure[1])
     if not retry:
         await publish_status(rt, inv)
     return StampOutcome(inv.status, retry=retry, invoice=inv)
+
+
+async def _stamp_with(pac, xml: bytes, invoice_id) -> StampResult:
+    """The PAC's answer; trouble reaching it (network, IO) becomes a transient PacError."""
+    try:
+        return await pac.stamp(xml)
+    except PacError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever broke on the way, it may work next time
+        log.warning("PAC call failed", exc_info=True, extra={"invoice_id": str(invoice_id)})
+        raise PacError("PAC_ERROR", f"Error de comunicación con el PAC ({type(exc).__name__}).", transient=True) from exc
 
 
 async def stuck_stamping(rt: Runtime, older_than: timedelta = timedelta(minutes=2)) -> list[tuple[uuid.UUID, str]]:
@@ -867,14 +879,12 @@ async def cancel_invoice(rt: Runtime, org: uuid.UUID, actor: uuid.UUID, invoice_
         inv.cancellation_reason, inv.replacement_uuid = reason, replacement_uuid.upper() if replacement_uuid else None
         inv.cancellation_requested_at = utcnow()
         why = f"Motivo {reason}: {cfdi.CANCELLATION_REASONS[reason]}"
-        await emit(session, m.outbox, InvoiceCancellationRequested(**_ref(inv), uuid=inv.uuid, reason=reason,
-                                                                   replacement_uuid=inv.replacement_uuid),
-                   organization_id=org, actor_id=actor, aggregate_id=f"invoice:{inv.id}")
+        await _emit_invoice(session, inv, InvoiceCancellationRequested, actor, uuid=inv.uuid, reason=reason,
+                            replacement_uuid=inv.replacement_uuid)
         if answer.status == "CANCELLED":
             inv.cancelled_at = utcnow()
             _transition(session, inv, "CANCELLED", actor, why)
-            await emit(session, m.outbox, InvoiceCancelled(**_ref(inv), uuid=inv.uuid, reason=reason),
-                       organization_id=org, actor_id=actor, aggregate_id=f"invoice:{inv.id}")
+            await _emit_invoice(session, inv, InvoiceCancelled, actor, uuid=inv.uuid, reason=reason)
         else:
             _transition(session, inv, "CANCELLATION_PENDING", actor, why + " (en espera de aceptación del receptor)")
     await publish_status(rt, inv)
@@ -892,12 +902,10 @@ async def poll_cancellation(rt: Runtime, invoice_id: uuid.UUID, *, pac=None) -> 
         if status == "CANCELLED":
             inv.cancelled_at = utcnow()
             _transition(session, inv, "CANCELLED", None, "El receptor aceptó la cancelación")
-            await emit(session, m.outbox, InvoiceCancelled(**_ref(inv), uuid=inv.uuid, reason=inv.cancellation_reason),
-                       organization_id=inv.organization_id, aggregate_id=f"invoice:{inv.id}")
+            await _emit_invoice(session, inv, InvoiceCancelled, uuid=inv.uuid, reason=inv.cancellation_reason)
         elif status == "REJECTED":
             _transition(session, inv, "CANCELLATION_REJECTED", None, "El receptor rechazó la cancelación")
-            await emit(session, m.outbox, InvoiceCancellationRejected(**_ref(inv), uuid=inv.uuid),
-                       organization_id=inv.organization_id, aggregate_id=f"invoice:{inv.id}")
+            await _emit_invoice(session, inv, InvoiceCancellationRejected, uuid=inv.uuid)
         else:
             return inv.status
     await publish_status(rt, inv)

@@ -35,6 +35,7 @@ from subgraphs.invoice.cfdi.models import CFDI_NS, TFD_NS
 from subgraphs.invoice.cfdi.parse import parse_tree
 from subgraphs.invoice.cfdi.rules import issue_date_window
 from subgraphs.invoice.cfdi.xmlsafe import UnsafeXmlError, parse_xml
+from subgraphs.invoice.cfdi.rules import place_timezone
 
 from .base import CancelResult, PacError, StampResult
 
@@ -116,7 +117,7 @@ class SandboxPac:
         if window:
             raise PacError("401", "El rango de la fecha de generación no debe ser mayor a 72 horas.")
 
-        stamped_at = datetime.now(timezone.utc).astimezone(_local_tz(invoice.place_of_issue)).replace(
+        stamped_at = datetime.now(timezone.utc).astimezone(place_timezone(invoice.place_of_issue)).replace(
             tzinfo=None, microsecond=0)
         tfd = stamp_cfdi(root, signer(), PAC_RFC, stamped_at)
         out = to_bytes(root)
@@ -171,9 +172,3 @@ class SandboxPac:
                 rec["status"] = "CANCELLED" if answer == "accept" else "REJECTED"
                 await self.redis.set(f"{_PREFIX}:cfdi:{rec['uuid']}", json.dumps(rec).encode(), ex=_TTL)
         return rec["status"]
-
-
-def _local_tz(zip_code: str):
-    from subgraphs.invoice.cfdi.rules import place_timezone
-
-    return place_timezone(zip_code)
