@@ -101,6 +101,14 @@ def to_async_url(url: str) -> str:
     return url
 
 
+def to_plain_url(url: str) -> str:
+    """The same URL for drivers that take a plain libpq DSN (asyncpg.connect, psycopg2)."""
+    for prefix in ("postgresql+asyncpg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix):]
+    return url
+
+
 class SettingsError(SystemExit):
     pass
 

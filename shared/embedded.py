@@ -89,7 +89,9 @@ def _server(admin_url: str):
     import psycopg2
     from sqlalchemy.engine import make_url
 
-    url = make_url(admin_url.replace("postgresql+asyncpg", "postgresql"))
+    from shared.config import to_plain_url
+
+    url = make_url(to_plain_url(admin_url))
     conn = psycopg2.connect(**_pg_kwargs(url))
     conn.autocommit = True
     try:

@@ -17,18 +17,18 @@ import logging
 import os
 import socket
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from arq import Retry
 from arq.connections import ArqRedis
 from arq.cron import cron
 from arq.worker import func
 from redis.exceptions import ResponseError
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from shared.bus import EVENTS_STREAM, publish_live, user_channel
 from shared.db import transaction
-from shared.events import Event
+from shared.events import Event, UnknownEventType, utcnow
 from shared.runtime import Runtime
 from workers.background import background_loop
 from subgraphs.notification import mailer, service
@@ -72,6 +72,9 @@ async def _process(rt: Runtime, arq: ArqRedis, msg_id: bytes, fields: dict) -> N
     raw = fields.get(b"event")
     try:
         event = Event.model_validate_json(raw)
+        event.typed_payload()  # a payload that does not match its declared shape never will
+    except UnknownEventType:
+        pass  # a type this service does not know yet: handle_event ignores it
     except Exception:  # noqa: BLE001 - a malformed entry can never succeed
         log.error("notification consumer: unreadable stream entry %s", msg_id)
         await _dead_letter(rt, msg_id, fields, "unreadable")
@@ -127,7 +130,7 @@ async def consume_once(rt: Runtime, *, consumer: str | None = None, block_ms: in
     how many messages were processed and acknowledged (duplicates included)."""
     consumer = consumer or consumer_name()
     arq = arq or _arq(rt)
-    await ensure_group(rt.redis)
+    await ensure_group(rt.redis)  # one cheap round trip per pass; survives a Redis that lost the group
     total = 0
     start = "0-0"
     while True:
@@ -164,10 +167,6 @@ async def consumer_loop(rt: Runtime, arq: ArqRedis | None = None) -> None:
 
 def backoff_seconds(job_try: int) -> int:
     return min(10 * 2 ** (job_try - 1), 900)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 async def send_email(ctx, message_id: str) -> str:
@@ -216,10 +215,15 @@ async def requeue_queued_emails(ctx, older_than_seconds: int = 60) -> int:
     after the consumer's commit). The job id makes this a no-op for messages already scheduled."""
     rt: Runtime = ctx["runtime"]
     arq = ctx.get("redis") or _arq(rt)
-    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    now = utcnow()
+    # Never tried, or last tried longer ago than the longest retry backoff: its job is gone.
+    # Messages waiting on a scheduled retry are left alone, so they cannot crowd out lost ones.
+    lost = or_(EmailMessage.last_attempt_at.is_(None),
+               EmailMessage.last_attempt_at < now - timedelta(seconds=backoff_seconds(SEND_EMAIL_MAX_TRIES) + 300))
     async with rt.sessionmaker() as s:
         ids = list((await s.execute(
-            select(EmailMessage.id).where(EmailMessage.status == QUEUED, EmailMessage.created_at < cutoff).limit(500)
+            select(EmailMessage.id).where(EmailMessage.status == QUEUED, EmailMessage.created_at < now - timedelta(
+                seconds=older_than_seconds), lost).order_by(EmailMessage.created_at).limit(500)
         )).scalars())
     for mid in ids:
         await enqueue_email(arq, mid)

@@ -24,6 +24,7 @@ import asyncpg
 from sqlalchemy import MetaData, Table, bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.config import to_plain_url
 from shared.bus import EVENTS_STREAM, STREAM_MAXLEN, org_channel, stream_fields
 from shared.events import Event
 from shared.migrations import SERVICES
@@ -54,12 +55,9 @@ def _outbox(schema: str) -> Table:
 
 
 async def _schemas_with_outbox(session: AsyncSession) -> list[str]:
-    found = []
-    for schema in SERVICES:
-        exists = (await session.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": f"{schema}.outbox"})).scalar()
-        if exists:
-            found.append(schema)
-    return found
+    rows = await session.execute(text("SELECT s FROM unnest(CAST(:schemas AS text[])) AS s "
+                                      "WHERE to_regclass(s || '.outbox') IS NOT NULL"), {"schemas": list(SERVICES)})
+    return [r[0] for r in rows]
 
 
 def _row_event(row) -> Event:
@@ -137,13 +135,6 @@ async def relay_outbox(ctx) -> int:
     return await relay_once(ctx["runtime"])
 
 
-def _asyncpg_dsn(url: str) -> str:
-    for prefix in ("postgresql+asyncpg://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql://" + url[len(prefix):]
-    return url
-
-
 async def relay_loop(rt: Runtime, *, sweep_interval: float = SWEEP_INTERVAL) -> None:
     """Relay on every NOTIFY, and at least every `sweep_interval` seconds. Runs until cancelled."""
     wake = asyncio.Event()
@@ -156,7 +147,7 @@ async def relay_loop(rt: Runtime, *, sweep_interval: float = SWEEP_INTERVAL) -> 
         while True:
             if conn is None or conn.is_closed():
                 try:
-                    conn = await asyncpg.connect(_asyncpg_dsn(rt.settings.database_url))
+                    conn = await asyncpg.connect(to_plain_url(rt.settings.database_url))
                     await conn.add_listener(OUTBOX_CHANNEL, on_notify)
                 except Exception as exc:  # noqa: BLE001 - the sweep keeps working without LISTEN
                     log.warning("relay: cannot LISTEN on %s: %s", OUTBOX_CHANNEL, exc)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,9 @@ import httpx
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from shared.config import Settings
+from subgraphs.notification.decisions import normalize_locale
 
 TEMPLATES = Path(__file__).parent / "templates"
-LOCALES = ("es-MX", "en")
 
 
 class TemporaryFailure(Exception):
@@ -50,7 +50,7 @@ class Rendered:
 
 
 def render(template: str, locale: str, context: dict[str, Any]) -> Rendered:
-    locale = locale if locale in LOCALES else "es-MX"
+    locale = normalize_locale(locale)  # a template exists for every locale this returns
     values = {"locale": locale, **context}
     text_tmpl = _env.get_template(f"{template}.{locale}.txt")
     module = text_tmpl.make_module(values)  # the text template declares `subject`
@@ -95,7 +95,7 @@ def build_message(settings: Settings, *, message_id: str, to_address: str, rende
     # Stable Message-ID per outgoing message: if a crash makes us send twice, mail systems that
     # deduplicate by Message-ID show it once.
     domain = settings.mail_from.rsplit("@", 1)[-1].strip(">") or "facturacion.local"
-    msg["Message-ID"] = f"<{message_id}@{domain}>" if message_id else make_msgid()
+    msg["Message-ID"] = f"<{message_id}@{domain}>"  # stable per message: a retried send is the same mail
     msg.set_content(rendered.text)
     msg.add_alternative(rendered.html, subtype="html")
     for a in attachments:

@@ -17,9 +17,6 @@ from shared.outbox import outbox_table
 Base = service_base("notification")
 outbox = outbox_table(Base.metadata)
 
-EMAIL = "email"
-IN_APP = "in_app"
-CHANNELS = (EMAIL, IN_APP)
 
 QUEUED, SENT, FAILED_PERMANENT = "queued", "sent", "failed_permanent"
 

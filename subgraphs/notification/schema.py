@@ -153,8 +153,7 @@ class NotificationDefaultInput:
 
 async def _unread(info: Ctx) -> int:
     p = await info.context.principal()
-    async with info.context.runtime.sessionmaker() as session:
-        return (await service.unread_counts(session, p.organization_id, [p.user_id]))[p.user_id]
+    return await loaders.unread_counts(info.context, p.organization_id).load(p.user_id)
 
 
 @strawberry.type

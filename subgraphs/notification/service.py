@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -15,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import transaction
 from shared.errors import InputError, UserError
-from shared.events import Event, payload_class
+from shared.events import Event, utcnow
 from shared.runtime import Runtime
 from shared.tokens import Principal
 from subgraphs.notification import decisions as d
@@ -29,35 +28,32 @@ _RECIPIENT_EVENTS = {"auth.user_registered", "auth.profile_updated", "auth.email
                      "auth.password_reset_requested"}
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 # --- reacting to events ---------------------------------------------------------------------------
 
 @dataclass
 class Handled:
-    duplicate: bool = False
     notifications: list[Notification] = field(default_factory=list)  # newly created, to push live
     email_ids: list[uuid.UUID] = field(default_factory=list)  # newly queued, to hand to the mailer
 
 
-async def handle_event(rt: Runtime, event: Event, *, consumer: str = CONSUMER) -> Handled:
+async def handle_event(rt: Runtime, event: Event) -> Handled:
     """Apply one event exactly once: the dedupe row and every effect commit together, so a
     redelivered event (relay crash, consumer crash before XACK) changes nothing."""
     if event.type not in _RECIPIENT_EVENTS and not d.has_audience(event.type):
         return Handled()  # most events concern nobody here: no rows, not even the dedupe one
     async with transaction(rt.sessionmaker) as s:
         first_time = (await s.execute(
-            pg_insert(ProcessedEvent).values(consumer=consumer, event_id=event.id, event_type=event.type)
+            pg_insert(ProcessedEvent).values(consumer=CONSUMER, event_id=event.id, event_type=event.type)
             .on_conflict_do_nothing().returning(ProcessedEvent.event_id)
         )).first()
+        out = Handled()
         if first_time is None:
-            return Handled(duplicate=True)
+            return out  # already applied
         if event.type in _RECIPIENT_EVENTS:
             await _project_recipient(s, event)
+        if not d.has_audience(event.type):
+            return out  # e.g. a profile update: only the projection above
         decision = d.decide(event, await _facts(s, event))
-        out = Handled()
         for notice in decision.in_app:
             row = (await s.execute(
                 pg_insert(Notification).values(
@@ -83,7 +79,7 @@ async def handle_event(rt: Runtime, event: Event, *, consumer: str = CONSUMER) -
 
 
 async def _project_recipient(s: AsyncSession, event: Event) -> None:
-    p = payload_class(event.type).model_validate(event.payload)
+    p = event.typed_payload()
     values = {"user_id": p.user_id, "email": p.email, "full_name": p.full_name, "locale": d.normalize_locale(p.locale),
               "updated_at": event.occurred_at}
     stmt = pg_insert(Recipient).values(**values)
@@ -98,24 +94,30 @@ async def _project_recipient(s: AsyncSession, event: Event) -> None:
 async def _facts(s: AsyncSession, event: Event) -> d.Facts:
     users = d.users_concerned(event)
     recipients: dict[uuid.UUID, d.RecipientInfo] = {}
-    user_prefs: dict[tuple[uuid.UUID, str, str], bool] = {}
-    org_defaults: dict[tuple[str, str], bool] = {}
-    send_cfdi = False
     if users:
         for r in (await s.execute(select(Recipient).where(Recipient.user_id.in_(users)))).scalars():
             recipients[r.user_id] = d.RecipientInfo(r.user_id, r.email, r.full_name, r.locale)
-    if event.organization_id is not None:
-        if users:
-            for p in (await s.execute(select(Preference).where(
-                    Preference.organization_id == event.organization_id, Preference.user_id.in_(users)))).scalars():
-                user_prefs[(p.user_id, p.category, p.channel)] = p.enabled
-        for o in (await s.execute(select(OrganizationDefault).where(
-                OrganizationDefault.organization_id == event.organization_id))).scalars():
-            org_defaults[(o.category, o.channel)] = o.enabled
-        send_cfdi = bool((await s.execute(select(OrganizationSettings.send_cfdi_to_customer).where(
-            OrganizationSettings.organization_id == event.organization_id))).scalar())
-    return d.Facts(recipients=recipients, preferences=d.Preferences(user_prefs, org_defaults),
-                   send_cfdi_to_customer=send_cfdi)
+    if event.organization_id is None:
+        return d.Facts(recipients=recipients, preferences=d.Preferences(), send_cfdi_to_customer=False)
+    return d.Facts(recipients=recipients, preferences=await _preferences(s, event.organization_id, users),
+                   send_cfdi_to_customer=await _send_cfdi(s, event.organization_id))
+
+
+async def _preferences(s: AsyncSession, organization_id: uuid.UUID, user_ids: Sequence[uuid.UUID]) -> d.Preferences:
+    """The users' own choices and the organization's defaults (the rules live in decisions)."""
+    user_prefs = {}
+    if user_ids:
+        rows = (await s.execute(select(Preference).where(
+            Preference.organization_id == organization_id, Preference.user_id.in_(user_ids)))).scalars()
+        user_prefs = {(r.user_id, r.category, r.channel): r.enabled for r in rows}
+    defaults = (await s.execute(select(OrganizationDefault).where(
+        OrganizationDefault.organization_id == organization_id))).scalars()
+    return d.Preferences(user_prefs, {(r.category, r.channel): r.enabled for r in defaults})
+
+
+async def _send_cfdi(s: AsyncSession, organization_id: uuid.UUID) -> bool:
+    return bool((await s.execute(select(OrganizationSettings.send_cfdi_to_customer).where(
+        OrganizationSettings.organization_id == organization_id))).scalar())
 
 
 def live_message(n: Notification) -> dict:
@@ -213,41 +215,33 @@ class EffectivePreference:
     locked: bool
 
 
-def _check_pair(category: str, channel: str, path: list[str]) -> None:
+def _check_pair(category: str, channel: str, enabled: bool, path: list[str]) -> None:
     if category not in d.CATEGORIES:
         raise InputError.single("INVALID_CATEGORY", f"Categoría desconocida: {category}.", path + ["category"])
     if channel not in d.CHANNELS:
         raise InputError.single("INVALID_CHANNEL", f"Canal desconocido: {channel}.", path + ["channel"])
+    if d.is_locked(category) and not enabled:
+        raise InputError.single(
+            "PREFERENCE_LOCKED",
+            "Los avisos de seguridad (restablecer contraseña, verificación, cambios de MFA) no se pueden desactivar.",
+            path + ["enabled"],
+        )
+
+
+def _grid(prefs: d.Preferences, user_id: uuid.UUID | None) -> list[EffectivePreference]:
+    """Every category × channel as `prefs` decides it for `user_id` (None: the organization default)."""
+    return [EffectivePreference(c, ch, prefs.allows(user_id, c, ch), d.is_locked(c))
+            for c in d.CATEGORIES for ch in d.CHANNELS]
 
 
 async def effective_preferences(session: AsyncSession, organization_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
                                 ) -> dict[uuid.UUID, list[EffectivePreference]]:
-    user_rows = (await session.execute(select(Preference).where(
-        Preference.organization_id == organization_id, Preference.user_id.in_(user_ids)))).scalars()
-    defaults = await _org_defaults(session, organization_id)
-    prefs = d.Preferences({(r.user_id, r.category, r.channel): r.enabled for r in user_rows}, defaults)
-    return {u: [EffectivePreference(c, ch, prefs.allows(u, c, ch), d.is_locked(c))
-                for c in d.CATEGORIES for ch in d.CHANNELS] for u in user_ids}
-
-
-async def _org_defaults(session: AsyncSession, organization_id: uuid.UUID) -> dict[tuple[str, str], bool]:
-    rows = (await session.execute(select(OrganizationDefault).where(
-        OrganizationDefault.organization_id == organization_id))).scalars()
-    return {(r.category, r.channel): r.enabled for r in rows}
-
-
-def _locked_error(category: str, path: list[str]) -> InputError:
-    return InputError.single(
-        "PREFERENCE_LOCKED",
-        "Los avisos de seguridad (restablecer contraseña, verificación, cambios de MFA) no se pueden desactivar.",
-        path,
-    )
+    prefs = await _preferences(session, organization_id, user_ids)
+    return {u: _grid(prefs, u) for u in user_ids}
 
 
 async def update_preference(rt: Runtime, p: Principal, *, category: str, channel: str, enabled: bool) -> EffectivePreference:
-    _check_pair(category, channel, [])
-    if d.is_locked(category) and not enabled:
-        raise _locked_error(category, ["enabled"])
+    _check_pair(category, channel, enabled, [])
     async with transaction(rt.sessionmaker) as s:
         stmt = pg_insert(Preference).values(id=uuid.uuid4(), user_id=p.user_id, organization_id=p.organization_id,
                                             category=category, channel=channel, enabled=enabled)
@@ -255,7 +249,7 @@ async def update_preference(rt: Runtime, p: Principal, *, category: str, channel
             index_elements=[Preference.user_id, Preference.organization_id, Preference.category, Preference.channel],
             set_={"enabled": stmt.excluded.enabled, "updated_at": func.now()},
         ))
-    return EffectivePreference(category, channel, enabled or d.is_locked(category), d.is_locked(category))
+    return EffectivePreference(category, channel, enabled, d.is_locked(category))
 
 
 @dataclass(frozen=True)
@@ -265,22 +259,13 @@ class OrgSettings:
 
 
 async def organization_settings(session: AsyncSession, organization_id: uuid.UUID) -> OrgSettings:
-    send = (await session.execute(select(OrganizationSettings.send_cfdi_to_customer).where(
-        OrganizationSettings.organization_id == organization_id))).scalar()
-    defaults = await _org_defaults(session, organization_id)
-    return OrgSettings(bool(send), [
-        EffectivePreference(c, ch, True if d.is_locked(c) else defaults.get((c, ch), True), d.is_locked(c))
-        for c in d.CATEGORIES for ch in d.CHANNELS
-    ])
+    return OrgSettings(await _send_cfdi(session, organization_id), _grid(await _preferences(session, organization_id, []), None))
 
 
 async def update_organization_settings(rt: Runtime, p: Principal, *, send_cfdi_to_customer: bool | None,
                                        defaults: Sequence[tuple[str, str, bool]] | None) -> OrgSettings:
     for i, (category, channel, enabled) in enumerate(defaults or ()):
-        path = ["defaults", str(i)]
-        _check_pair(category, channel, path)
-        if d.is_locked(category) and not enabled:
-            raise _locked_error(category, path + ["enabled"])
+        _check_pair(category, channel, enabled, ["defaults", str(i)])
     async with transaction(rt.sessionmaker) as s:
         if send_cfdi_to_customer is not None:
             stmt = pg_insert(OrganizationSettings).values(organization_id=p.organization_id,
@@ -296,5 +281,5 @@ async def update_organization_settings(rt: Runtime, p: Principal, *, send_cfdi_t
                 index_elements=[OrganizationDefault.organization_id, OrganizationDefault.category, OrganizationDefault.channel],
                 set_={"enabled": stmt.excluded.enabled},
             ))
-    async with rt.sessionmaker() as s:
+        await s.flush()
         return await organization_settings(s, p.organization_id)
