@@ -9,7 +9,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from shared.bus import EVENTS_STREAM
 from shared.events import make_event
@@ -69,6 +69,22 @@ async def test_sweep_enqueues_queued_mail_whose_job_was_lost(rt):
     await notifications.requeue_queued_emails({"runtime": rt})
     queued = await rt.redis.zrange("arq:queue", 0, -1)
     assert queued.count(f"send_email:{mid}".encode()) == 1
+
+
+async def test_sweep_leaves_mail_waiting_on_a_scheduled_retry_alone(rt):
+    waiting = (await service.handle_event(rt, make_event(user_registered(), organization_id=None, actor_id=None))).email_ids[0]
+    lost = (await service.handle_event(rt, make_event(user_registered(), organization_id=None, actor_id=None))).email_ids[0]
+    async with rt.sessionmaker() as s, s.begin():
+        await s.execute(update(EmailMessage).where(EmailMessage.id.in_([waiting, lost]))
+                        .values(created_at=EmailMessage.created_at - timedelta(hours=2)))
+        # `waiting` was tried a minute ago: arq holds its retry. `lost` was tried two hours ago.
+        await s.execute(update(EmailMessage).where(EmailMessage.id == waiting)
+                        .values(attempts=1, last_attempt_at=func.now() - timedelta(minutes=1)))
+        await s.execute(update(EmailMessage).where(EmailMessage.id == lost)
+                        .values(attempts=1, last_attempt_at=func.now() - timedelta(hours=2)))
+    await notifications.requeue_queued_emails({"runtime": rt})
+    assert await rt.redis.exists(f"arq:job:send_email:{lost}")
+    assert not await rt.redis.exists(f"arq:job:send_email:{waiting}")
 
 
 async def test_poison_event_goes_to_the_dead_letter_stream(rt, monkeypatch):
