@@ -56,3 +56,35 @@ def test_cadena_of_production_cfdi_and_thread_safety() -> None:
     for t in threads:
         t.join()
     assert results == [expected] * 8
+
+
+def _tfd(**attrs: str):
+    from lxml import etree
+
+    from subgraphs.invoice.cfdi.models import TFD_NS
+
+    el = etree.Element(f"{{{TFD_NS}}}TimbreFiscalDigital", nsmap={"tfd": TFD_NS})
+    for name, value in attrs.items():  # attribute order is irrelevant: the XSLT fixes it
+        el.set(name, value)
+    return el
+
+
+def test_tfd_cadena_format() -> None:
+    # Moved from tests/pdf (the PDF used to build this string itself; it now prints the engine's).
+    assert tfd_cadena_original(_tfd(
+        Version="1.1", UUID="U", FechaTimbrado="2022-01-01T00:00:00", RfcProvCertif="SAT970701NN3",
+        SelloCFD="S==", NoCertificadoSAT="300",
+    )) == "||1.1|U|2022-01-01T00:00:00|SAT970701NN3|S==|300||"
+    assert tfd_cadena_original(_tfd(
+        Version="1.1", UUID="U", FechaTimbrado="F", RfcProvCertif="R", SelloCFD="S", NoCertificadoSAT="N",
+        Leyenda="  Leyenda   con  espacios ",
+    )) == "||1.1|U|F|R|Leyenda con espacios|S|N||"
+
+
+def test_tfd_cadena_follows_sat_xslt_where_the_pdf_copy_diverged() -> None:
+    base = {"Version": "1.1", "UUID": "U", "FechaTimbrado": "F", "RfcProvCertif": "R", "SelloCFD": "S",
+            "NoCertificadoSAT": "N"}
+    # A present-but-blank Leyenda is "true" for the XSLT's Opcional template: an empty field.
+    assert tfd_cadena_original(_tfd(**base, Leyenda="  ")) == "||1.1|U|F|R||S|N||"
+    # normalize-space only collapses XML whitespace (space, tab, CR, LF), not Unicode spaces.
+    assert tfd_cadena_original(_tfd(**base, Leyenda="a\u00a0b\u2003 c")) == "||1.1|U|F|R|a\u00a0b\u2003 c|S|N||"

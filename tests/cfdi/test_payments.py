@@ -48,3 +48,36 @@ def test_usd_payment_settling_mxn_and_usd_documents() -> None:
     assert t.total_amount == Decimal("1715.00")  # 98 USD x 17.50
     assert (t.transferred_base_iva16, t.transferred_iva16) == (Decimal("1375.00"), Decimal("220.00"))
     assert t.withheld_isr == Decimal("50.00") and t.withheld_iva is None
+
+
+def test_unrounded_amount_paid_prints_half_up_everywhere() -> None:
+    # Regression: build.fmt_money used Decimal's default (half-even) rounding, so an unrounded
+    # amount_paid printed ImpPagado="2.34" while Monto (round_money, half-up) was "2.35".
+    from subgraphs.invoice.cfdi.build import fmt_money, payments_element
+    from subgraphs.invoice.cfdi.models import PAGO20_NS
+
+    assert fmt_money(Decimal("2.345"), 2) == "2.35"
+    assert fmt_money(Decimal("0.125"), 2) == "0.13"
+    doc = RelatedDocument(
+        uuid="5FB2822E-396D-4725-8521-CDC4BDD20CCF",
+        currency="MXN",
+        installment=1,
+        previous_balance=Decimal("10.00"),
+        amount_paid=Decimal("2.345"),
+        remaining_balance=Decimal("0"),
+        tax_object="01",
+    )
+    payment = Payment(
+        paid_at=datetime(2025, 6, 2, 12, 0),
+        payment_form="03",
+        currency="MXN",
+        amount=None,
+        exchange_rate=Decimal("1"),
+        related_documents=[doc],
+    )
+    result = compute_payments(PaymentsComplement(totals=PaymentTotals(Decimal(0)), payments=[payment]))
+    pago = payments_element(result).find(f"{{{PAGO20_NS}}}Pago")
+    (docto,) = pago.findall(f"{{{PAGO20_NS}}}DoctoRelacionado")
+    assert docto.get("ImpPagado") == "2.35"
+    assert pago.get("Monto") == "2.35"
+    assert Decimal(pago.get("Monto")) == sum(Decimal(d.get("ImpPagado")) for d in pago.findall(f"{{{PAGO20_NS}}}DoctoRelacionado"))

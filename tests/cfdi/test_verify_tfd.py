@@ -86,6 +86,23 @@ def test_generated_tfd_verifies(csd_eku, csd_xia, tmp_path) -> None:
     assert verify_cfdi(to_bytes(root), SAT_CERTS_DIR).errors == ["SAT_CERTIFICATE_UNAVAILABLE"]
 
 
+def test_corrupt_sat_certificate_file_reports_unavailable(csd_eku, csd_xia, tmp_path) -> None:
+    # Regression: a corrupt <NoCertificadoSAT>.cer raised ValueError out of verify_cfdi.
+    root, _stamp = _stamped(csd_eku, csd_xia)
+    (tmp_path / "30001000000400002443.cer").write_bytes(b"not a certificate")
+    result = verify_cfdi(to_bytes(root), tmp_path)
+    assert result.errors == ["SAT_CERTIFICATE_UNAVAILABLE"]
+    assert result.sello_valid and result.sello_sat_valid is None
+    # PEM is still accepted (csd.load_certificate tries DER, then PEM).
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from subgraphs.invoice.cfdi.csd import load_certificate
+
+    der = (SAT_CERTS_DIR.parent / "csd" / "xia190128j61_csd.cer").read_bytes()
+    (tmp_path / "30001000000400002443.cer").write_bytes(load_certificate(der).public_bytes(Encoding.PEM))
+    assert verify_cfdi(to_bytes(root), tmp_path).ok
+
+
 def test_random_uuid_is_uppercase_v4(csd_eku, csd_xia) -> None:
     root = build_tree(compute_totals(make_invoice()))
     sign_cfdi(root, csd_eku)

@@ -30,7 +30,6 @@ from subgraphs.invoice.pdf import (
     format_qr_total,
     parse_invoice,
     render_invoice_pdf,
-    tfd_cadena_original,
     verification_url,
 )
 from subgraphs.invoice.pdf.render import latin1, money
@@ -241,6 +240,48 @@ def test_unstamped_cfdi_renders_without_qr() -> None:
     assert not _contains(pdf, "||1.1|")
 
 
+@pytest.mark.parametrize("total", ["NaN", "sNaN", "Infinity", "-Infinity", "1E+13", "1E+30"])
+def test_non_finite_or_huge_total_still_renders(total: str) -> None:
+    # Regression: dec() accepted NaN/Infinity, and words refuses >= 10^12, so these raised (500).
+    root = etree.fromstring(_read("CfdiUtils__cfdi40-real.xml"))
+    root.set("Total", total)
+    root.set("SubTotal", total)
+    tax = root.find(".//{http://www.sat.gob.mx/cfd/4}Concepto//{http://www.sat.gob.mx/cfd/4}Traslado")
+    tax.set("TasaOCuota", total)
+    pdf = render_invoice_pdf(etree.tostring(root), compress=False)
+    assert pdf.startswith(b"%PDF-")
+    assert not _contains(pdf, "IMPORTE CON LETRA")  # nothing sensible to say in words
+    if total == "1E+13":
+        assert _contains(pdf, "$10,000,000,000,000.00")
+    # The QR's tt= (drawn, not text): a usable amount as usual, anything else as 0.
+    assert format_qr_total(total) == ("10000000000000.0" if total == "1E+13" else "0.0")
+
+
+def test_catalog_descriptions_come_from_sat_catalog() -> None:
+    # Codes the PDF's old hand-kept subset did not have now print SAT's description.
+    root = etree.fromstring(_read("CfdiUtils__cfdi40-real.xml"))
+    root.find("{http://www.sat.gob.mx/cfd/4}Emisor").set("RegimenFiscal", "609")
+    root.set("Moneda", "CHF")
+    root.set("TipoCambio", "21.5")
+    root.set("FormaPago", "98")
+    pdf = render_invoice_pdf(etree.tostring(root), compress=False)
+    for needed in ("609 - Consolidación", "CHF - Franco Suizo", "98 - NA"):
+        assert _contains(pdf, needed), needed
+    # XXX keeps printing the bare code (SAT's description is a sentence about "no currency").
+    root.set("Moneda", "XXX")
+    pdf = render_invoice_pdf(etree.tostring(root), compress=False)
+    assert not _contains(pdf, "XXX - ")
+
+
+def test_printed_tfd_cadena_is_the_engines() -> None:
+    from subgraphs.invoice.cfdi.cadena import tfd_cadena_original
+
+    xml = _read("CfdiUtils__cfdi40-real.xml")
+    expected = tfd_cadena_original(etree.fromstring(xml))
+    assert parse_invoice(xml).timbre.cadena == expected
+    assert expected.startswith("||1.1|C2832671-DA6D-11EF-A83D-00155D012007|")
+
+
 # ---------------------------------------------------------------------------------- many concepts
 
 
@@ -363,7 +404,7 @@ def test_qr_in_pdf_matches_url(tmp_path: Path) -> None:
             if black(x, y):
                 xs.append(x)
                 ys.append(y)
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    x0, x1, y0 = min(xs), max(xs), min(ys)
     n = len(expected)
     module = (x1 - x0 + 2) / n
     got = tuple(
@@ -373,15 +414,8 @@ def test_qr_in_pdf_matches_url(tmp_path: Path) -> None:
     assert got == tuple(bytearray(row) for row in expected)
 
 
-def test_tfd_cadena_format() -> None:
-    assert tfd_cadena_original(
-        uuid="U", fecha_timbrado="2022-01-01T00:00:00", rfc_prov_certif="SAT970701NN3",
-        sello_cfd="S==", no_certificado_sat="300", leyenda=None,
-    ) == "||1.1|U|2022-01-01T00:00:00|SAT970701NN3|S==|300||"
-    assert tfd_cadena_original(
-        uuid="U", fecha_timbrado="F", rfc_prov_certif="R", sello_cfd="S", no_certificado_sat="N",
-        leyenda="  Leyenda   con  espacios ",
-    ) == "||1.1|U|F|R|Leyenda con espacios|S|N||"
+# The TFD cadena format cases moved to tests/cfdi/test_catalogs_cadena.py: the PDF now prints the
+# engine's cadena (SAT's XSLT) instead of building its own.
 
 
 @pytest.mark.parametrize("name", TFD_OK)
@@ -395,10 +429,7 @@ def test_tfd_cadena_verifies_sello_sat(name: str) -> None:
     cert_path = SAT_CERTS / f"{t.no_certificado_sat}.cer"
     if not cert_path.exists():
         pytest.skip("SAT certificate not available")
-    cadena = tfd_cadena_original(
-        uuid=t.uuid, fecha_timbrado=t.fecha_timbrado, rfc_prov_certif=t.rfc_prov_certif,
-        sello_cfd=t.sello_cfd, no_certificado_sat=t.no_certificado_sat, leyenda=t.leyenda,
-    )
+    cadena = t.cadena
     cert = x509.load_der_x509_certificate(cert_path.read_bytes())
     cert.public_key().verify(
         base64.b64decode(t.sello_sat), cadena.encode("utf-8"), padding.PKCS1v15(), hashes.SHA256()

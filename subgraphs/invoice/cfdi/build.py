@@ -34,6 +34,7 @@ from .models import (
     Tax,
     TimbreFiscalDigital,
 )
+from .totals import round_money
 
 CFDI_SCHEMA_LOCATION = "http://www.sat.gob.mx/cfd/4 http://www.sat.gob.mx/sitio_internet/cfd/4/cfdv40.xsd"
 PAGO20_SCHEMA_LOCATION = "http://www.sat.gob.mx/Pagos20 http://www.sat.gob.mx/sitio_internet/cfd/Pagos/Pagos20.xsd"
@@ -50,9 +51,9 @@ def fmt_datetime(value: datetime) -> str:
 
 
 def fmt_money(value: Decimal, decimals: int) -> str:
-    if not isinstance(value, Decimal):
-        raise TypeError(f"importe debe ser Decimal, no {type(value).__name__}")
-    return format(value.quantize(Decimal(1).scaleb(-decimals)), "f")
+    # Same rounding as totals/payments (round_money, half-up): an amount the caller did not
+    # round must print the way it was summed, or e.g. Monto (half-up) != Σ ImpPagado.
+    return format(round_money(value, decimals), "f")
 
 
 def fmt_rate(value: Decimal) -> str:

@@ -11,6 +11,7 @@ import gzip
 import json
 import threading
 import unicodedata
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -79,17 +80,24 @@ def currency_decimals(currency: str) -> int:
     return int(row["decimals"]) if row else 2
 
 
+@cache
+def _tasa_o_cuota_rows() -> tuple[tuple[str, str, bool, bool, Decimal, Decimal], ...]:
+    # Converted once: this runs for every tax line of every invoice validated.
+    return tuple(
+        (r["tax"], r["factor"], bool(r["transfer"]), bool(r["withholding"]), Decimal(r["min"]), Decimal(r["max"]))
+        for r in rows("c_TasaOCuota")
+    )
+
+
 def tasa_o_cuota_allowed(tax: str, factor_type: str, rate, transfer: bool) -> bool:
     """Whether (Impuesto, TipoFactor, TasaOCuota) is in c_TasaOCuota for a transfer/withholding."""
-    from decimal import Decimal
-
     value = Decimal(rate)
-    for row in rows("c_TasaOCuota"):
-        if row["tax"] != tax or row["factor"] != factor_type:
+    for row_tax, factor, is_transfer, is_withholding, low, high in _tasa_o_cuota_rows():
+        if row_tax != tax or factor != factor_type:
             continue
-        if not (row["transfer"] if transfer else row["withholding"]):
+        if not (is_transfer if transfer else is_withholding):
             continue
-        if Decimal(row["min"]) <= value <= Decimal(row["max"]):
+        if low <= value <= high:
             return True
     return False
 

@@ -176,7 +176,8 @@ def check_rfc(csd: Csd, expected_rfc: str) -> None:
 def sign_cfdi(comprobante: etree._Element, csd: Csd) -> str:
     """Seal a cfdi:Comprobante in place: NoCertificado, Certificado, then Sello over the cadena.
 
-    Returns the cadena original that was signed (callers store it for the PDF).
+    Returns the cadena original that was signed (for tests and diagnostics; nothing stores it:
+    it can always be recomputed from the XML with `cadena.cadena_original`).
     """
     comprobante.set("NoCertificado", csd.certificate_number)
     comprobante.set("Certificado", csd.certificate_base64)

@@ -312,9 +312,6 @@ Columns satcfdi does not ship, transcribed by hand from catCFDI_V_4.xls into
 - c_TasaOCuota: the whole catalog (ranges/fixed values per impuesto, factor, traslado/retención).
   The IEPS Cuota upper bound (59.1449) changes when SAT updates the catalog.
 - c_TipoFactor: the `c_TipoFactor` enumeration of catCFDI.xsd.
-
-Note: `*.json.gz` is not matched by the `package-data` globs in pyproject.toml (`*.json` is); a
-non-editable install needs `"*.gz"` added there.
 """
 
 

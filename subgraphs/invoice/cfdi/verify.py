@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography import x509
 
 from .cadena import cadena_original, tfd_cadena_original
-from .csd import certificate_number, verify_signature
+from .csd import CsdError, certificate_number, load_certificate, verify_signature
 from .models import CFDI_NS, TFD_NS
 from .xmlsafe import UnsafeXmlError, parse_xml
 
@@ -72,11 +72,12 @@ def directory_lookup(directory: Path | str) -> CertificateLookup:
         path = base / f"{number}.cer"
         if not path.is_file():
             return None
-        data = path.read_bytes()
         try:
-            cert = x509.load_der_x509_certificate(data)
-        except ValueError:
-            cert = x509.load_pem_x509_certificate(data)
+            cert = load_certificate(path.read_bytes())
+        except CsdError:
+            # A corrupt file is as good as a missing one: the caller reports
+            # SAT_CERTIFICATE_UNAVAILABLE instead of failing the whole verification.
+            return None
         return cert if certificate_number(cert) == number else None
 
     return lookup

@@ -14,13 +14,13 @@ import io
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import segno
 from fpdf import FPDF
 
 from . import catalogs as cat
-from .sat import tfd_cadena_original, verification_url
+from .sat import verification_url
 from .view import Concepto, InvoiceView, Tax, dec, parse_invoice
 from subgraphs.invoice.cfdi.words import amount_in_words
 
@@ -117,7 +117,7 @@ def rate(tax: Tax) -> str:
 
 
 def tax_name(code: str) -> str:
-    return cat.IMPUESTO.get(code, code)
+    return cat.description("c_Impuesto", code) or code
 
 
 # ---------------------------------------------------------------------------------- pdf
@@ -341,7 +341,7 @@ def _header(doc: _Doc, v: InvoiceView, logo_png: bytes | None) -> None:
     doc.color(TEXT)
     rows = [
         ("RFC:", v.emisor_rfc),
-        ("Régimen fiscal:", cat.describe(cat.REGIMEN_FISCAL, v.emisor_regimen)),
+        ("Régimen fiscal:", cat.describe("c_RegimenFiscal", v.emisor_regimen)),
         ("Lugar de expedición:", f"C.P. {v.lugar_expedicion}" if v.lugar_expedicion else ""),
     ]
     if v.emisor_fac_atr_adquirente:
@@ -380,20 +380,20 @@ def _parties(doc: _Doc, v: InvoiceView) -> None:
         ("Nombre:", v.receptor_nombre),
         ("RFC:", v.receptor_rfc),
         ("Domicilio fiscal:", f"C.P. {v.receptor_domicilio_fiscal}" if v.receptor_domicilio_fiscal else ""),
-        ("Régimen fiscal:", cat.describe(cat.REGIMEN_FISCAL, v.receptor_regimen)),
-        ("Uso del CFDI:", cat.describe(cat.USO_CFDI, v.receptor_uso_cfdi)),
+        ("Régimen fiscal:", cat.describe("c_RegimenFiscal", v.receptor_regimen)),
+        ("Uso del CFDI:", cat.describe("c_UsoCFDI", v.receptor_uso_cfdi)),
         ("Residencia fiscal:", v.receptor_residencia_fiscal),
         ("NumRegIdTrib:", v.receptor_num_reg_id_trib),
     ]
     y1 = _kv_rows(doc, MARGIN + 2, top + band_h + 1.2, w1 - 3, rec, 24)
-    moneda = v.moneda
-    if v.moneda and v.moneda in cat.MONEDA and v.moneda != "XXX":
-        moneda = f"{v.moneda} - {cat.MONEDA[v.moneda]}"
+    # XXX ("no currency", used by Pago and Traslado) has a long SAT description that says
+    # nothing useful on paper: print the bare code.
+    moneda = v.moneda if v.moneda == "XXX" else cat.describe("c_Moneda", v.moneda)
     comp = [
-        ("Tipo de comprobante:", cat.describe(cat.TIPO_COMPROBANTE, v.tipo_comprobante)),
-        ("Exportación:", cat.describe(cat.EXPORTACION, v.exportacion)),
-        ("Forma de pago:", cat.describe(cat.FORMA_PAGO, v.forma_pago)),
-        ("Método de pago:", cat.describe(cat.METODO_PAGO, v.metodo_pago)),
+        ("Tipo de comprobante:", cat.describe("c_TipoDeComprobante", v.tipo_comprobante)),
+        ("Exportación:", cat.describe("c_Exportacion", v.exportacion)),
+        ("Forma de pago:", cat.describe("c_FormaPago", v.forma_pago)),
+        ("Método de pago:", cat.describe("c_MetodoPago", v.metodo_pago)),
         ("Moneda:", moneda),
         ("Tipo de cambio:", v.tipo_cambio),
         ("Condiciones de pago:", v.condiciones_pago),
@@ -415,13 +415,13 @@ def _info_lines(doc: _Doc, v: InvoiceView) -> None:
         ig = v.informacion_global
         rows.append((
             "Información global:",
-            f"Periodicidad: {cat.describe(cat.PERIODICIDAD, ig.get('Periodicidad'))}   "
-            f"Meses: {cat.describe(cat.MESES, ig.get('Meses'))}   Año: {ig.get('Año', '')}",
+            f"Periodicidad: {cat.describe('c_Periodicidad', ig.get('Periodicidad'))}   "
+            f"Meses: {cat.describe('c_Meses', ig.get('Meses'))}   Año: {ig.get('Año', '')}",
         ))
     for rel in v.relacionados:
         rows.append((
             "CFDI relacionados:",
-            f"Tipo de relación {cat.describe(cat.TIPO_RELACION, rel.tipo_relacion)}: " + ", ".join(rel.uuids),
+            f"Tipo de relación {cat.describe('c_TipoRelacion', rel.tipo_relacion)}: " + ", ".join(rel.uuids),
         ))
     if not rows:
         return
@@ -653,12 +653,23 @@ def _words(v: InvoiceView) -> str:
     if v.tipo_comprobante == "P" and v.pagos is not None:
         total = dec(v.pagos.totales.get("MontoTotalPagos"))
         if total is not None:
-            return "Total de pagos: " + amount_in_words(total, "MXN")
+            words = _safe_words(total, "MXN")
+            return "Total de pagos: " + words if words else ""
         return ""
     total = dec(v.total)
     if total is None:
         return ""
-    return amount_in_words(total, v.moneda or "MXN")
+    return _safe_words(total, v.moneda or "MXN")
+
+
+def _safe_words(amount: Decimal, currency: str) -> str:
+    """Amount in words, or "" when it cannot be said: words refuses ≥ 10^12 (long-scale
+    "billón", never reached by a real invoice) and quantize fails beyond 28 digits. A
+    representación impresa of an odd XML must still render, just without that line."""
+    try:
+        return amount_in_words(amount, currency)
+    except (ValueError, InvalidOperation):
+        return ""
 
 
 PAGO_COLS = (
@@ -710,7 +721,7 @@ def _pagos(doc: _Doc, v: InvoiceView) -> None:
     for n, pago in enumerate(p20.pagos, 1):
         info = [
             ("Fecha de pago:", pago.fecha_pago.replace("T", " ")),
-            ("Forma de pago:", cat.describe(cat.FORMA_PAGO, pago.forma_de_pago)),
+            ("Forma de pago:", cat.describe("c_FormaPago", pago.forma_de_pago)),
             ("Moneda / T.C.:", " / ".join(p for p in (pago.moneda, pago.tipo_cambio) if p)),
             ("Monto:", money(pago.monto)),
             ("No. operación:", pago.num_operacion),
@@ -897,15 +908,10 @@ def _stamp(doc: _Doc, v: InvoiceView) -> None:
     blocks: list[tuple[str, list[str]]] = []
     doc.font(5.8, family="courier")
     if t is not None:
-        cadena = tfd_cadena_original(
-            uuid=t.uuid, fecha_timbrado=t.fecha_timbrado, rfc_prov_certif=t.rfc_prov_certif,
-            sello_cfd=t.sello_cfd, no_certificado_sat=t.no_certificado_sat, leyenda=t.leyenda,
-            version=t.version or "1.1",
-        )
         blocks = [
             ("Sello digital del CFDI", doc.wrap_chars(v.sello, text_w)),
             ("Sello digital del SAT", doc.wrap_chars(t.sello_sat, text_w)),
-            ("Cadena original del complemento de certificación digital del SAT", doc.wrap_chars(cadena, text_w)),
+            ("Cadena original del complemento de certificación digital del SAT", doc.wrap_chars(t.cadena, text_w)),
         ]
     else:
         blocks = [("Sello digital del CFDI", doc.wrap_chars(v.sello, text_w))]

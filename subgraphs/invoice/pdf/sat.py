@@ -1,4 +1,4 @@
-"""SAT strings printed on the representación impresa: QR verification URL and TFD cadena.
+"""SAT's QR verification URL printed on the representación impresa.
 
 QR (Anexo 20, "Especificación técnica del código de barras bidimensional", same for 3.3/4.0):
     https://verificacfdi.facturaelectronica.sat.gob.mx/default.aspx?id=<UUID>&re=<RFC emisor>
@@ -8,9 +8,9 @@ omitted"; like phpcfdi/cfdi-expresiones (the de-facto reference; its test vector
 tests) we round to 6 decimals, drop trailing zeros but keep one decimal digit: "1000.00" ->
 "1000.0", "0" -> "0.0", "123.45" -> "123.45". RFCs containing "&" are XML-escaped ("&amp;").
 
-TFD 1.1 cadena original (SAT's cadenaoriginal_TFD_1_1.xslt):
-    ||Version|UUID|FechaTimbrado|RfcProvCertif[|Leyenda]|SelloCFD|NoCertificadoSAT||
-with each value whitespace-normalized (XPath normalize-space) and Leyenda only when present.
+The TFD cadena original is not built here: the view takes it from the engine
+(`subgraphs.invoice.cfdi.cadena.tfd_cadena_original`, SAT's own XSLT), the one definition the
+PAC's SelloSAT is computed over.
 """
 
 from __future__ import annotations
@@ -21,11 +21,15 @@ VERIFICA_CFDI_URL = "https://verificacfdi.facturaelectronica.sat.gob.mx/default.
 
 
 def format_qr_total(total: str | Decimal) -> str:
+    # A Total that is not a usable amount (text, NaN/Infinity, or too many digits to quantize)
+    # prints as 0 rather than failing the whole PDF: the XSD already rejects such an XML.
     try:
-        value = Decimal(str(total).strip() or "0")
+        value = Decimal(str(total).strip() or "0").quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
     except InvalidOperation:
-        value = Decimal(0)
-    text = f"{value.quantize(Decimal('0.000001'), rounding=ROUND_HALF_UP):f}".rstrip("0")
+        value = Decimal("0.000000")
+    if not value.is_finite():
+        value = Decimal("0.000000")
+    text = f"{value:f}".rstrip("0")
     if text.endswith("."):
         text += "0"
     return text
@@ -44,25 +48,3 @@ def verification_url(uuid: str, rfc_emisor: str, rfc_receptor: str, total: str |
         f"&tt={format_qr_total(total)}"
         f"&fe={sello[-8:]}"
     )
-
-
-def _norm(value: str) -> str:
-    return " ".join(value.split())
-
-
-def tfd_cadena_original(
-    *,
-    uuid: str,
-    fecha_timbrado: str,
-    rfc_prov_certif: str,
-    sello_cfd: str,
-    no_certificado_sat: str,
-    leyenda: str | None = None,
-    version: str = "1.1",
-) -> str:
-    """Cadena original del complemento de certificación digital del SAT (TFD 1.1)."""
-    fields = [version, uuid, fecha_timbrado, rfc_prov_certif]
-    if leyenda is not None and _norm(leyenda):
-        fields.append(leyenda)
-    fields += [sello_cfd, no_certificado_sat]
-    return "||" + "|".join(_norm(f) for f in fields) + "||"

@@ -12,16 +12,19 @@ from decimal import Decimal, InvalidOperation
 
 from lxml import etree
 
+from subgraphs.invoice.cfdi.cadena import tfd_cadena_original
+from subgraphs.invoice.cfdi.models import CFDI_NS, PAGO20_NS, TFD_NS
 from subgraphs.invoice.cfdi.xmlsafe import parse_xml
 
+# The engine does not model Nómina or implocal (display only here), so those two live here.
 NS = {
-    "cfdi": "http://www.sat.gob.mx/cfd/4",
-    "tfd": "http://www.sat.gob.mx/TimbreFiscalDigital",
-    "pago20": "http://www.sat.gob.mx/Pagos20",
+    "cfdi": CFDI_NS,
+    "tfd": TFD_NS,
+    "pago20": PAGO20_NS,
     "nomina12": "http://www.sat.gob.mx/nomina12",
     "implocal": "http://www.sat.gob.mx/implocal",
 }
-_CFDI = "{http://www.sat.gob.mx/cfd/4}"
+_CFDI = f"{{{CFDI_NS}}}"
 
 
 class NotACfdi40Error(ValueError):
@@ -126,6 +129,9 @@ class Timbre:
     sello_cfd: str
     no_certificado_sat: str
     sello_sat: str
+    # Cadena original del complemento de certificación, from SAT's own TFD XSLT (the engine's
+    # cadena.tfd_cadena_original), so the PDF prints exactly what the PAC signed.
+    cadena: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,12 +181,16 @@ class InvoiceView:
 
 
 def dec(value: str | None) -> Decimal | None:
+    """The XML value as a finite Decimal, or None. "NaN"/"Infinity"/"sNaN" parse as Decimals
+    but are not amounts (the XSD forbids them; an unvalidated XML may still carry them), and
+    downstream formatting would raise on them, so they count as "no value"."""
     if value is None or value == "":
         return None
     try:
-        return Decimal(value.strip())
+        d = Decimal(value.strip())
     except InvalidOperation:
         return None
+    return d if d.is_finite() else None
 
 
 def _a(el: etree._Element | None, name: str) -> str:
@@ -380,6 +390,7 @@ def parse_invoice(xml: bytes) -> InvoiceView:
             sello_cfd=_a(tfd, "SelloCFD"),
             no_certificado_sat=_a(tfd, "NoCertificadoSAT"),
             sello_sat=_a(tfd, "SelloSAT"),
+            cadena=tfd_cadena_original(tfd),
         )
     others = ()
     if complemento is not None:
@@ -387,7 +398,7 @@ def parse_invoice(xml: bytes) -> InvoiceView:
             etree.QName(el).localname
             for el in complemento
             if isinstance(el.tag, str) and el is not tfd
-            and etree.QName(el).namespace not in (NS["pago20"], NS["nomina12"], NS["implocal"])
+            and etree.QName(el).namespace not in (PAGO20_NS, NS["nomina12"], NS["implocal"])
         )
     return InvoiceView(
         version=_a(root, "Version"),
