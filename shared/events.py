@@ -236,6 +236,15 @@ class InvoiceCancellationRejected(_InvoiceRef):
     uuid: str
 
 
+@event("invoice.cancellation_failed", category="invoicing")
+class InvoiceCancellationFailed(_InvoiceRef):
+    """The PAC refused the cancellation request (the CFDI stays valid; it may be asked again)."""
+
+    uuid: str
+    code: str
+    message: str
+
+
 @event("invoice.csd_expiring", category="security")
 class CsdExpiring(EventPayload):
     certificate_number: str

@@ -31,6 +31,7 @@ from shared.migrations import SERVICES
 from shared.outbox import OUTBOX_CHANNEL, outbox_table
 from shared.runtime import Runtime
 from workers.background import background_loop
+from workers.event_jobs import enqueue_event_jobs
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ async def relay_schema(rt: Runtime, schema: str, *, after_publish: AfterPublish 
                         pipe.publish(org_channel(ev.organization_id), json.dumps(ev.model_dump(mode="json")))
                 # Bounded: a hung Redis must not hold the schema's lock (and its rows) forever.
                 await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
+            # Jobs the events ask for (stamping, cancelling): queued before the rows count as
+            # delivered, so a request's job is never lost with Redis (workers/event_jobs.py).
+            await asyncio.wait_for(enqueue_event_jobs(rt.redis, events), REDIS_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - any Redis failure leaves rows pending
             log.warning("relay: redis unavailable for %s: %r", schema, exc)
             await session.execute(

@@ -15,6 +15,7 @@ from shared.runtime import Runtime, build_runtime
 from subgraphs.invoice import models as m
 from subgraphs.invoice import service
 from subgraphs.invoice.schema import schema
+from subgraphs.invoice.settings import load_invoice_settings
 
 _TYPES = {"xml": "application/xml; charset=utf-8", "pdf": "application/pdf"}
 
@@ -47,10 +48,15 @@ async def document(request: Request) -> Response:
     return Response(pdf, media_type=_TYPES["pdf"], headers=headers)
 
 
+async def _check_invoice_settings(rt: Runtime) -> None:
+    """A bad PAC_PROVIDER stops the service at start (SettingsError), not the first stamp."""
+    load_invoice_settings()
+
+
 def create_app(settings: Settings | None = None, *, runtime_factory=build_runtime):
     return create_service_app(
         "invoice", schema, routes=[Route("/documents/{invoice_id}.{fmt}", document)], settings=settings,
-        runtime_factory=runtime_factory,
+        runtime_factory=runtime_factory, on_startup=_check_invoice_settings,
     )
 
 

@@ -25,6 +25,8 @@ from subgraphs.invoice import loaders, service
 from subgraphs.invoice import models as m
 from subgraphs.invoice.cfdi import search_catalog
 from subgraphs.invoice.cfdi.catalogs import UnknownCatalogError
+from subgraphs.invoice.draft import Draft
+from subgraphs.invoice.lifecycle import Status
 
 Ctx = Info[RequestContext, None]
 DOWNLOAD_TTL = timedelta(hours=1)
@@ -69,15 +71,10 @@ class Organization:
 
 # --- enums ---------------------------------------------------------------------------------------
 
-@strawberry.enum(description="Lifecycle of an invoice.")
-class InvoiceStatus(Enum):
-    DRAFT = "DRAFT"
-    STAMPING = "STAMPING"
-    STAMPED = "STAMPED"
-    STAMP_FAILED = "STAMP_FAILED"
-    CANCELLATION_PENDING = "CANCELLATION_PENDING"
-    CANCELLED = "CANCELLED"
-    CANCELLATION_REJECTED = "CANCELLATION_REJECTED"
+InvoiceStatus = strawberry.enum(Status, name="InvoiceStatus", description=(
+    "Lifecycle of an invoice (subgraphs/invoice/lifecycle.py). DRAFT -> STAMPING -> STAMPED | STAMP_FAILED; "
+    "STAMPED -> CANCELLING -> CANCELLED | CANCELLATION_PENDING (receiver decides) | CANCELLATION_REJECTED | "
+    "CANCELLATION_FAILED (the PAC refused; still valid)."))
 
 
 @strawberry.enum(description="TipoDeComprobante: I ingreso, E egreso (nota de crédito), P pago.")
@@ -153,20 +150,26 @@ class TaxLine:
     tax: str = strawberry.field(description="Impuesto (c_Impuesto): 001 ISR, 002 IVA, 003 IEPS")
     factor_type: str = strawberry.field(description="TipoFactor: Tasa, Cuota, Exento")
     rate: Decimal | None = strawberry.field(description="TasaOCuota")
+    base: Decimal | None = strawberry.field(description="Base as stated by the issuer (null: derived by SAT's rules)")
     withholding: bool = strawberry.field(description="True for a Retencion, false for a Traslado.")
 
 
 @strawberry.input
 class TaxInput:
     tax: str = strawberry.field(description="Impuesto (c_Impuesto): 001 ISR, 002 IVA, 003 IEPS")
-    factor_type: str = strawberry.field(default="Tasa", description="TipoFactor: Tasa, Cuota, Exento")
-    rate: Decimal | None = strawberry.field(default=None, description="TasaOCuota, e.g. 0.160000")
+    factor_type: str = strawberry.field(default="Tasa", description="TipoFactor: Tasa (rate on the base), Cuota "
+                                        "(amount per unit: the base is the quantity), Exento (base, no amount)")
+    rate: Decimal | None = strawberry.field(default=None, description="TasaOCuota, e.g. 0.160000 (none when Exento)")
+    base: Decimal | None = strawberry.field(default=None, description=(
+        "Base, when the issuer states it. Omitted, it is derived as SAT's Guía says: Importe - Descuento, plus "
+        "the line's IEPS for IVA; the quantity for a Cuota."))
     withholding: bool = strawberry.field(default=False, description="Retencion instead of Traslado.")
 
 
 def _tax_lines(items: list[dict] | None) -> list[TaxLine]:
     return [TaxLine(tax=t["tax"], factor_type=t.get("factor_type") or "Tasa",
                     rate=Decimal(t["rate"]) if t.get("rate") is not None else None,
+                    base=Decimal(t["base"]) if t.get("base") is not None else None,
                     withholding=bool(t.get("withholding"))) for t in items or []]
 
 
@@ -305,14 +308,19 @@ class Invoice:
 
     @classmethod
     def from_row(cls, r: m.Invoice) -> "Invoice":
-        doc = r.document or {}
+        draft = Draft.model_validate(r.document or {})
+
+        def money(value: Decimal | None) -> Decimal | None:
+            return service.money(value, r.currency)
+
         return cls(
             id=strawberry.ID(str(r.id)), type=InvoiceType(r.voucher_type), status=InvoiceStatus(r.status),
             series=r.series, folio=r.folio, customer_rfc=r.customer_rfc, customer_name=r.customer_name,
-            currency=r.currency, exchange_rate=r.exchange_rate, subtotal=r.subtotal, discount=r.discount,
-            total_taxes_transferred=r.total_transferred, total_taxes_withheld=r.total_withheld, total=r.total,
-            payment_form=doc.get("payment_form"), payment_method=doc.get("payment_method"),
-            cfdi_use=(doc.get("receiver") or {}).get("cfdi_use"),
+            currency=r.currency, exchange_rate=draft.exchange_rate, subtotal=money(r.subtotal),
+            discount=money(r.discount), total_taxes_transferred=money(r.total_transferred),
+            total_taxes_withheld=money(r.total_withheld), total=money(r.total),
+            payment_form=draft.payment_form, payment_method=draft.payment_method,
+            cfdi_use=draft.receiver.cfdi_use if draft.receiver else None,
             issues=[ValidationIssue(code=i["code"], field=i["field"], message=i["message"]) for i in r.issues or []],
             issued_at=r.issued_at, uuid=r.uuid, stamped_at=r.stamped_at, sat_certificate_number=r.pac_certificate_number,
             pac_code=r.pac_code, pac_message=r.pac_message, cancellation_reason=r.cancellation_reason,
@@ -327,11 +335,12 @@ class Invoice:
 
     @strawberry.field(description="Concepts as entered (Conceptos).")
     def concepts(self) -> list[ConceptLine]:
-        return [ConceptLine(product_code=c["product_code"], quantity=Decimal(c["quantity"]), unit_code=c["unit_code"],
-                            description=c["description"], unit_price=Decimal(c["unit_price"]),
-                            discount=Decimal(c["discount"]) if c.get("discount") else None,
-                            tax_object=c.get("tax_object"), taxes=_tax_lines(c.get("taxes")))
-                for c in (self.row.document or {}).get("concepts") or []]
+        return [ConceptLine(product_code=c.product_code, quantity=c.quantity, unit_code=c.unit_code,
+                            description=c.description, unit_price=c.unit_price, discount=c.discount,
+                            tax_object=c.tax_object,
+                            taxes=[TaxLine(tax=t.tax, factor_type=t.factor_type, rate=t.rate, base=t.base,
+                                           withholding=t.withholding) for t in c.taxes])
+                for c in Draft.model_validate(self.row.document or {}).concepts]
 
     @strawberry.field
     async def customer(self, info: Ctx) -> Customer | None:

@@ -49,7 +49,7 @@ from .models import (
     TimbreFiscalDigital,
 )
 from .parse import CfdiParseError, parse_cfdi, parse_tree
-from .payments import compute_payment, compute_payments
+from .payments import compute_payment, compute_payments, taxes_paid
 from .rules import RuleIssue, check_invoice
 from .tfd import stamp_cfdi
 from .totals import compute_totals
@@ -103,6 +103,7 @@ __all__ = [
     "requires_receiver_acceptance",
     "search_catalog",
     "sign_cfdi",
+    "taxes_paid",
     "stamp_cfdi",
     "tfd_cadena_original",
     "to_bytes",

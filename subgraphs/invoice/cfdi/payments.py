@@ -16,7 +16,7 @@ from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
 
 from . import catalogs
-from .models import Payment, PaymentsComplement, PaymentTax, PaymentTotals
+from .models import Payment, PaymentsComplement, PaymentTax, PaymentTotals, TaxTotal
 from .totals import ZERO, round_money
 
 _SIX = Decimal("0.000001")
@@ -95,3 +95,18 @@ def compute_payments(complement: PaymentsComplement) -> PaymentsComplement:
                 add(amount_field, t.amount or ZERO, fx)
     totals = PaymentTotals(**{k: round_money(v, 2) for k, v in sums.items()})
     return replace(complement, payments=payments, totals=totals)
+
+
+def taxes_paid(document_taxes: list[TaxTotal], amount_paid: Decimal, document_total: Decimal,
+               decimals: int) -> list[PaymentTax]:
+    """TrasladosDR of one paid document: each of its transferred taxes in the proportion this
+    payment bears to the document's total (Guía de llenado Pagos 2.0, DoctoRelacionado →
+    ImpuestosDR: "la parte proporcional del impuesto que corresponde al pago"), rounded half-up
+    to the document currency's `decimals`. An Exento tax carries its base and no amount."""
+    ratio = amount_paid / document_total if document_total else ZERO
+    out = []
+    for t in document_taxes:
+        base = round_money((t.base or ZERO) * ratio, decimals)
+        amount = None if t.factor_type == "Exento" else round_money(base * (t.rate or ZERO), decimals)
+        out.append(PaymentTax(t.tax, t.factor_type, t.rate, base, amount))
+    return out
