@@ -14,7 +14,7 @@ from shared.events import parse_event
 from subgraphs.invoice import models as m
 from subgraphs.invoice.cfdi import parse_cfdi
 from tests.invoice.conftest import CANCEL, CREATE_INVOICE, concept, pac_env
-from workers.stamping import poll_cancellation_job, poll_cancellations, stamp_invoice_job
+from workers.stamping import cancel_invoice_job, poll_cancellation_job, poll_cancellations, stamp_invoice_job
 
 
 async def _stamped(org, job_ctx, **kw) -> dict:
@@ -51,8 +51,9 @@ async def test_small_invoice_cancels_directly(org, job_ctx, runtime):
     inv = await _stamped(org, job_ctx, concepts=[concept("500.00")])  # 580 MXN <= 1000
     out = (await org.ok(CANCEL, {"id": inv["id"], "r": "02", "u": None}))["cancelInvoice"]
     assert out["userErrors"] == []
-    assert out["invoice"]["status"] == "CANCELLED"
+    assert out["invoice"]["status"] == "CANCELLING"  # recorded; the worker talks to the PAC
     assert out["invoice"]["cancellationReason"] == "02"
+    assert await cancel_invoice_job(job_ctx, inv["id"]) == "CANCELLED"
     assert (await _events(runtime, inv["id"]))[-2:] == ["invoice.cancellation_requested", "invoice.cancelled"]
     again = (await org.ok(CANCEL, {"id": inv["id"], "r": "02", "u": None}))["cancelInvoice"]
     assert again["invoice"]["status"] == "CANCELLED" and again["userErrors"] == []
@@ -63,7 +64,8 @@ async def test_large_invoice_to_persona_moral_waits_for_acceptance(org, job_ctx,
     await _age(runtime, inv["id"])
     with pac_env(PAC_SANDBOX_ACCEPTANCE="pending"):
         out = (await org.ok(CANCEL, {"id": inv["id"], "r": "03", "u": None}))["cancelInvoice"]
-        assert out["userErrors"] == [] and out["invoice"]["status"] == "CANCELLATION_PENDING"
+        assert out["userErrors"] == [] and out["invoice"]["status"] == "CANCELLING"
+        assert await cancel_invoice_job(job_ctx, inv["id"]) == "CANCELLATION_PENDING"
         assert await poll_cancellation_job(job_ctx, inv["id"]) == "CANCELLATION_PENDING"
     with pac_env(PAC_SANDBOX_ACCEPTANCE="accept"):
         assert await poll_cancellations(job_ctx) >= 1
@@ -77,7 +79,8 @@ async def test_receiver_rejects_the_cancellation(org, job_ctx, runtime):
     await _age(runtime, inv["id"])
     with pac_env(PAC_SANDBOX_ACCEPTANCE="reject"):
         out = (await org.ok(CANCEL, {"id": inv["id"], "r": "02", "u": None}))["cancelInvoice"]
-        assert out["invoice"]["status"] == "CANCELLATION_PENDING"
+        assert out["invoice"]["status"] == "CANCELLING"
+        assert await cancel_invoice_job(job_ctx, inv["id"]) == "CANCELLATION_PENDING"
         assert await poll_cancellation_job(job_ctx, inv["id"]) == "CANCELLATION_REJECTED"
     assert (await _events(runtime, inv["id"]))[-1] == "invoice.cancellation_rejected"
 
@@ -185,7 +188,8 @@ async def test_reason_01_with_a_stamped_replacement(org, job_ctx):
     fixed = await _stamped(org, job_ctx, concepts=[concept("110.00")],
                            related=[{"relationType": "04", "uuids": [wrong["uuid"]]}])
     out = (await org.ok(CANCEL, {"id": wrong["id"], "r": "01", "u": fixed["uuid"]}))["cancelInvoice"]
-    assert out["userErrors"] == [] and out["invoice"]["status"] == "CANCELLED"
+    assert out["userErrors"] == [] and out["invoice"]["status"] == "CANCELLING"
+    assert await cancel_invoice_job(job_ctx, wrong["id"]) == "CANCELLED"
 
 
 async def test_concurrent_payments_of_one_document_get_consecutive_installments(org, job_ctx, runtime):
@@ -239,7 +243,8 @@ async def test_paying_a_document_cancelled_after_the_draft_fails_to_stamp(org, j
     ppd = await _stamped(org, job_ctx, paymentMethod="PPD", paymentForm="99", concepts=[concept("500.00")])  # 580
     draft = (await _payment_draft(org, ppd["id"], "100.00"))["invoice"]
     out = (await org.ok(CANCEL, {"id": ppd["id"], "r": "02", "u": None}))["cancelInvoice"]
-    assert out["invoice"]["status"] == "CANCELLED"
+    assert out["invoice"]["status"] == "CANCELLING"
+    assert await cancel_invoice_job(job_ctx, ppd["id"]) == "CANCELLED"
     stamp = await org.ok("""mutation($id: ID!) { stampInvoice(id: $id, idempotencyKey: "k") {
         invoice { status } userErrors { code } } }""", {"id": draft["id"]})
     if stamp["stampInvoice"]["userErrors"]:  # refused at request time, or ...

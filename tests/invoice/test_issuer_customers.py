@@ -52,15 +52,16 @@ async def test_issuer_profile_and_csd_upload_seals_the_key(api, sign_up, runtime
     assert [e["code"] for e in again["userErrors"]] == ["CSD_ALREADY_UPLOADED"]
 
 
-@pytest.mark.parametrize("case,expected", [
-    ("wrong_password", "WRONG_PASSWORD"),
-    ("expired", "CERTIFICATE_EXPIRED"),
-    ("key_mismatch", "KEY_CERT_MISMATCH"),
-    ("fiel", "NOT_A_CSD"),
-    ("rfc_mismatch", "RFC_MISMATCH"),
-    ("garbage", "INVALID_CERTIFICATE"),
+# uploadCsd(certificate, privateKey, password) has no `input`: each error names the argument.
+@pytest.mark.parametrize("case,expected,field", [
+    ("wrong_password", "WRONG_PASSWORD", ["password"]),
+    ("expired", "CERTIFICATE_EXPIRED", ["certificate"]),
+    ("key_mismatch", "KEY_CERT_MISMATCH", ["privateKey"]),
+    ("fiel", "NOT_A_CSD", ["certificate"]),
+    ("rfc_mismatch", "RFC_MISMATCH", ["certificate"]),
+    ("garbage", "INVALID_CERTIFICATE", ["certificate"]),
 ])
-async def test_csd_upload_errors_each_have_their_code(api, sign_up, runtime, case, expected):
+async def test_csd_upload_errors_each_have_their_code(api, sign_up, runtime, case, expected, field):
     account = await _issuer_account(api, sign_up)
     cer, key = csd_files()
     password = CSD_PASSWORD
@@ -80,7 +81,7 @@ async def test_csd_upload_errors_each_have_their_code(api, sign_up, runtime, cas
         cer = base64.b64encode(b"no es un certificado").decode()
     out = (await api.ok(UPLOAD_CSD, {"c": cer, "k": key, "p": password}, token=account.token))["uploadCsd"]
     assert out["certificate"] is None
-    assert [e["code"] for e in out["userErrors"]] == [expected]
+    assert [(e["code"], e["field"]) for e in out["userErrors"]] == [(expected, field)]
     assert all(password not in e["message"] for e in out["userErrors"])
     data = await api.ok(ISSUER_Q, token=account.token)
     assert data["issuer"]["certificates"] == []
@@ -192,3 +193,17 @@ async def test_several_csds_one_active(api, sign_up):
     other = await sign_up("Otra")
     out = (await api.ok(act, {"id": ids[0]}, token=other.token))["activateCsd"]
     assert [e["code"] for e in out["userErrors"]] == ["NOT_FOUND"]
+
+
+async def test_create_series_errors_name_its_arguments(api, sign_up):
+    account = await _issuer_account(api, sign_up)
+    q = """mutation($c: String!, $n: Int!) { createSeries(code: $c, nextFolio: $n) { series { code nextFolio }
+      userErrors { field code } } }"""
+    bad = (await api.ok(q, {"c": "no válida!", "n": 1}, token=account.token))["createSeries"]
+    assert bad["userErrors"] == [{"field": ["code"], "code": "INVALID_SERIES"}]
+    bad = (await api.ok(q, {"c": "B", "n": 0}, token=account.token))["createSeries"]
+    assert bad["userErrors"] == [{"field": ["nextFolio"], "code": "INVALID_FOLIO"}]
+    ok = (await api.ok(q, {"c": "B", "n": 7}, token=account.token))["createSeries"]
+    assert ok == {"series": {"code": "B", "nextFolio": 7}, "userErrors": []}
+    again = (await api.ok(q, {"c": "B", "n": 1}, token=account.token))["createSeries"]
+    assert again["userErrors"] == [{"field": ["code"], "code": "SERIES_EXISTS"}]
