@@ -208,3 +208,24 @@ async def test_demo_issuer_seed_is_idempotent(runtime):
         csd = await service.active_csd(session, org_id)
     assert issuer.rfc == "EKU9003173C9" and issuer.postal_code == "42501"
     assert csd.certificate_number == "30001000000500003416"
+
+
+async def test_a_pac_that_never_answers_is_a_transient_timeout(org, job_ctx, monkeypatch):
+    from arq import Retry
+
+    from subgraphs.invoice.service import common
+
+    monkeypatch.setattr(common, "get_invoice_settings", lambda: load_invoice_settings(pac_timeout_seconds=0.01))
+
+    class HungPac:
+        async def stamp(self, xml):
+            await asyncio.Event().wait()  # never answers
+
+    inv = await org.create_invoice()
+    await org.stamp(inv["id"], "hung")
+    with pytest.raises(Retry):  # the job is freed and retried later, the invoice stays STAMPING
+        await stamping.stamp_invoice_job({**job_ctx, "pac": HungPac()}, inv["id"])
+    got = await org.get(inv["id"])
+    assert (got["status"], got["pacCode"]) == ("STAMPING", "PAC_TIMEOUT")
+    monkeypatch.undo()
+    assert await stamping.stamp_invoice_job(job_ctx, inv["id"]) == "STAMPED"

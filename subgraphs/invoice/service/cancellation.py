@@ -6,7 +6,6 @@ CANCELLATION_REJECTED, or CANCELLATION_FAILED when the PAC refuses), seen on the
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 from sqlalchemy import select
@@ -18,11 +17,9 @@ from subgraphs.invoice import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.lifecycle import CANCELLABLE, VALID, Status
 from subgraphs.invoice.pac import PacError, get_pac
-from subgraphs.invoice.service.common import locked, publish_status, record_transition, utcnow
+from subgraphs.invoice.service.common import ask_pac, locked, publish_status, record_transition, utcnow
 from subgraphs.invoice.service.issuer import get_issuer
 from subgraphs.invoice.service.queries import invoice_by_uuid
-
-log = logging.getLogger(__name__)
 
 # Statuses where asking again with the same reason answers what is already under way.
 _ASKED = (Status.CANCELLING, Status.CANCELLATION_PENDING, Status.CANCELLED)
@@ -76,11 +73,9 @@ async def run_cancellation(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int =
             return inv.status, False
         issuer = await get_issuer(session, inv.organization_id)
         try:
-            answer = await pac.cancel(inv.uuid, issuer.rfc, inv.cancellation_reason, inv.replacement_uuid)
-        except Exception as exc:  # noqa: BLE001 - PAC refusals and trouble reaching it alike
-            if not isinstance(exc, PacError):
-                log.warning("PAC cancel call failed", exc_info=True, extra={"invoice_id": str(inv.id)})
-                exc = PacError("PAC_ERROR", f"Error de comunicación con el PAC ({type(exc).__name__}).", transient=True)
+            answer = await ask_pac(pac.cancel(inv.uuid, issuer.rfc, inv.cancellation_reason, inv.replacement_uuid),
+                                   inv.id)
+        except PacError as exc:
             if exc.transient and attempt < max_attempts:
                 inv.pac_code, inv.pac_message = exc.code, exc.message
                 return inv.status, True

@@ -3,10 +3,13 @@ outbox event in the caller's transaction), money in its one client shape, live s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +23,10 @@ from subgraphs.invoice import models as m
 from subgraphs.invoice.cfdi.rules import place_timezone
 from subgraphs.invoice.cfdi.totals import round_money
 from subgraphs.invoice.lifecycle import Status, event_for
+from subgraphs.invoice.pac import PacError
+from subgraphs.invoice.settings import get_invoice_settings
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +84,17 @@ async def publish_status(rt: Runtime, inv: m.Invoice) -> None:
         })
     except Exception:  # noqa: BLE001 - live updates are a view; the database is the record
         log.warning("could not publish invoice status", exc_info=True)
+
+
+async def ask_pac(call: Awaitable[T], invoice_id) -> T:
+    """The PAC's answer within PAC_TIMEOUT_SECONDS. Trouble reaching it (timeout, network, I/O)
+    becomes a transient PacError: it may work next time."""
+    try:
+        return await asyncio.wait_for(call, get_invoice_settings().pac_timeout_seconds)
+    except PacError:
+        raise
+    except TimeoutError as exc:
+        raise PacError("PAC_TIMEOUT", "El PAC no respondió a tiempo.", transient=True) from exc
+    except Exception as exc:  # noqa: BLE001 - whatever broke on the way
+        log.warning("PAC call failed", exc_info=True, extra={"invoice_id": str(invoice_id)})
+        raise PacError("PAC_ERROR", f"Error de comunicación con el PAC ({type(exc).__name__}).", transient=True) from exc

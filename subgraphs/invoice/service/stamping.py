@@ -21,8 +21,7 @@ from subgraphs.invoice import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.lifecycle import EDITABLE, Status
 from subgraphs.invoice.pac import PacError, get_pac
-from subgraphs.invoice.pac.base import StampResult
-from subgraphs.invoice.service.common import locked, publish_status, record_transition, utcnow
+from subgraphs.invoice.service.common import ask_pac, locked, publish_status, record_transition, utcnow
 from subgraphs.invoice.service.documents import EVENT_LINK_TTL, document_path
 from subgraphs.invoice.service.drafts import build_engine_invoice, evaluate
 from subgraphs.invoice.service.issuer import active_csd, get_issuer, open_csd
@@ -110,7 +109,7 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
                 failure = ("SEAL_ERROR", "No se pudo generar o sellar el comprobante con el CSD activo.")
             if xml is not None:
                 try:
-                    result = await _stamp_with(pac, xml, inv.id)
+                    result = await ask_pac(pac.stamp(xml), inv.id)
                 except PacError as exc:
                     if exc.transient and attempt < max_attempts and inv.stamp_attempts < MAX_TOTAL_ATTEMPTS:
                         inv.pac_code, inv.pac_message = exc.code, exc.message
@@ -134,15 +133,4 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
     if not retry:
         await publish_status(rt, inv)
     return StampOutcome(inv.status, retry=retry, invoice=inv)
-
-
-async def _stamp_with(pac, xml: bytes, invoice_id) -> StampResult:
-    """The PAC's answer; trouble reaching it (network, IO) becomes a transient PacError."""
-    try:
-        return await pac.stamp(xml)
-    except PacError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - whatever broke on the way, it may work next time
-        log.warning("PAC call failed", exc_info=True, extra={"invoice_id": str(invoice_id)})
-        raise PacError("PAC_ERROR", f"Error de comunicación con el PAC ({type(exc).__name__}).", transient=True) from exc
 
