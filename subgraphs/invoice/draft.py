@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from shared.errors import InputError, UserError
+from shared.errors import UserError
 from subgraphs.invoice import cfdi
 
 _MAX = Decimal(10) ** 18  # SAT's numeric types: at most 18 integer digits ...
