@@ -53,9 +53,11 @@ async def accept_draft(session: AsyncSession, org: uuid.UUID, issuer: m.IssuerPr
     if issuer is None:
         raise InputError.single("ISSUER_REQUIRED", "Primero configura los datos fiscales del emisor.", None)
     draft, errors = parse(data, current=current)
+    # Looked up even when the rest is malformed, so the client hears every problem at once.
     customer_id = draft.customer_id if draft else data.get("customer_id") or (current and current.customer_id)
-    customer = await _customer(session, org, customer_id) if customer_id else None
-    if customer_id and customer is None:
+    malformed = any(e.field == _CUSTOMER_NOT_FOUND.field for e in errors)
+    customer = await _customer(session, org, customer_id) if customer_id and not malformed else None
+    if customer_id and customer is None and not malformed:
         errors.append(_CUSTOMER_NOT_FOUND)
     if draft is None:
         raise InputError(errors)
