@@ -138,6 +138,8 @@ def _tax_lines(prefix: str, taxes: list[PaymentTax], transfer: bool, on) -> list
             if transfer:
                 issues.append(RuleIssue("CRP20259", path, "Un traslado con Tasa o Cuota requiere TasaOCuotaDR e ImporteDR."))
             continue
+        if not catalogs.contains("c_Impuesto", t.tax, on):
+            continue
         if not catalogs.tasa_o_cuota_allowed(t.tax, t.factor_type, t.rate, transfer=transfer, on=on):
             issues.append(RuleIssue(rate_code, f"{path}.rate", f"La tasa o cuota {t.rate} no es válida."))
         elif t.base is not None and t.base > 0:

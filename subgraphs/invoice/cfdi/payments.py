@@ -87,7 +87,8 @@ def payment_totals(payments: list[Payment]) -> PaymentTotals:
         fx = p.exchange_rate or Decimal(1)
         add("total_amount", p.amount, fx)
         for t in p.withheld_taxes:
-            add(_WITHHELD_TOTALS[t.tax], t.amount or ZERO, fx)
+            if t.tax in _WITHHELD_TOTALS:  # an unknown Impuesto is refused by CRP20250, not here
+                add(_WITHHELD_TOTALS[t.tax], t.amount or ZERO, fx)
         for t in p.transferred_taxes:
             if t.tax != "002":
                 continue  # Totales only summarise IVA

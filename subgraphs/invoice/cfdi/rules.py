@@ -146,7 +146,11 @@ def catalog_codes(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 
 def positive_tax_bases(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """A tax Base must be > 0 (e.g. a concept fully discounted cannot carry taxes)."""
+    """A tax Base must be > 0 (e.g. a concept fully discounted cannot carry taxes).
+
+    CFDI40174 "El valor del campo Base que corresponde a Traslado debe ser mayor que cero.";
+    CFDI40181 "El valor del campo Base que corresponde a Retención debe ser mayor que cero."
+    """
     issues = []
     for i, c in enumerate(inv.concepts):
         for kind, taxes, code in (
@@ -178,8 +182,11 @@ def tax_rates(inv: Invoice, now: datetime) -> list[RuleIssue]:
     """
     on = inv.issued_at.date()
     issues = []
+    known = {"Tasa", "Cuota", "Exento"}
     for i, c in enumerate(inv.concepts):
         for j, t in enumerate(c.transferred_taxes):
+            if t.factor_type not in known or not catalogs.contains("c_Impuesto", t.tax, on):
+                continue  # reported by catalog_codes (CFDI40175/40176)
             path = f"concepts[{i}].transferred_taxes[{j}]"
             if t.factor_type == "Exento":
                 if t.rate is not None or t.amount is not None:
@@ -195,6 +202,8 @@ def tax_rates(inv: Invoice, now: datetime) -> list[RuleIssue]:
                     )
                 )
         for j, t in enumerate(c.withheld_taxes):
+            if t.factor_type not in known or not catalogs.contains("c_Impuesto", t.tax, on):
+                continue  # reported by catalog_codes (CFDI40182/40183)
             path = f"concepts[{i}].withheld_taxes[{j}]"
             if t.factor_type == "Exento":
                 issues.append(RuleIssue("CFDI40184", f"{path}.factor_type", "Una retención no puede ser exenta."))
@@ -455,8 +464,17 @@ def global_information_required(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 
 def exchange_rate(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """TipoCambio: required unless MXN/XXX; MXN only "1"; XXX never."""
+    """TipoCambio: required unless MXN/XXX; MXN only "1"; XXX never.
+
+    CFDI40114 "El campo TipoCambio no tiene el valor "1" y la moneda indicada es MXN."; CFDI40115
+    "El campo TipoCambio se debe registrar cuando el campo Moneda tiene un valor distinto de MXN y
+    XXX."; CFDI40116 "El campo TipoCambio no se debe registrar cuando el campo Moneda tiene el valor
+    XXX."; CFDI40117 "El campo TipoCambio no cumple con el patrón requerido." (cfdv40.xsd: decimal,
+    at most 6 fraction digits, at least 0.000001).
+    """
     rate = inv.exchange_rate
+    if rate is not None and (rate < Decimal("0.000001") or _decimals(rate) > 6):
+        return [RuleIssue("CFDI40117", "exchange_rate", "El tipo de cambio debe ser positivo y tener hasta 6 decimales.")]
     if inv.currency == "MXN":
         if rate is not None and rate != Decimal(1):
             return [RuleIssue("CFDI40114", "exchange_rate", "Con moneda MXN el tipo de cambio debe ser 1 u omitirse.")]
@@ -564,6 +582,25 @@ def exportation_needs_foreign_trade(inv: Invoice, now: datetime) -> list[RuleIss
     ]
 
 
+_PEDIMENTO = re.compile(r"[0-9]{2}  [0-9]{2}  [0-9]{4}  [0-9]{7}")
+
+
+def customs_numbers(inv: Invoice, now: datetime) -> list[RuleIssue]:
+    """CFDI40194 "El número de pedimento es inválido." — the Guía's layout (year, two spaces,
+    customs office, two spaces, patent, two spaces, year digit + six-digit sequence), as
+    cfdv40.xsd's pattern; whether the office and patent exist only SAT knows (PAC)."""
+    return [
+        RuleIssue(
+            "CFDI40194",
+            f"concepts[{i}].customs_numbers[{k}]",
+            "El número de pedimento debe tener la forma '10  47  3807  8003832'.",
+        )
+        for i, c in enumerate(inv.concepts)
+        for k, number in enumerate(c.customs_numbers)
+        if not _PEDIMENTO.fullmatch(number)
+    ]
+
+
 THIRD_PARTY_FOREIGN_RFC = "EXT990101NI1"
 
 
@@ -617,7 +654,12 @@ def receiver_zip_code(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 
 def discounts(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """A concept's discount cannot exceed its Importe, nor the invoice's its SubTotal."""
+    """A concept's discount cannot exceed its Importe, nor the invoice's its SubTotal.
+
+    CFDI40169 "El valor del campo Descuento es mayor que el campo Importe."; CFDI40110 "El valor
+    registrado en el campo Descuento no es menor o igual que el campo Subtotal."; CFDI40111 "El
+    TipoDeComprobante no es I,E o N, y un concepto incluye el campo descuento."
+    """
     issues = []
     for i, c in enumerate(inv.concepts):
         if c.discount is not None and c.amount is not None and c.discount > c.amount:
@@ -638,6 +680,8 @@ def discounts(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 
 def positive_unit_price(inv: Invoice, now: datetime) -> list[RuleIssue]:
+    """CFDI40166 "El valor valor del campo ValorUnitario debe ser mayor que cero (0) cuando el tipo
+    de comprobante es Ingreso, Egreso o Nomina." """
     if inv.voucher_type not in ("I", "E", "N"):
         return []
     return [
@@ -649,6 +693,9 @@ def positive_unit_price(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 def issue_date_window(inv: Invoice, now: datetime) -> list[RuleIssue]:
     """The PAC stamps only CFDIs whose Fecha is within the last 72 hours (and not in the future).
+
+    CFDI40101 "...y debe corresponder con la hora local donde se expide el comprobante." (a Fecha
+    ahead of local time); the 72-hour limit is the PAC's (code "401", not a matrix row).
 
     Fecha is local time at LugarExpedicion; `now` may be aware (converted to that zip code's time
     zone) or naive (taken as already local).
@@ -780,9 +827,9 @@ def totals_consistent(inv: Invoice, now: datetime) -> list[RuleIssue]:
     if len(set(withheld_keys)) != len(withheld_keys):
         issues.append(RuleIssue("CFDI40208", "withheld_totals", "Hay más de una retención del mismo impuesto."))
     if inv.withheld_totals and inv.total_withheld is None:
-        issues.append(
-            RuleIssue("CFDI40206", "total_withheld", "Con retenciones debe registrarse TotalImpuestosRetenidos.")
-        )
+        # The matrix states it twice, on Retenciones (40206) and on Retencion/@Importe (40209).
+        for code in ("CFDI40206", "CFDI40209"):
+            issues.append(RuleIssue(code, "total_withheld", "Con retenciones debe registrarse TotalImpuestosRetenidos."))
     if any(t.amount is not None for t in inv.transferred_totals) and inv.total_transferred is None:
         issues.append(
             RuleIssue("CFDI40212", "total_transferred", "Con traslados debe registrarse TotalImpuestosTrasladados.")
@@ -883,6 +930,7 @@ RULES: tuple[Rule, ...] = (
     tax_object_matches_taxes,
     exportation_needs_foreign_trade,
     third_parties,
+    customs_numbers,
     receiver_zip_code,
     amount_decimals,
     discounts,
