@@ -132,28 +132,6 @@ USO_CFDI_RULES: dict[str, tuple[bool, bool, list[str]]] = {
     "P01": (False, False, []),
 }
 
-# c_TasaOCuota (catCFDI.xls): kind, min, max, impuesto, factor, traslado, retencion.
-TASA_O_CUOTA = [
-    ("Fijo", "0.000000", "0.000000", "002", "Tasa", True, False),
-    ("Fijo", "0.160000", "0.160000", "002", "Tasa", True, False),
-    ("Fijo", "0.080000", "0.080000", "002", "Tasa", True, False),
-    ("Rango", "0.000000", "0.160000", "002", "Tasa", False, True),
-    ("Fijo", "0.265000", "0.265000", "003", "Tasa", True, True),
-    ("Fijo", "0.300000", "0.300000", "003", "Tasa", True, True),
-    ("Fijo", "0.530000", "0.530000", "003", "Tasa", True, True),
-    ("Fijo", "0.500000", "0.500000", "003", "Tasa", True, True),
-    ("Fijo", "1.600000", "1.600000", "003", "Tasa", True, True),
-    ("Fijo", "0.304000", "0.304000", "003", "Tasa", True, True),
-    ("Fijo", "0.250000", "0.250000", "003", "Tasa", True, True),
-    ("Fijo", "0.090000", "0.090000", "003", "Tasa", True, True),
-    ("Fijo", "0.080000", "0.080000", "003", "Tasa", True, True),
-    ("Fijo", "0.070000", "0.070000", "003", "Tasa", True, True),
-    ("Fijo", "0.060000", "0.060000", "003", "Tasa", True, True),
-    ("Fijo", "0.030000", "0.030000", "003", "Tasa", True, False),
-    ("Fijo", "0.000000", "0.000000", "003", "Tasa", True, False),
-    ("Rango", "0.000000", "59.144900", "003", "Cuota", True, True),
-    ("Rango", "0.000000", "0.350000", "001", "Tasa", False, True),
-]
 
 
 # phpcfdi table -> (our catalog, column mapping). Values of c_TasaOCuota keep their own shape.
@@ -325,13 +303,7 @@ def write_catalogs(root: Path) -> None:
     finally:
         conn.close()
     _write_catalog("c_TipoFactor", [{"code": c, "description": c} for c in ("Tasa", "Cuota", "Exento")])
-    _write_catalog(
-        "c_TasaOCuota",
-        [
-            {"kind": k, "min": lo, "max": hi, "tax": tax, "factor": f, "transfer": t, "withholding": w}
-            for k, lo, hi, tax, f, t, w in TASA_O_CUOTA
-        ],
-    )
+    # c_TasaOCuota comes from SAT's 4.0 table with its validity dates: see apply_phpcfdi.
 
 
 def _size(path: Path) -> str:
@@ -423,12 +395,13 @@ converts to sqlite. Each file is a JSON list of `{{"code", "description", ...}}`
 {catalogs}
 
 Columns satcfdi does not ship, transcribed by hand from catCFDI_V_4.xls into
-`refresh_resources.py` (constants `REGIMEN_APPLIES`, `USO_CFDI_RULES`, `TASA_O_CUOTA`):
+`refresh_resources.py` (constants `REGIMEN_APPLIES`, `USO_CFDI_RULES`), used only for the rows the
+4.0 tables below do not have (codes retired from 4.0, kept to display old documents):
 
 - c_RegimenFiscal: `fisica` / `moral` (columns "Física", "Moral").
 - c_UsoCFDI: `fisica` / `moral` and `regimes` (column "Régimen Fiscal Receptor").
-- c_TasaOCuota: the whole catalog (ranges/fixed values per impuesto, factor, traslado/retención).
-  The IEPS Cuota upper bound (59.1449) changes when SAT updates the catalog.
+- c_TasaOCuota: SAT's 4.0 table below, plus the 2022 IEPS Cuota ceiling (59.1449, in force until
+  2025-12-31; `TASA_O_CUOTA_HISTORY`) so invoices dated before 2026 are judged by their own row.
 - c_TipoFactor: the `c_TipoFactor` enumeration of catCFDI.xsd.
 """
 
