@@ -20,7 +20,7 @@ import threading
 import unicodedata
 from datetime import date
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +71,14 @@ def _index(name: str) -> dict[str, dict[str, Any]]:
     return {str(r["code"]): r for r in rows(name)}
 
 
-def _day(on: date | None) -> str:
+def _day(on: date | str | None) -> str:
+    """ISO day of `on` (a date, an ISO string the caller computed once per invoice, or today)."""
+    if isinstance(on, str):
+        return on
     return (on or date.today()).isoformat()
 
 
-def in_force(row: dict[str, Any], on: date | None = None) -> bool:
+def in_force(row: dict[str, Any], on: date | str | None = None) -> bool:
     """Whether a catalog row is a CFDI 4.0 value in force on `on` (today by default)."""
     if row.get("retired"):
         return False
@@ -89,7 +92,7 @@ def lookup(name: str, code: str) -> dict[str, Any] | None:
     return _index(name).get(code)
 
 
-def get(name: str, code: str, on: date | None = None) -> dict[str, Any] | None:
+def get(name: str, code: str, on: date | str | None = None) -> dict[str, Any] | None:
     """The row of `code` in catalog `name` in force on `on` (today by default), else None."""
     if name == "c_TasaOCuota":
         raise UnknownCatalogError("c_TasaOCuota has no codes; use tasa_o_cuota_allowed()")
@@ -97,7 +100,7 @@ def get(name: str, code: str, on: date | None = None) -> dict[str, Any] | None:
     return row if row is not None and in_force(row, on) else None
 
 
-def contains(name: str, code: str | None, on: date | None = None) -> bool:
+def contains(name: str, code: str | None, on: date | str | None = None) -> bool:
     return code is not None and get(name, code, on) is not None
 
 
@@ -125,12 +128,15 @@ def _tasa_o_cuota_rows() -> tuple[tuple[str, str, bool, bool, Decimal, Decimal, 
     )
 
 
-def tasa_o_cuota_allowed(tax: str, factor_type: str, rate, transfer: bool, on: date | None = None) -> bool:
+def tasa_o_cuota_allowed(tax: str, factor_type: str, rate, transfer: bool, on: date | str | None = None) -> bool:
     """Whether (Impuesto, TipoFactor, TasaOCuota) is in c_TasaOCuota for a transfer/withholding,
     in the row in force on `on` (the invoice date; today by default). E.g. the IEPS Cuota ceiling
     is 59.1449 until 2025-12-31 and 72.1605 from 2026-01-01."""
-    value = Decimal(rate)
-    day = _day(on)
+    return _tasa_o_cuota_allowed(tax, factor_type, Decimal(rate), transfer, _day(on))
+
+
+@lru_cache(maxsize=4096)  # an invoice repeats the same few (tax, factor, rate) on every concept
+def _tasa_o_cuota_allowed(tax: str, factor_type: str, value: Decimal, transfer: bool, day: str) -> bool:
     for row_tax, factor, is_transfer, is_withholding, low, high, start, end in _tasa_o_cuota_rows():
         if row_tax != tax or factor != factor_type or not start <= day <= end:
             continue

@@ -168,7 +168,7 @@ def related_documents(inv: Invoice, now: datetime) -> list[RuleIssue]:
     """
     if inv.payments is None:
         return []
-    on = inv.issued_at.date()
+    on = inv.issued_at.date().isoformat()
     issues: list[RuleIssue] = []
     for i, p in enumerate(inv.payments.payments):
         for j, d in enumerate(p.related_documents):

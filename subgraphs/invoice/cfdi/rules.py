@@ -137,7 +137,7 @@ def catalog_codes(inv: Invoice, now: datetime) -> list[RuleIssue]:
                         "CFDI40176" if kind == "transferred_taxes" else "CFDI40183",
                     )
                 )
-    on = inv.issued_at.date()
+    on = inv.issued_at.date().isoformat()
     return [
         RuleIssue(code, path, f"La clave '{value}' no existe en el catálogo {name} del SAT.")
         for name, value, path, code in checks
@@ -180,7 +180,7 @@ def tax_rates(inv: Invoice, now: datetime) -> list[RuleIssue]:
     campo TasaOCuota que corresponde a Retención, no contiene un valor del catálogo c_TasaOcuota o se
     encuentra fuera de rango."
     """
-    on = inv.issued_at.date()
+    on = inv.issued_at.date().isoformat()
     issues = []
     known = {"Tasa", "Cuota", "Exento"}
     for i, c in enumerate(inv.concepts):
