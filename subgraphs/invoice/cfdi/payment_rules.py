@@ -6,7 +6,6 @@ lists every CRP code with its status. Run by `rules.check_invoice` for every inv
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 
 from . import catalogs
 from .models import Invoice, PaymentTax
@@ -221,9 +220,10 @@ def payments_amounts(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
     CRP20212 "El valor del campo FormaDePagoP debe ser distinto de "99"."; CRP20213 "El campo MonedaP
     debe ser distinto de "XXX""; CRP20214 "El campo TipoCambioP se debe registrar." (MonedaP ≠ MXN);
-    CRP20215 "El campo TipoCambioP debe contener el valor "1"." (MonedaP MXN); CRP20217 "La suma de
-    los valores registrados en el campo ImpPagado de los apartados DoctoRelacionado no es menor o
-    igual que el valor del campo Monto."; CRP20218 "El valor del campo Monto no es mayor que cero
+    CRP20215 "El campo TipoCambioP debe contener el valor "1"." (MonedaP MXN); CRP20217 "Cuando la
+    moneda registrada en el Documento Relacionado sea igual a la del Pago, la suma de los valores
+    registrados en el nodo DoctoRelacionado, atributo ImpPagado, debe ser menor o igual que el valor
+    de este atributo."; CRP20218 "El valor del campo Monto no es mayor que cero
     "0"."; CRP20219 Monto "debe tener hasta la cantidad de decimales que soporte la moneda
     registrada en el campo MonedaP."; CRP20263 "Debe haber sólo un registro por cada tipo de impuesto
     retenido."; CRP20264 "Debe existir al menos uno de los campos TotalRetencionesIVA,
@@ -261,8 +261,11 @@ def payments_amounts(inv: Invoice, now: datetime) -> list[RuleIssue]:
             issues.append(RuleIssue("CRP20218", f"{path}.amount", "El monto del pago debe ser mayor que cero."))
         if _decimals(p.amount) > places:
             issues.append(RuleIssue("CRP20219", f"{path}.amount", f"El monto tiene más decimales de los que admite {p.currency}."))
-        paid = sum((d.amount_paid / (d.exchange_rate or Decimal(1)) for d in p.related_documents), ZERO)
-        if round_money(paid, places) > p.amount:
+        # CRP20217 is the same-currency case ("Al ser mismas monedas, no se calculan los márgenes de
+        # variación"); with other currencies SAT allows margins (CRP20275/20276, matrix.PENDING).
+        same_currency = all(d.currency == p.currency for d in p.related_documents)
+        paid = sum((d.amount_paid for d in p.related_documents), ZERO)
+        if same_currency and round_money(paid, places) > p.amount:
             issues.append(RuleIssue("CRP20217", f"{path}.amount", "Lo pagado a los documentos excede el monto del pago."))
         exp_t, exp_w = _group_payment_taxes(p)
         by_key = {(t.tax, t.factor_type, t.rate): t for t in exp_t}
