@@ -392,7 +392,9 @@ def global_information_required(inv: Invoice, now: datetime) -> list[RuleIssue]:
     “XAXX010101000”."; CFDI40132 "Cuando el valor de este atributo contenga la clave “05” el
     atributo RegimenFiscal debe contener el valor “621”."; CFDI40134/40135 months per
     periodicity; CFDI40136 "El valor registrado en el campo Año, no es igual al año en curso o no
-    contiene un valor de hasta 5 ejercicios anteriores." InformacionGlobal with any other receiver
+    contiene un valor de hasta 5 ejercicios anteriores." (The Guía de llenado del CFDI global still
+    says "igual al año en curso o al año inmediato anterior"; the matrix of 2024-12-13 is what PACs
+    validate, so we follow it.) InformacionGlobal with any other receiver
     has no matrix code (APP_INFORMACION_GLOBAL).
     """
     rec = inv.receiver
