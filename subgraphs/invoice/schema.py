@@ -3,6 +3,7 @@ service function. Field names are English; the SAT name of each field is in its 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncGenerator
@@ -17,14 +18,14 @@ from strawberry.types import Info
 
 from shared.bus import listen, org_channel
 from shared.context import RequestContext
-from shared.errors import NotFoundError, Payload, payload_or_errors
+from shared.errors import AppError, NotFoundError, Payload, payload_or_errors
 from shared.graphql import build_schema
 from shared.pagination import Connection, build_connection, decode_cursor, page_size
 from shared.permissions import Permission as P
 from subgraphs.invoice import loaders, service
 from subgraphs.invoice import models as m
 from subgraphs.invoice.cfdi import search_catalog
-from subgraphs.invoice.cfdi.catalogs import UnknownCatalogError
+from subgraphs.invoice.cfdi.catalogs import CatalogSearchError, UnknownCatalogError
 from subgraphs.invoice.draft import Draft
 from subgraphs.invoice.lifecycle import Status
 
@@ -599,9 +600,12 @@ class Query:
     async def sat_catalog(self, info: Ctx, name: str, search: str = "", first: int = 20) -> list[CatalogEntry]:
         await info.context.principal()
         try:
-            rows = search_catalog(name, search, min(max(first, 0), 100))
+            # Off the event loop: the first search of a catalog builds its index (~1 s for ClaveProdServ).
+            rows = await asyncio.to_thread(search_catalog, name, search, min(max(first, 0), 100))
         except UnknownCatalogError:
             raise NotFoundError("Catálogo desconocido.") from None
+        except CatalogSearchError as exc:
+            raise AppError(str(exc), code=exc.code) from None
         return [CatalogEntry(code=str(r["code"]), description=str(r.get("description", ""))) for r in rows]
 
 

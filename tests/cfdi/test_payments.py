@@ -81,3 +81,19 @@ def test_unrounded_amount_paid_prints_half_up_everywhere() -> None:
     assert docto.get("ImpPagado") == "2.35"
     assert pago.get("Monto") == "2.35"
     assert Decimal(pago.get("Monto")) == sum(Decimal(d.get("ImpPagado")) for d in pago.findall(f"{{{PAGO20_NS}}}DoctoRelacionado"))
+
+
+def test_prorate_document_taxes_follows_the_share_paid() -> None:
+    """TrasladosDR of a partial payment: the invoice's summary scaled by ImpPagado / Total, each
+    ImporteDR = round(BaseDR × TasaOCuotaDR); an exempt line keeps only its base."""
+    from subgraphs.invoice.cfdi.models import TaxTotal
+    from subgraphs.invoice.cfdi.payments import prorate_document_taxes
+
+    summary = [
+        TaxTotal("002", Decimal("160.00"), "Tasa", Decimal("0.160000"), Decimal("1000.00")),
+        TaxTotal("002", None, "Exento", None, Decimal("500.00")),
+    ]
+    iva, exempt = prorate_document_taxes(summary, Decimal("1660.00"), Decimal("830.00"), 2)
+    assert (iva.base, iva.amount, iva.rate) == (Decimal("500.00"), Decimal("80.00"), Decimal("0.160000"))
+    assert (exempt.base, exempt.amount, exempt.rate) == (Decimal("250.00"), None, None)
+    assert prorate_document_taxes(summary, Decimal("0"), Decimal("1"), 2)[0].base == Decimal("0.00")

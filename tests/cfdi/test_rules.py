@@ -57,19 +57,19 @@ def test_issue_carries_path_and_spanish_message() -> None:
         # UsoCFDI vs receiver regime / person type
         ({"receiver": receiver(cfdi_use="D01")}, "CFDI40161"),  # personal deduction for a moral
         ({"receiver": receiver(rfc="CACX7605101P8", tax_regime="605", cfdi_use="G03")}, "CFDI40161"),  # salaried
-        ({"receiver": receiver(cfdi_use="P01")}, "CFDI40161"),  # removed in 4.0
+        ({"receiver": receiver(cfdi_use="P01")}, "CFDI40160"),  # removed in 4.0
         # Regime vs RFC type
         ({"receiver": receiver(tax_regime="612")}, "CFDI40158"),  # física regime, 12-char RFC
         ({"receiver": receiver(rfc="CACX7605101P8", tax_regime="601")}, "CFDI40158"),  # moral regime, 13-char RFC
-        ({"receiver": receiver(rfc="ABC12")}, "CFDI40143"),
+        ({"receiver": receiver(rfc="ABC12")}, "APP_RFC_FORMATO"),  # 40143 is SAT's list: PAC-only
         ({"issuer": replace(make_invoice().issuer, tax_regime="612")}, "CFDI40141"),
         # Generic RFCs
-        ({"receiver": Receiver("XAXX010101000", "JUAN PEREZ", "42501", "601", "S01")}, "CFDI40158"),
+        ({"receiver": Receiver("XAXX010101000", "JUAN PEREZ", "42501", "601", "S01")}, "CFDI40159"),
         ({"receiver": Receiver("XAXX010101000", "JUAN PEREZ", "42501", "616", "G03")}, "CFDI40161"),
         ({"receiver": Receiver("XAXX010101000", "JUAN PEREZ", "01000", "616", "S01")}, "CFDI40149"),
         ({"receiver": Receiver("XEXX010101000", "ACME INC", "01000", "616", "S01", "USA")}, "CFDI40149"),
         ({"receiver": Receiver("XAXX010101000", "PUBLICO EN GENERAL", "42501", "616", "S01")}, "CFDI40130"),
-        ({"global_information": GlobalInformation("04", "05", 2025)}, "CFDI40146"),
+        ({"global_information": GlobalInformation("04", "05", 2025)}, "APP_INFORMACION_GLOBAL"),
         (
             {
                 "receiver": Receiver("XAXX010101000", "PUBLICO EN GENERAL", "42501", "616", "S01"),
@@ -87,7 +87,7 @@ def test_issue_carries_path_and_spanish_message() -> None:
         (
             {
                 "receiver": Receiver("XAXX010101000", "PUBLICO EN GENERAL", "42501", "616", "S01"),
-                "global_information": GlobalInformation("04", "05", 2022),
+                "global_information": GlobalInformation("04", "05", 2019),
             },
             "CFDI40136",
         ),
@@ -139,8 +139,8 @@ def test_catalog_codes_inside_payments_and_third_parties() -> None:
     pago.payments.payments[0].payment_form = "77"
     pago.payments.payments[0].related_documents[0].currency = "ZZZ"
     issues = {(i.code, i.field_path) for i in check_invoice(pago, NOW)}
-    assert ("CFDI40104", "payments.payments[0].payment_form") in issues
-    assert ("CFDI40113", "payments.payments[0].related_documents[0].currency") in issues
+    assert ("APP_CATALOGO", "payments.payments[0].payment_form") in issues
+    assert ("APP_CATALOGO", "payments.payments[0].related_documents[0].currency") in issues
     third = make_invoice(concepts=[concept(third_party=ThirdParty("CACX7605101P8", "X", "999", "42501"))])
     assert "CFDI40191" in codes(third)
 
@@ -158,7 +158,7 @@ def test_payment_cfdi_constraints() -> None:
         payments=None,
         receiver=receiver(cfdi_use="G03"),
     )
-    assert {"CFDI40103", "CFDI40125", "CFDI40113", "CFDI40161", "APP_PAGOS_REQUERIDO"} <= codes(bad)
+    assert {"CFDI40103", "CFDI40125", "APP_USO_CP01", "APP_PAGOS_REQUERIDO"} <= codes(bad)
 
 
 def test_72_hour_window() -> None:

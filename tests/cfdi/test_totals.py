@@ -156,8 +156,10 @@ def test_invariants(data, currency) -> None:
     for c in inv.concepts:
         low, high = concept_amount_bounds(c.quantity, c.unit_price, decimals)
         assert low <= c.amount <= high
+        ieps = sum((t.amount for t in c.transferred_taxes if t.tax == "003"), ZERO)
         for t in c.transferred_taxes + c.withheld_taxes:
-            assert t.base == c.amount - (c.discount or ZERO)
+            # SAT's order: IVA's base includes the line's IEPS (Guía de llenado, nodo Impuestos).
+            assert t.base == c.amount - (c.discount or ZERO) + (ieps if t.tax == "002" else ZERO)
             low, high = tax_amount_bounds(t.base, t.rate, decimals)
             assert low <= t.amount <= high
     # Group totals equal the sums of the concept lines.

@@ -81,12 +81,3 @@ def test_every_problem_is_named_by_the_clients_path():
     _, problems = parse({"type": "E", "concepts": []})
     assert {(".".join(p.field), p.code) for p in problems} == {
         ("input.customerId", "REQUIRED"), ("input.concepts", "REQUIRED"), ("input.related", "REQUIRED")}
-
-
-def test_taxes_paid_prorates_each_tax_of_the_paid_document():
-    document = [cfdi.TaxTotal("002", Decimal("160.00"), "Tasa", Decimal("0.160000"), Decimal("1000.00")),
-                cfdi.TaxTotal("002", None, "Exento", None, Decimal("200.00"))]
-    paid = cfdi.taxes_paid(document, Decimal("580.00"), Decimal("1160.00"), 2)
-    assert [(t.tax, t.factor_type, t.base, t.amount) for t in paid] == [
-        ("002", "Tasa", Decimal("500.00"), Decimal("80.00")), ("002", "Exento", Decimal("100.00"), None)]
-    assert cfdi.taxes_paid(document, Decimal("1"), Decimal("0"), 2)[0].base == Decimal("0.00")

@@ -146,6 +146,9 @@ async def test_sat_catalog_search(api, sign_up):
     assert data["satCatalog"][0]["code"] == "601"
     r = await api.execute(q, {"n": "NoExiste", "s": ""}, token=account.token)
     assert r.error_codes == ["NOT_FOUND"]
+    # A 10 KB search is refused at once with a typed error (it used to stall the event loop ~8 s).
+    r = await api.execute(q, {"n": "ClaveProdServ", "s": "computadora " * 900}, token=account.token)
+    assert r.error_codes == ["SEARCH_TOO_LONG"]
 
 
 def _synthetic_csd(serial: str, rfc: str = "AAA010101AAA") -> tuple[str, str]:

@@ -10,7 +10,9 @@ Pipeline for issuing an invoice:
         --validate_xsd(mode="lean")--> schema issues (cfdv40 + TFD 1.1 + Pagos 2.0), must be
                            empty; "lean" leaves c_ClaveProdServ/c_CodigoPostal membership to
                            check_invoice (30x faster); mode="full" is SAT's XSD verbatim
-        --to_bytes--> XML sent to the PAC, which appends the TimbreFiscalDigital (see tfd.py for
+        (prepare_for_stamping runs all of the above and refuses with every issue: the stamping path's
+     one call; validate_for_stamping checks a tree the caller sealed itself)
+    --to_bytes--> XML sent to the PAC, which appends the TimbreFiscalDigital (see tfd.py for
                       the sandbox simulator)
 
 A payment CFDI (type P) carries a pago20:Pagos complement whose derived amounts come from
@@ -49,8 +51,9 @@ from .models import (
     TimbreFiscalDigital,
 )
 from .parse import CfdiParseError, parse_cfdi, parse_tree
-from .payments import compute_payment, compute_payments, taxes_paid
+from .payments import compute_payment, compute_payments, prorate_document_taxes
 from .rules import RuleIssue, check_invoice
+from .stamping import StampingRefused, prepare_for_stamping, validate_for_stamping
 from .tfd import stamp_cfdi
 from .totals import compute_totals
 from .validate import XsdIssue, validate_xsd
@@ -75,6 +78,7 @@ __all__ = [
     "RelatedCfdis",
     "RelatedDocument",
     "RuleIssue",
+    "StampingRefused",
     "Tax",
     "TaxTotal",
     "ThirdParty",
@@ -100,13 +104,15 @@ __all__ = [
     "parse_cfdi",
     "parse_tree",
     "parse_xml",
+    "prepare_for_stamping",
+    "prorate_document_taxes",
     "requires_receiver_acceptance",
     "search_catalog",
     "sign_cfdi",
-    "taxes_paid",
     "stamp_cfdi",
     "tfd_cadena_original",
     "to_bytes",
+    "validate_for_stamping",
     "validate_xsd",
     "verify_cfdi",
 ]

@@ -71,9 +71,13 @@ _IVA_TOTALS = {
 _WITHHELD_TOTALS = {"001": "withheld_isr", "002": "withheld_iva", "003": "withheld_ieps"}
 
 
-def compute_payments(complement: PaymentsComplement) -> PaymentsComplement:
-    """A copy of `complement` with every payment computed and the MXN Totales summary filled."""
-    payments = [compute_payment(p) for p in complement.payments]
+def payment_totals(payments: list[Payment]) -> PaymentTotals:
+    """pago20:Totales of computed payments: each field = round(Σ amount × TipoCambioP, 2).
+
+    Pagos matrix CRP20201..CRP20211, e.g. CRP20211 "El valor del campo MontoTotalPagos no es igual
+    al redondeo de la suma del resultado de multiplicar cada uno de los atributos Monto por el valor
+    registrado en el atributo TipoCambioP de cada nodo Pago."
+    """
     sums: dict[str, Decimal] = {}
 
     def add(field_name: str, value: Decimal, rate: Decimal) -> None:
@@ -83,7 +87,8 @@ def compute_payments(complement: PaymentsComplement) -> PaymentsComplement:
         fx = p.exchange_rate or Decimal(1)
         add("total_amount", p.amount, fx)
         for t in p.withheld_taxes:
-            add(_WITHHELD_TOTALS[t.tax], t.amount or ZERO, fx)
+            if t.tax in _WITHHELD_TOTALS:  # an unknown Impuesto is refused by CRP20250, not here
+                add(_WITHHELD_TOTALS[t.tax], t.amount or ZERO, fx)
         for t in p.transferred_taxes:
             if t.tax != "002":
                 continue  # Totales only summarise IVA
@@ -93,20 +98,33 @@ def compute_payments(complement: PaymentsComplement) -> PaymentsComplement:
                 base_field, amount_field = _IVA_TOTALS[t.rate]
                 add(base_field, t.base or ZERO, fx)
                 add(amount_field, t.amount or ZERO, fx)
-    totals = PaymentTotals(**{k: round_money(v, 2) for k, v in sums.items()})
-    return replace(complement, payments=payments, totals=totals)
+    return PaymentTotals(**{k: round_money(v, 2) for k, v in sums.items()})
 
 
-def taxes_paid(document_taxes: list[TaxTotal], amount_paid: Decimal, document_total: Decimal,
-               decimals: int) -> list[PaymentTax]:
-    """TrasladosDR of one paid document: each of its transferred taxes in the proportion this
-    payment bears to the document's total (Guía de llenado Pagos 2.0, DoctoRelacionado →
-    ImpuestosDR: "la parte proporcional del impuesto que corresponde al pago"), rounded half-up
-    to the document currency's `decimals`. An Exento tax carries its base and no amount."""
+def compute_payments(complement: PaymentsComplement) -> PaymentsComplement:
+    """A copy of `complement` with every payment computed and the MXN Totales summary filled."""
+    payments = [compute_payment(p) for p in complement.payments]
+    return replace(complement, payments=payments, totals=payment_totals(payments))
+
+
+def prorate_document_taxes(
+    transferred_totals: list[TaxTotal], document_total: Decimal, amount_paid: Decimal, decimals: int
+) -> list[PaymentTax]:
+    """TrasladosDR of a payment of `amount_paid` on a document whose summary transfers are
+    `transferred_totals` (its cfdi:Impuestos/Traslados) and whose Total is `document_total`.
+
+    Guía de llenado del complemento de pagos: each related document carries the taxes of the
+    invoice in proportion to what this payment covers (ImpPagado / Total). BaseDR = round(Base ×
+    ratio) and ImporteDR = round(BaseDR × TasaOCuotaDR), in the document currency's decimals, so each
+    ImporteDR lies inside the BaseDR × TasaOCuotaDR tolerance SAT checks (CRP20261). Exempt lines
+    carry BaseDR only (CRP20258). Pure: the service passes the stamped invoice's summary.
+    """
     ratio = amount_paid / document_total if document_total else ZERO
     out = []
-    for t in document_taxes:
+    for t in transferred_totals:
         base = round_money((t.base or ZERO) * ratio, decimals)
-        amount = None if t.factor_type == "Exento" else round_money(base * (t.rate or ZERO), decimals)
-        out.append(PaymentTax(t.tax, t.factor_type, t.rate, base, amount))
+        if t.factor_type == "Exento":
+            out.append(PaymentTax(t.tax, t.factor_type, None, base, None))
+        else:
+            out.append(PaymentTax(t.tax, t.factor_type, t.rate, base, round_money(base * (t.rate or ZERO), decimals)))
     return out

@@ -1,6 +1,15 @@
-"""Regenerate `resources/` from the installed `satcfdi` wheel.
+"""Regenerate `resources/` from the installed `satcfdi` wheel and SAT's 4.0 catalog tables.
 
-Run: ``python -m subgraphs.invoice.cfdi.refresh_resources``
+Run: ``python -m subgraphs.invoice.cfdi.refresh_resources [PHPCFDI_SQL_DIR]``
+(PHPCFDI_SQL_DIR defaults to ../shared/data/sat-catalogs-phpcfdi). ``--catalogs-only`` applies just
+the second source to the shipped catalogs.
+
+Sources, each named with its date in resources/SOURCES.md:
+1. satcfdi (its version): XSD, XSLT and the big catalogs (c_ClaveProdServ, c_CodigoPostal, ...).
+2. phpcfdi's SAT catalog tables (`cfdi_40_*.sql`, dated by their latest `vigencia_desde`): the
+   CFDI 4.0 tables with validity dates. They win for every table they have: a code satcfdi still
+   lists but the 4.0 table does not (c_FormaPago 07, c_RegimenFiscal 609, c_UsoCFDI P01, ...) is kept
+   with `"retired": true` so old documents stay readable, and is refused for issuing.
 
 Why: SAT publishes its XSD/XSLT and catalogs on its website (and the catalogs as an .xls that
 changes often). `satcfdi` mirrors them; we copy them once into plain files so that the app never
@@ -123,28 +132,92 @@ USO_CFDI_RULES: dict[str, tuple[bool, bool, list[str]]] = {
     "P01": (False, False, []),
 }
 
-# c_TasaOCuota (catCFDI.xls): kind, min, max, impuesto, factor, traslado, retencion.
-TASA_O_CUOTA = [
-    ("Fijo", "0.000000", "0.000000", "002", "Tasa", True, False),
-    ("Fijo", "0.160000", "0.160000", "002", "Tasa", True, False),
-    ("Fijo", "0.080000", "0.080000", "002", "Tasa", True, False),
-    ("Rango", "0.000000", "0.160000", "002", "Tasa", False, True),
-    ("Fijo", "0.265000", "0.265000", "003", "Tasa", True, True),
-    ("Fijo", "0.300000", "0.300000", "003", "Tasa", True, True),
-    ("Fijo", "0.530000", "0.530000", "003", "Tasa", True, True),
-    ("Fijo", "0.500000", "0.500000", "003", "Tasa", True, True),
-    ("Fijo", "1.600000", "1.600000", "003", "Tasa", True, True),
-    ("Fijo", "0.304000", "0.304000", "003", "Tasa", True, True),
-    ("Fijo", "0.250000", "0.250000", "003", "Tasa", True, True),
-    ("Fijo", "0.090000", "0.090000", "003", "Tasa", True, True),
-    ("Fijo", "0.080000", "0.080000", "003", "Tasa", True, True),
-    ("Fijo", "0.070000", "0.070000", "003", "Tasa", True, True),
-    ("Fijo", "0.060000", "0.060000", "003", "Tasa", True, True),
-    ("Fijo", "0.030000", "0.030000", "003", "Tasa", True, False),
-    ("Fijo", "0.000000", "0.000000", "003", "Tasa", True, False),
-    ("Rango", "0.000000", "59.144900", "003", "Cuota", True, True),
-    ("Rango", "0.000000", "0.350000", "001", "Tasa", False, True),
+
+
+# phpcfdi table -> (our catalog, column mapping). Values of c_TasaOCuota keep their own shape.
+PHPCFDI_TABLES = {
+    "cfdi_40_formas_pago": "c_FormaPago",
+    "cfdi_40_regimenes_fiscales": "c_RegimenFiscal",
+    "cfdi_40_usos_cfdi": "c_UsoCFDI",
+    "cfdi_40_tipos_relaciones": "c_TipoRelacion",
+    "cfdi_40_exportaciones": "c_Exportacion",
+    "cfdi_40_impuestos": "c_Impuesto",
+    "cfdi_40_metodos_pago": "c_MetodoPago",
+    "cfdi_40_monedas": "c_Moneda",
+    "cfdi_40_objetos_impuestos": "c_ObjetoImp",
+    "cfdi_40_paises": "c_Pais",
+}
+DEFAULT_PHPCFDI_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "sat-catalogs-phpcfdi"
+_TAX_NAMES = {"ISR": "001", "IVA": "002", "IVA Crédito aplicado del 50%": "002", "IEPS": "003"}
+# Rows SAT's current table no longer lists but invoices dated in their window still use:
+# the IEPS Cuota ceiling of the 2022 catCFDI (59.1449), replaced by 72.1605 from 2026-01-01.
+TASA_O_CUOTA_HISTORY = [
+    {"kind": "Rango", "min": "0.000000", "max": "59.144900", "tax": "003", "factor": "Cuota",
+     "transfer": True, "withholding": True, "valid_from": "2022-01-01", "valid_to": "2025-12-31"},
 ]
+
+
+def read_phpcfdi(directory: Path) -> sqlite3.Connection:
+    """The phpcfdi dump (`<table>.schema.sql` + `<table>.sql`) loaded into an in-memory sqlite."""
+    conn = sqlite3.connect(":memory:")
+    conn.row_factory = sqlite3.Row
+    for schema in sorted(directory.glob("*.schema.sql")):
+        conn.executescript(schema.read_text("utf-8"))
+        conn.executescript(schema.with_name(schema.name.replace(".schema.sql", ".sql")).read_text("utf-8"))
+    return conn
+
+
+def _validity(row: sqlite3.Row) -> dict[str, object]:
+    keys = row.keys()
+    return {
+        "valid_from": (row["vigencia_desde"] or None) if "vigencia_desde" in keys else None,
+        "valid_to": (row["vigencia_hasta"] or None) if "vigencia_hasta" in keys else None,
+    }
+
+
+def _phpcfdi_entry(name: str, row: sqlite3.Row) -> dict[str, object]:
+    entry: dict[str, object] = {"code": row["id"], "description": row["texto"]}
+    if name == "c_RegimenFiscal":
+        entry |= {"fisica": bool(row["aplica_fisica"]), "moral": bool(row["aplica_moral"])}
+    elif name == "c_UsoCFDI":
+        regimes = [r.strip() for r in row["regimenes_fiscales_receptores"].split(",") if r.strip()]
+        entry |= {"fisica": bool(row["aplica_fisica"]), "moral": bool(row["aplica_moral"]), "regimes": regimes}
+    elif name == "c_Moneda":
+        entry |= {"decimals": int(row["decimales"]), "variation_percent": int(row["porcentaje_variacion"])}
+    elif name == "c_Pais":
+        entry |= {"tax_id_pattern": row["patron_identidad_tributaria"] or None,
+                  "tax_id_check": row["validacion_identidad_tributaria"] or None}
+    return entry | _validity(row)
+
+
+def apply_phpcfdi(directory: Path) -> dict[str, str]:
+    """Rewrite the catalogs phpcfdi has from its 4.0 tables; returns {catalog: source and date}."""
+    conn = read_phpcfdi(directory)
+    sources: dict[str, str] = {}
+    try:
+        for table, name in PHPCFDI_TABLES.items():
+            rows = conn.execute(f"SELECT * FROM {table}").fetchall()
+            current = {str(r["id"]): _phpcfdi_entry(name, r) for r in rows}
+            path = CATALOG_DIR / f"{name}.json"
+            old = json.loads(path.read_text("utf-8")) if path.exists() else []
+            retired = [
+                {**r, "retired": True} for r in old if str(r["code"]) not in current
+            ]
+            _write_catalog(name, sorted(current.values(), key=lambda r: str(r["code"])) + retired)
+            dates = [r["vigencia_desde"] for r in rows if "vigencia_desde" in r.keys() and r["vigencia_desde"]]
+            sources[name] = f"phpcfdi {table} (vigencia_desde ≤ {max(dates) if dates else 's/f'})"
+        tasa = [
+            {"kind": r["tipo"], "min": r["minimo"] or r["valor"], "max": r["valor"], "tax": _TAX_NAMES[r["impuesto"]],
+             "factor": r["factor"], "transfer": bool(r["traslado"]), "withholding": bool(r["retencion"])}
+            | _validity(r)
+            for r in conn.execute("SELECT * FROM cfdi_40_reglas_tasa_cuota")
+        ]
+        _write_catalog("c_TasaOCuota", tasa + TASA_O_CUOTA_HISTORY)
+        latest = max(r["valid_from"] for r in tasa if r["valid_from"])
+        sources["c_TasaOCuota"] = f"phpcfdi cfdi_40_reglas_tasa_cuota (vigencia_desde ≤ {latest}) + 2022 IEPS cuota row"
+    finally:
+        conn.close()
+    return sources
 
 
 def _satcfdi_root() -> Path:
@@ -230,13 +303,7 @@ def write_catalogs(root: Path) -> None:
     finally:
         conn.close()
     _write_catalog("c_TipoFactor", [{"code": c, "description": c} for c in ("Tasa", "Cuota", "Exento")])
-    _write_catalog(
-        "c_TasaOCuota",
-        [
-            {"kind": k, "min": lo, "max": hi, "tax": tax, "factor": f, "transfer": t, "withholding": w}
-            for k, lo, hi, tax, f, t, w in TASA_O_CUOTA
-        ],
-    )
+    # c_TasaOCuota comes from SAT's 4.0 table with its validity dates: see apply_phpcfdi.
 
 
 def _size(path: Path) -> str:
@@ -263,6 +330,29 @@ def write_sources(schemas: Path, version: str) -> None:
         version=version, xsd="\n".join(xsd_rows), xslt="\n".join(xslt_rows), catalogs="\n".join(cat_rows)
     )
     (RESOURCES / "SOURCES.md").write_text(text, "utf-8")
+
+
+_PHPCFDI_MARK = "## CFDI 4.0 tables with validity dates"
+
+
+def write_phpcfdi_sources(sources: dict[str, str]) -> None:
+    """Append (or replace) the section of SOURCES.md naming each phpcfdi-derived catalog's source."""
+    path = RESOURCES / "SOURCES.md"
+    text = path.read_text("utf-8").split(_PHPCFDI_MARK)[0].rstrip() + "\n\n"
+    lines = [
+        _PHPCFDI_MARK,
+        "",
+        "Source 2: SAT's catCFDI 4.0 tables as published by phpcfdi (resources-sat-catalogs, one",
+        "`cfdi_40_*.sql` per table, copied in ../shared/data/sat-catalogs-phpcfdi). Each row carries",
+        "`valid_from`/`valid_to` (vigencia); rules use the row in force on the invoice date. Codes only",
+        'satcfdi lists are kept with `"retired": true` (readable for old documents, refused for 4.0).',
+        "",
+        "| catalog | source and date |",
+        "|---|---|",
+        *[f"| {name} | {source} |" for name, source in sorted(sources.items())],
+        "",
+    ]
+    path.write_text(text + "\n".join(lines), "utf-8")
 
 
 SOURCES_TEMPLATE = """# Sources of `resources/`
@@ -305,17 +395,26 @@ converts to sqlite. Each file is a JSON list of `{{"code", "description", ...}}`
 {catalogs}
 
 Columns satcfdi does not ship, transcribed by hand from catCFDI_V_4.xls into
-`refresh_resources.py` (constants `REGIMEN_APPLIES`, `USO_CFDI_RULES`, `TASA_O_CUOTA`):
+`refresh_resources.py` (constants `REGIMEN_APPLIES`, `USO_CFDI_RULES`), used only for the rows the
+4.0 tables below do not have (codes retired from 4.0, kept to display old documents):
 
 - c_RegimenFiscal: `fisica` / `moral` (columns "Física", "Moral").
 - c_UsoCFDI: `fisica` / `moral` and `regimes` (column "Régimen Fiscal Receptor").
-- c_TasaOCuota: the whole catalog (ranges/fixed values per impuesto, factor, traslado/retención).
-  The IEPS Cuota upper bound (59.1449) changes when SAT updates the catalog.
+- c_TasaOCuota: SAT's 4.0 table below, plus the 2022 IEPS Cuota ceiling (59.1449, in force until
+  2025-12-31; `TASA_O_CUOTA_HISTORY`) so invoices dated before 2026 are judged by their own row.
 - c_TipoFactor: the `c_TipoFactor` enumeration of catCFDI.xsd.
 """
 
 
 def main() -> None:
+    import sys
+
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    phpcfdi_dir = Path(args[0]) if args else DEFAULT_PHPCFDI_DIR
+    if "--catalogs-only" in sys.argv:
+        write_phpcfdi_sources(apply_phpcfdi(phpcfdi_dir))
+        print(f"catalogs refreshed from {phpcfdi_dir}")
+        return
     root = _satcfdi_root()
     schemas = root / "transform" / "schemas"
     copy_schemas(schemas)
@@ -324,6 +423,7 @@ def main() -> None:
     from satcfdi.__version__ import __version__
 
     write_sources(schemas, __version__)
+    write_phpcfdi_sources(apply_phpcfdi(phpcfdi_dir))
     print(f"resources refreshed from satcfdi {__version__} into {RESOURCES}")
 
 

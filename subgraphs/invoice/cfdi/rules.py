@@ -1,12 +1,12 @@
 """Business rules beyond the XSD: what a PAC would reject, checked before we ever send it.
 
 Each rule is a small function `(invoice, now) -> list[RuleIssue]` named after what it checks,
-tagged with the SAT error code of the Matriz de errores CFDI 4.0 (CFDI40xxx) when one exists; the
-few checks with no SAT code (guía de llenado rules PACs enforce differently) use "APP_*" codes.
-Messages are for the user, in es-MX. `check_invoice` runs them all.
-
-Codes were cross-checked against public compilations of SAT's Matriz de errores; the official
-XLS was not available offline, so a code may need adjusting if SAT renumbers.
+tagged with the SAT error code of the Matriz de errores CFDI 4.0 (CFDI40xxx, CFDI1402xx) or of the
+Pagos 2.0 matrix (CRP20xxx, in payment_rules.py) — SAT's files in shared/data/sat-docs/ are the
+authority, and each rule's docstring quotes the matrix rows it enforces. The few checks with no SAT
+code (guía de llenado rules PACs enforce differently) use "APP_*" codes. `matrix.STATUS` lists
+every matrix code with its status. Messages are for the user, in es-MX. `check_invoice` runs them
+all; catalog rows are those in force on the invoice's date (Fecha).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from . import catalogs
+import re
+
 from .models import GENERIC_RFC_FOREIGN, GENERIC_RFC_NATIONAL, Invoice
 from .totals import (
     ZERO,
@@ -84,7 +86,13 @@ def _is_generic(rfc: str) -> bool:
 
 
 def catalog_codes(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """Every coded field must be in its SAT catalog."""
+    """Every coded field must be in its SAT catalog, in the row in force on the invoice date.
+
+    Matrix rows (one per field), e.g. CFDI40104 "El campo FormaPago no contiene un valor del
+    catálogo c_FormaPago."; CFDI40113 "El campo Moneda no contiene un valor del catálogo c_Moneda.";
+    CFDI40121, 40123, 40124, 40126, 40131, 40133, 40137, 40140, 40150, 40157, 40160, 40162, 40165,
+    40170, 40175, 40176, 40182, 40183, 40191 likewise for their catalogs.
+    """
     checks: list[tuple[str, str | None, str, str]] = [
         ("c_TipoDeComprobante", inv.voucher_type, "voucher_type", "CFDI40121"),
         ("c_Exportacion", inv.exportation, "exportation", "CFDI40123"),
@@ -129,33 +137,20 @@ def catalog_codes(inv: Invoice, now: datetime) -> list[RuleIssue]:
                         "CFDI40176" if kind == "transferred_taxes" else "CFDI40183",
                     )
                 )
-    if inv.payments is not None:
-        # Pagos 2.0 has its own matrix (CRP2xxxx); we report these under the CFDI40 code of the
-        # same catalog so the UI can map them to the same field kinds.
-        for i, p in enumerate(inv.payments.payments):
-            checks.append(("c_FormaPago", p.payment_form, f"payments.payments[{i}].payment_form", "CFDI40104"))
-            checks.append(("c_Moneda", p.currency, f"payments.payments[{i}].currency", "CFDI40113"))
-            for j, d in enumerate(p.related_documents):
-                checks.append(
-                    ("c_Moneda", d.currency, f"payments.payments[{i}].related_documents[{j}].currency", "CFDI40113")
-                )
-                checks.append(
-                    (
-                        "c_ObjetoImp",
-                        d.tax_object,
-                        f"payments.payments[{i}].related_documents[{j}].tax_object",
-                        "CFDI40170",
-                    )
-                )
+    on = inv.issued_at.date().isoformat()
     return [
         RuleIssue(code, path, f"La clave '{value}' no existe en el catálogo {name} del SAT.")
         for name, value, path, code in checks
-        if not catalogs.contains(name, value)
+        if not catalogs.contains(name, value, on)
     ]
 
 
 def positive_tax_bases(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """A tax Base must be > 0 (e.g. a concept fully discounted cannot carry taxes)."""
+    """A tax Base must be > 0 (e.g. a concept fully discounted cannot carry taxes).
+
+    CFDI40174 "El valor del campo Base que corresponde a Traslado debe ser mayor que cero.";
+    CFDI40181 "El valor del campo Base que corresponde a Retención debe ser mayor que cero."
+    """
     issues = []
     for i, c in enumerate(inv.concepts):
         for kind, taxes, code in (
@@ -173,15 +168,32 @@ def positive_tax_bases(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 
 def tax_rates(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """(Impuesto, TipoFactor, TasaOCuota) must be an allowed c_TasaOCuota combination."""
+    """(Impuesto, TipoFactor, TasaOCuota) must be an allowed c_TasaOCuota combination, in the row
+    in force on the invoice date.
+
+    CFDI40177 "Si el valor registrado en el campo TipoFactor que corresponde a Traslado es Exento no
+    se deben registrar los campos TasaOCuota ni Importe."; CFDI40178 "Si el valor registrado en el
+    campo TipoFactor que corresponde a Traslado es Tasa o Cuota, se deben registrar los campos
+    TasaOCuota e Importe."; CFDI40179 "El valor del campo TasaOCuota que corresponde a Traslado no
+    contiene un valor del catálogo c_TasaOcuota o se encuentra fuera de rango."; CFDI40184 "...
+    TipoFactor que corresponde a Retención debe ser distinto de Exento."; CFDI40185 "El valor del
+    campo TasaOCuota que corresponde a Retención, no contiene un valor del catálogo c_TasaOcuota o se
+    encuentra fuera de rango."
+    """
+    on = inv.issued_at.date().isoformat()
     issues = []
+    known = {"Tasa", "Cuota", "Exento"}
     for i, c in enumerate(inv.concepts):
         for j, t in enumerate(c.transferred_taxes):
+            if t.factor_type not in known or not catalogs.contains("c_Impuesto", t.tax, on):
+                continue  # reported by catalog_codes (CFDI40175/40176)
             path = f"concepts[{i}].transferred_taxes[{j}]"
             if t.factor_type == "Exento":
                 if t.rate is not None or t.amount is not None:
                     issues.append(RuleIssue("CFDI40177", path, "Un traslado exento no lleva TasaOCuota ni Importe."))
-            elif t.rate is None or not catalogs.tasa_o_cuota_allowed(t.tax, t.factor_type, t.rate, transfer=True):
+            elif t.rate is None:
+                issues.append(RuleIssue("CFDI40178", f"{path}.rate", "Un traslado con Tasa o Cuota requiere TasaOCuota."))
+            elif not catalogs.tasa_o_cuota_allowed(t.tax, t.factor_type, t.rate, transfer=True, on=on):
                 issues.append(
                     RuleIssue(
                         "CFDI40179",
@@ -190,10 +202,12 @@ def tax_rates(inv: Invoice, now: datetime) -> list[RuleIssue]:
                     )
                 )
         for j, t in enumerate(c.withheld_taxes):
+            if t.factor_type not in known or not catalogs.contains("c_Impuesto", t.tax, on):
+                continue  # reported by catalog_codes (CFDI40182/40183)
             path = f"concepts[{i}].withheld_taxes[{j}]"
             if t.factor_type == "Exento":
                 issues.append(RuleIssue("CFDI40184", f"{path}.factor_type", "Una retención no puede ser exenta."))
-            elif t.rate is None or not catalogs.tasa_o_cuota_allowed(t.tax, t.factor_type, t.rate, transfer=False):
+            elif t.rate is None or not catalogs.tasa_o_cuota_allowed(t.tax, t.factor_type, t.rate, transfer=False, on=on):
                 issues.append(
                     RuleIssue(
                         "CFDI40185",
@@ -208,13 +222,15 @@ def tax_rates(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 
 def receiver_regime_matches_rfc_type(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """A persona física (13-char RFC) needs a física regime; a moral (12) a moral regime."""
+    """CFDI40158 "La clave del campo RegimenFiscalR debe corresponder con el tipo de persona (física
+    o moral)." A malformed RFC has no matrix code of its own (CFDI40143 is "no existe en la lista de
+    RFC inscritos", which only SAT's list can tell; the XSD's t_RFC pattern refuses it): APP code."""
     kind = person_type(inv.receiver.rfc)
-    row = catalogs.get("c_RegimenFiscal", inv.receiver.tax_regime)
+    row = catalogs.get("c_RegimenFiscal", inv.receiver.tax_regime, inv.issued_at.date())
     if kind is None:
         return [
             RuleIssue(
-                "CFDI40143",
+                "APP_RFC_FORMATO",
                 "receiver.rfc",
                 "El RFC del receptor debe tener 12 (persona moral) o 13 (persona física) caracteres.",
             )
@@ -234,8 +250,10 @@ def receiver_regime_matches_rfc_type(inv: Invoice, now: datetime) -> list[RuleIs
 
 
 def issuer_regime_matches_rfc_type(inv: Invoice, now: datetime) -> list[RuleIssue]:
+    """CFDI40141 "La clave del campo RegimenFiscal debe corresponder con el tipo de persona (fisica
+    o moral)." """
     kind = person_type(inv.issuer.rfc)
-    row = catalogs.get("c_RegimenFiscal", inv.issuer.tax_regime)
+    row = catalogs.get("c_RegimenFiscal", inv.issuer.tax_regime, inv.issued_at.date())
     if row is None or kind not in ("fisica", "moral") or row[kind]:
         return []
     tipo = "física" if kind == "fisica" else "moral"
@@ -249,8 +267,9 @@ def issuer_regime_matches_rfc_type(inv: Invoice, now: datetime) -> list[RuleIssu
 
 
 def cfdi_use_allowed_for_receiver(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """UsoCFDI must apply to the receiver's person type and to its RegimenFiscalReceptor."""
-    use = catalogs.get("c_UsoCFDI", inv.receiver.cfdi_use)
+    """CFDI40161 "La clave del campo UsoCFDI debe corresponder con el tipo de persona (física o
+    moral) y el régimen correspondiente conforme al catálogo c_UsoCFDI." """
+    use = catalogs.get("c_UsoCFDI", inv.receiver.cfdi_use, inv.issued_at.date())
     if use is None:
         return []
     kind = person_type(inv.receiver.rfc)
@@ -276,8 +295,14 @@ def cfdi_use_allowed_for_receiver(inv: Invoice, now: datetime) -> list[RuleIssue
 
 
 def generic_rfc_receiver(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """Generic RFCs (XAXX010101000 público en general, XEXX010101000 extranjero): régimen 616,
-    UsoCFDI S01 (CP01 in payment CFDIs), DomicilioFiscalReceptor = LugarExpedicion."""
+    """Generic RFCs (XAXX010101000 público en general, XEXX010101000 extranjero).
+
+    CFDI40159 "Si el atributo Rfc del Receptor contiene el valor “XAXX010101000” o el valor
+    “XEXX010101000” en este atributo se debe registrar la clave “616”"; CFDI40149 "Si el valor del
+    atributo Rfc del receptor es "XAXX010101000" o "XEXX010101000", este atributo debe ser igual al
+    valor del atributo LugarExpedicion."; UsoCFDI S01 (CP01 in payment CFDIs) per the Guía
+    de llenado, reported under CFDI40161 (c_UsoCFDI: the use must fit the receiver's regime 616).
+    """
     rec = inv.receiver
     if not _is_generic(rec.rfc):
         return []
@@ -285,7 +310,7 @@ def generic_rfc_receiver(inv: Invoice, now: datetime) -> list[RuleIssue]:
     if rec.tax_regime != "616":
         issues.append(
             RuleIssue(
-                "CFDI40158",
+                "CFDI40159",
                 "receiver.tax_regime",
                 "Con RFC genérico el régimen fiscal del receptor debe ser 616 (Sin obligaciones fiscales).",
             )
@@ -307,7 +332,16 @@ def generic_rfc_receiver(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 
 def foreign_residence(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """ResidenciaFiscal/NumRegIdTrib only for foreign receivers, never MEX."""
+    """ResidenciaFiscal/NumRegIdTrib only for foreign receivers, never MEX.
+
+    CFDI40151 "Si el RFC del receptor es de un RFC registrado en el SAT o un RFC genérico nacional,
+    este atributo NO debe existir."; CFDI40152 "El valor del campo ResidenciaFiscal no puede ser
+    MEX."; CFDI40153 "Se debe registrar un valor de acuerdo al catálogo c_Pais en en el campo
+    ResidenciaFiscal, cuando en el en el campo NumRegIdTrib se registre información."; CFDI40154
+    "...un RFC inscrito no cancelado en el SAT o un RFC genérico nacional, y se registró el campo
+    NumRegIdTrib."; CFDI40156 "Este atributo debe cumplir con el patrón correspondiente incluido en
+    la columna “Formato de Registro de Identidad Tributaria” que publique en el catalogo de C_Pais."
+    """
     rec = inv.receiver
     issues = []
     foreign = rec.rfc.strip().upper() == GENERIC_RFC_FOREIGN
@@ -327,6 +361,16 @@ def foreign_residence(inv: Invoice, now: datetime) -> list[RuleIssue]:
                 "CFDI40154", "receiver.foreign_tax_id", "El NumRegIdTrib solo se registra para receptores extranjeros."
             )
         )
+    country = catalogs.get("c_Pais", rec.tax_residence or "", inv.issued_at.date())
+    pattern = country.get("tax_id_pattern") if country else None
+    if rec.foreign_tax_id is not None and pattern and not re.fullmatch(pattern, rec.foreign_tax_id):
+        issues.append(
+            RuleIssue(
+                "CFDI40156",
+                "receiver.foreign_tax_id",
+                f"El NumRegIdTrib no tiene el formato de {rec.tax_residence} ({pattern}).",
+            )
+        )
     if rec.foreign_tax_id is not None and rec.tax_residence is None:
         issues.append(
             RuleIssue(
@@ -339,10 +383,31 @@ def foreign_residence(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 
 def global_information_required(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """XAXX010101000 + 'PUBLICO EN GENERAL' is a global invoice: InformacionGlobal required; and
-    InformacionGlobal only makes sense with that receiver."""
+    """A global invoice (XAXX010101000 + 'PUBLICO EN GENERAL').
+
+    CFDI40130 "Este Nodo debe existir siempre que el atributo TipoDeComprobante sea “I”, y el
+    atributo Rfc del nodo receptor contiene el valor "XAXX010101000" y el valor del atributo Nombre
+    del nodo Receptor contiene el valor “PUBLICO EN GENERAL”."; CFDI40146 "Si el valor registrado en
+    este atributo es “PUBLICO EN GENERAL”, el valor del atributo RFC del receptor debe ser
+    “XAXX010101000”."; CFDI40132 "Cuando el valor de este atributo contenga la clave “05” el
+    atributo RegimenFiscal debe contener el valor “621”."; CFDI40134/40135 months per
+    periodicity; CFDI40136 "El valor registrado en el campo Año, no es igual al año en curso o no
+    contiene un valor de hasta 5 ejercicios anteriores." (The Guía de llenado del CFDI global still
+    says "igual al año en curso o al año inmediato anterior"; the matrix of 2024-12-13 is what PACs
+    validate, so we follow it.) InformacionGlobal with any other receiver
+    has no matrix code (APP_INFORMACION_GLOBAL).
+    """
     rec = inv.receiver
-    is_public = rec.rfc.strip().upper() == GENERIC_RFC_NATIONAL and rec.name.strip().upper() == PUBLICO_EN_GENERAL
+    named_public = rec.name.strip().upper() == PUBLICO_EN_GENERAL
+    if named_public and rec.rfc.strip().upper() != GENERIC_RFC_NATIONAL:
+        return [
+            RuleIssue(
+                "CFDI40146",
+                "receiver.rfc",
+                "Con nombre PUBLICO EN GENERAL el RFC del receptor debe ser XAXX010101000.",
+            )
+        ]
+    is_public = rec.rfc.strip().upper() == GENERIC_RFC_NATIONAL and named_public
     if is_public and inv.global_information is None and inv.voucher_type == "I":
         return [
             RuleIssue(
@@ -354,7 +419,7 @@ def global_information_required(inv: Invoice, now: datetime) -> list[RuleIssue]:
     if inv.global_information is not None and not is_public:
         return [
             RuleIssue(
-                "CFDI40146",
+                "APP_INFORMACION_GLOBAL",
                 "receiver",
                 "La Información Global solo aplica con RFC XAXX010101000 y nombre PUBLICO EN GENERAL.",
             )
@@ -362,6 +427,14 @@ def global_information_required(inv: Invoice, now: datetime) -> list[RuleIssue]:
     if inv.global_information is not None:
         g = inv.global_information
         issues = []
+        if g.periodicity == "05" and inv.issuer.tax_regime != "621":
+            issues.append(
+                RuleIssue(
+                    "CFDI40132",
+                    "global_information.periodicity",
+                    "La periodicidad bimestral solo aplica al régimen 621 (Incorporación Fiscal).",
+                )
+            )
         if g.periodicity == "05" and g.months not in {f"{m}" for m in range(13, 19)}:
             issues.append(
                 RuleIssue(
@@ -377,12 +450,12 @@ def global_information_required(inv: Invoice, now: datetime) -> list[RuleIssue]:
                 )
             )
         local_year = now.astimezone(place_timezone(inv.place_of_issue)).year if now.tzinfo else now.year
-        if g.year not in (local_year, local_year - 1):
+        if not local_year - 5 <= g.year <= local_year:
             issues.append(
                 RuleIssue(
                     "CFDI40136",
                     "global_information.year",
-                    "El año de la factura global debe ser el actual o el anterior.",
+                    "El año de la factura global debe ser el actual o uno de los cinco anteriores.",
                 )
             )
         return issues
@@ -393,8 +466,17 @@ def global_information_required(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 
 def exchange_rate(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """TipoCambio: required unless MXN/XXX; MXN only "1"; XXX never."""
+    """TipoCambio: required unless MXN/XXX; MXN only "1"; XXX never.
+
+    CFDI40114 "El campo TipoCambio no tiene el valor "1" y la moneda indicada es MXN."; CFDI40115
+    "El campo TipoCambio se debe registrar cuando el campo Moneda tiene un valor distinto de MXN y
+    XXX."; CFDI40116 "El campo TipoCambio no se debe registrar cuando el campo Moneda tiene el valor
+    XXX."; CFDI40117 "El campo TipoCambio no cumple con el patrón requerido." (cfdv40.xsd: decimal,
+    at most 6 fraction digits, at least 0.000001).
+    """
     rate = inv.exchange_rate
+    if rate is not None and (rate < Decimal("0.000001") or _decimals(rate) > 6):
+        return [RuleIssue("CFDI40117", "exchange_rate", "El tipo de cambio debe ser positivo y tener hasta 6 decimales.")]
     if inv.currency == "MXN":
         if rate is not None and rate != Decimal(1):
             return [RuleIssue("CFDI40114", "exchange_rate", "Con moneda MXN el tipo de cambio debe ser 1 u omitirse.")]
@@ -413,14 +495,20 @@ def exchange_rate(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 
 def payment_method_and_form(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """PPD must use FormaPago 99 (por definir); PUE must state the real form (never 99);
-    T and P carry neither."""
+    """PPD must use FormaPago 99 (por definir); PUE must state the real form (never 99).
+
+    CFDI40103 "Si existe el tipo de comprobante T, N o P el campo FormaPago no debe existir.";
+    CFDI40125 "Se debe omitir el campo MetodoPago cuando el TipoDeComprobante es T o P.";
+    CFDI40105 "El campo FormaPago no contiene el valor "99"." (with MetodoPago PPD).
+    """
+    if inv.voucher_type == "N" and inv.payment_form is not None:
+        return [RuleIssue("CFDI40103", "payment_form", "Los comprobantes de nómina no llevan forma de pago.")]
     if inv.voucher_type in ("T", "P"):
         issues = []
         if inv.payment_form is not None:
             issues.append(
                 RuleIssue(
-                    "CFDI40103", "payment_form", "Los comprobantes de traslado y de pago no llevan forma de pago."
+                    "CFDI40103", "payment_form", "Los comprobantes de traslado, nómina y pago no llevan forma de pago."
                 )
             )
         if inv.payment_method is not None:
@@ -450,31 +538,130 @@ def payment_method_and_form(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 
 def tax_object_matches_taxes(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """ObjetoImp 02 requires the taxes broken down; 01 and 03 forbid them."""
+    """ObjetoImp and the concept's taxes.
+
+    CFDI40171 "El nodo concepto, no contiene el nodo hijo Impuestos." (ObjetoImp 02);
+    CFDI40172 "Si este atributo contiene el valor "01", "03", "04" o "05", el nodo hijo Impuestos del
+    nodo Concepto no debe existir."; CFDI140226 "Si este atributo contiene el valor “06" o “08", en el
+    nodo hijo Impuestos del nodo Concepto no deben existir los nodos hijo “Retencion” y “Traslado”
+    con el atributo “Impuesto” con el valor "002" y/o "003""; CFDI140227 "Si este atributo contiene
+    el valor “07", ... no deben existir los nodos hijo “Retencion” y “Traslado” con el atributo
+    “Impuesto” con el valor "002"; ... debe existir el nodo hijo “Traslado” con el valor "003"".
+    """
     issues = []
     for i, c in enumerate(inv.concepts):
-        has_taxes = bool(c.transferred_taxes or c.withheld_taxes)
-        if c.tax_object == "02" and not has_taxes:
+        taxes = c.transferred_taxes + c.withheld_taxes
+        kinds = {t.tax for t in taxes}
+        path = f"concepts[{i}].tax_object"
+        if c.tax_object == "02" and not taxes:
+            issues.append(
+                RuleIssue("CFDI40171", path, "Con ObjetoImp 02 (sí objeto de impuesto) el concepto debe desglosar sus impuestos.")
+            )
+        if c.tax_object in ("01", "03", "04", "05") and taxes:
+            issues.append(RuleIssue("CFDI40172", path, f"Con ObjetoImp {c.tax_object} el concepto no debe llevar impuestos."))
+        if c.tax_object in ("06", "08") and kinds & {"002", "003"}:
+            issues.append(
+                RuleIssue("CFDI140226", path, f"Con ObjetoImp {c.tax_object} el concepto no lleva IVA ni IEPS.")
+            )
+        if c.tax_object == "07" and ("002" in kinds or not any(t.tax == "003" for t in c.transferred_taxes)):
+            issues.append(
+                RuleIssue("CFDI140227", path, "Con ObjetoImp 07 el concepto no lleva IVA y debe trasladar IEPS.")
+            )
+    return issues
+
+
+def exportation_needs_foreign_trade(inv: Invoice, now: datetime) -> list[RuleIssue]:
+    """CFDI40122 "El campo Exportacion contiene el valor "02", el CFDI debe contener el complemento
+    para Comercio Exterior." We issue no Comercio Exterior complement, so 02 is always refused."""
+    if inv.exportation != "02":
+        return []
+    return [
+        RuleIssue(
+            "CFDI40122",
+            "exportation",
+            "La exportación definitiva (02) requiere el complemento de Comercio Exterior, que no emitimos.",
+        )
+    ]
+
+
+_PEDIMENTO = re.compile(r"[0-9]{2}  [0-9]{2}  [0-9]{4}  [0-9]{7}")
+
+
+def customs_numbers(inv: Invoice, now: datetime) -> list[RuleIssue]:
+    """CFDI40194 "El número de pedimento es inválido." — the Guía's layout (year, two spaces,
+    customs office, two spaces, patent, two spaces, year digit + six-digit sequence), as
+    cfdv40.xsd's pattern; whether the office and patent exist only SAT knows (PAC)."""
+    return [
+        RuleIssue(
+            "CFDI40194",
+            f"concepts[{i}].customs_numbers[{k}]",
+            "El número de pedimento debe tener la forma '10  47  3807  8003832'.",
+        )
+        for i, c in enumerate(inv.concepts)
+        for k, number in enumerate(c.customs_numbers)
+        if not _PEDIMENTO.fullmatch(number)
+    ]
+
+
+THIRD_PARTY_FOREIGN_RFC = "EXT990101NI1"
+
+
+def third_parties(inv: Invoice, now: datetime) -> list[RuleIssue]:
+    """ACuentaTerceros.
+
+    CFDI40188 "El valor registrado en este atributo deber ser diferente al valor registrado en los
+    atributos Rfc de los nodos Emisor y Receptor."; CFDI140223 "Si el atributo RfcACuentaTerceros
+    contiene el valor “EXT990101NI1” en este atributo se debe registrar la clave “616”."
+    """
+    issues = []
+    parties = {inv.issuer.rfc.strip().upper(), inv.receiver.rfc.strip().upper()}
+    for i, c in enumerate(inv.concepts):
+        tp = c.third_party
+        if tp is None:
+            continue
+        rfc = tp.rfc.strip().upper()
+        if rfc in parties:
             issues.append(
                 RuleIssue(
-                    "CFDI40171",
-                    f"concepts[{i}].tax_object",
-                    "Con ObjetoImp 02 (sí objeto de impuesto) el concepto debe desglosar sus impuestos.",
+                    "CFDI40188",
+                    f"concepts[{i}].third_party.rfc",
+                    "El RFC a cuenta de terceros debe ser distinto del RFC del emisor y del receptor.",
                 )
             )
-        if c.tax_object in ("01", "03") and has_taxes:
+        if rfc == THIRD_PARTY_FOREIGN_RFC and tp.tax_regime != "616":
             issues.append(
                 RuleIssue(
-                    "CFDI40172",
-                    f"concepts[{i}].tax_object",
-                    f"Con ObjetoImp {c.tax_object} el concepto no debe llevar impuestos.",
+                    "CFDI140223",
+                    f"concepts[{i}].third_party.tax_regime",
+                    "Con RFC EXT990101NI1 el régimen fiscal del tercero debe ser 616.",
                 )
             )
     return issues
 
 
+def receiver_zip_code(inv: Invoice, now: datetime) -> list[RuleIssue]:
+    """CFDI40147 "El campo DomicilioFiscalReceptor del receptor, debe encontrarse en la lista de RFC
+    inscritos no cancelados en el SAT." Whether it is *the* address SAT has for the RFC only SAT's
+    list tells (PAC); a value outside c_CodigoPostal can be nobody's address, so we refuse it here.
+    """
+    if catalogs.contains("c_CodigoPostal", inv.receiver.tax_zip_code, inv.issued_at.date()):
+        return []
+    return [
+        RuleIssue(
+            "CFDI40147",
+            "receiver.tax_zip_code",
+            f"El domicilio fiscal del receptor '{inv.receiver.tax_zip_code}' no es un código postal del catálogo c_CodigoPostal.",
+        )
+    ]
+
+
 def discounts(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """A concept's discount cannot exceed its Importe, nor the invoice's its SubTotal."""
+    """A concept's discount cannot exceed its Importe, nor the invoice's its SubTotal.
+
+    CFDI40169 "El valor del campo Descuento es mayor que el campo Importe."; CFDI40110 "El valor
+    registrado en el campo Descuento no es menor o igual que el campo Subtotal."; CFDI40111 "El
+    TipoDeComprobante no es I,E o N, y un concepto incluye el campo descuento."
+    """
     issues = []
     for i, c in enumerate(inv.concepts):
         if c.discount is not None and c.amount is not None and c.discount > c.amount:
@@ -495,6 +682,8 @@ def discounts(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 
 def positive_unit_price(inv: Invoice, now: datetime) -> list[RuleIssue]:
+    """CFDI40166 "El valor valor del campo ValorUnitario debe ser mayor que cero (0) cuando el tipo
+    de comprobante es Ingreso, Egreso o Nomina." """
     if inv.voucher_type not in ("I", "E", "N"):
         return []
     return [
@@ -506,6 +695,9 @@ def positive_unit_price(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 def issue_date_window(inv: Invoice, now: datetime) -> list[RuleIssue]:
     """The PAC stamps only CFDIs whose Fecha is within the last 72 hours (and not in the future).
+
+    CFDI40101 "...y debe corresponder con la hora local donde se expide el comprobante." (a Fecha
+    ahead of local time); the 72-hour limit is the PAC's (code "401", not a matrix row).
 
     Fecha is local time at LugarExpedicion; `now` may be aware (converted to that zip code's time
     zone) or naive (taken as already local).
@@ -520,8 +712,12 @@ def issue_date_window(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 
 def voucher_type_constraints(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """T and P carry zero amounts and no invoice-level taxes; payment CFDIs (P) are in XXX with
-    UsoCFDI CP01 and the Pagos 2.0 complement."""
+    """T and P carry zero amounts and no invoice-level taxes.
+
+    CFDI40109 "El TipoDeComprobante es T o P y el importe no es igual a 0, o cero con decimales.";
+    CFDI40201 "Cuando el TipoDeComprobante sea T o P, el elemento Impuestos no debe existir."
+    Payment CFDIs also need UsoCFDI CP01 and the Pagos 2.0 complement (Guía; APP codes).
+    """
     if inv.voucher_type not in ("T", "P"):
         return []
     issues = []
@@ -537,10 +733,9 @@ def voucher_type_constraints(inv: Invoice, now: datetime) -> list[RuleIssue]:
         )
     if inv.voucher_type == "T":
         return issues
-    if inv.currency != "XXX":
-        issues.append(RuleIssue("CFDI40113", "currency", "El comprobante de pago debe usar la moneda XXX."))
+    # Moneda XXX is CRP20104 (payment_rules); UsoCFDI CP01 is the Guía's rule, no matrix code.
     if inv.receiver.cfdi_use != "CP01":
-        issues.append(RuleIssue("CFDI40161", "receiver.cfdi_use", "El comprobante de pago debe usar el uso CP01."))
+        issues.append(RuleIssue("APP_USO_CP01", "receiver.cfdi_use", "El comprobante de pago debe usar el uso CP01."))
     if inv.payments is None:
         issues.append(
             RuleIssue("APP_PAGOS_REQUERIDO", "payments", "El comprobante de pago requiere el complemento de pagos 2.0.")
@@ -549,7 +744,22 @@ def voucher_type_constraints(inv: Invoice, now: datetime) -> list[RuleIssue]:
 
 
 def totals_consistent(inv: Invoice, now: datetime) -> list[RuleIssue]:
-    """Stored amounts must be what SAT recomputes, within its tolerances (Anexo 20)."""
+    """Stored amounts must be what SAT recomputes, within its tolerances (Anexo 20).
+
+    CFDI40108 "...el importe registrado en el campo no es igual al redondeo de la suma de los
+    importes de los conceptos registrados."; CFDI40119 "El campo Total no corresponde con la suma del
+    subtotal, menos los descuentos aplicables, más las contribuciones recibidas..."; CFDI40167 "El
+    valor del campo Importe no se encuentra entre el limite inferior y superior permitido.";
+    CFDI40180/40186 the same for tax Importe; CFDI40203/40205 totals = Σ lines; CFDI40206/40209
+    "Debe existir el campo TotalImpuestosRetenidos."; CFDI40208 "Debe haber sólo un registro por cada
+    tipo de impuesto retenido."; CFDI40211 withheld Importe = Σ concepts; CFDI40212 "Debe existir el
+    campo TotalImpuestosTrasladados."; CFDI40213 "Deben exitir los campos Base, Impuesto y
+    TipoFactor"; CFDI40215 "Debe ser igual al redondeo de la suma de los importes de los atributos
+    Base trasladados registrados en los conceptos donde el impuesto ... y la TasaOCuota ... sea
+    igual"; CFDI40216 the same "En caso de que solo existan conceptos con TipoFactor Exento";
+    CFDI40218 "Debe haber sólo un registro con la misma combinación de impuesto, factor y tasa por
+    cada traslado."; CFDI40221 transferred Importe = Σ concepts.
+    """
     decimals = catalogs.currency_decimals(inv.currency)
     issues: list[RuleIssue] = []
     for i, c in enumerate(inv.concepts):
@@ -589,14 +799,43 @@ def totals_consistent(inv: Invoice, now: datetime) -> list[RuleIssue]:
     expected_transferred = {(t.tax, t.factor_type, t.rate): t for t in group_transferred(inv.concepts)}
     for k, line in enumerate(inv.transferred_totals):
         exp = expected_transferred.get((line.tax, line.factor_type, line.rate))
-        if exp is None or rnd(exp.amount) != line.amount or rnd(exp.base) != line.base:
+        if line.base is None:
+            issues.append(
+                RuleIssue("CFDI40213", f"transferred_totals[{k}].base", "El traslado del resumen requiere Base.")
+            )
+        elif exp is None or rnd(exp.base) != line.base:
+            only_exempt = all(t.factor_type == "Exento" for t in inv.transferred_totals)
+            issues.append(
+                RuleIssue(
+                    "CFDI40216" if only_exempt else "CFDI40215",
+                    f"transferred_totals[{k}].base",
+                    "La base del resumen de impuestos trasladados no es la suma de las bases de los conceptos.",
+                )
+            )
+        if exp is not None and rnd(exp.amount) != line.amount:
             issues.append(
                 RuleIssue(
                     "CFDI40221",
-                    f"transferred_totals[{k}]",
-                    "El resumen de impuestos trasladados no cuadra con los conceptos.",
+                    f"transferred_totals[{k}].amount",
+                    "El importe del resumen de impuestos trasladados no es la suma de los conceptos.",
                 )
             )
+    keys = [(t.tax, t.factor_type, t.rate) for t in inv.transferred_totals]
+    if len(set(keys)) != len(keys):
+        issues.append(
+            RuleIssue("CFDI40218", "transferred_totals", "Hay más de un traslado con el mismo impuesto, factor y tasa.")
+        )
+    withheld_keys = [t.tax for t in inv.withheld_totals]
+    if len(set(withheld_keys)) != len(withheld_keys):
+        issues.append(RuleIssue("CFDI40208", "withheld_totals", "Hay más de una retención del mismo impuesto."))
+    if inv.withheld_totals and inv.total_withheld is None:
+        # The matrix states it twice, on Retenciones (40206) and on Retencion/@Importe (40209).
+        for code in ("CFDI40206", "CFDI40209"):
+            issues.append(RuleIssue(code, "total_withheld", "Con retenciones debe registrarse TotalImpuestosRetenidos."))
+    if any(t.amount is not None for t in inv.transferred_totals) and inv.total_transferred is None:
+        issues.append(
+            RuleIssue("CFDI40212", "total_transferred", "Con traslados debe registrarse TotalImpuestosTrasladados.")
+        )
     expected_withheld = {t.tax: t for t in group_withheld(inv.concepts)}
     for k, line in enumerate(inv.withheld_totals):
         exp = expected_withheld.get(line.tax)
@@ -635,6 +874,49 @@ def totals_consistent(inv: Invoice, now: datetime) -> list[RuleIssue]:
     return issues
 
 
+def _decimals(value: Decimal | None) -> int:
+    if value is None:
+        return 0
+    exponent = value.as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def amount_decimals(inv: Invoice, now: datetime) -> list[RuleIssue]:
+    """Summary amounts carry at most the currency's decimals (c_Moneda).
+
+    CFDI40107 "El valor de este atributo debe tener hasta la cantidad de decimales que soporte la
+    moneda." (SubTotal); CFDI40112 (Descuento); CFDI40202 (TotalImpuestosRetenidos); CFDI40204
+    (TotalImpuestosTrasladados); CFDI40210 (Retencion/Importe); CFDI40214 (Traslado/Base);
+    CFDI40220 (Traslado/Importe); CFDI40168 "El valor de este atributo debe tener hasta la cantidad
+    de decimales que se tengan registrados en el atributo Importe del concepto." (Descuento).
+    """
+    places = catalogs.currency_decimals(inv.currency)
+    checks: list[tuple[str, str, Decimal | None]] = [
+        ("CFDI40107", "subtotal", inv.subtotal),
+        ("CFDI40112", "discount", inv.discount),
+        ("CFDI40202", "total_withheld", inv.total_withheld),
+        ("CFDI40204", "total_transferred", inv.total_transferred),
+    ]
+    checks += [("CFDI40210", f"withheld_totals[{k}].amount", t.amount) for k, t in enumerate(inv.withheld_totals)]
+    checks += [("CFDI40214", f"transferred_totals[{k}].base", t.base) for k, t in enumerate(inv.transferred_totals)]
+    checks += [("CFDI40220", f"transferred_totals[{k}].amount", t.amount) for k, t in enumerate(inv.transferred_totals)]
+    issues = [
+        RuleIssue(code, path, f"El importe {value} tiene más decimales de los que admite la moneda {inv.currency}.")
+        for code, path, value in checks
+        if _decimals(value) > places
+    ]
+    for i, c in enumerate(inv.concepts):
+        if c.discount is not None and c.amount is not None and _decimals(c.discount) > _decimals(c.amount):
+            issues.append(
+                RuleIssue(
+                    "CFDI40168",
+                    f"concepts[{i}].discount",
+                    "El descuento no puede tener más decimales que el importe del concepto.",
+                )
+            )
+    return issues
+
+
 RULES: tuple[Rule, ...] = (
     catalog_codes,
     tax_rates,
@@ -648,6 +930,11 @@ RULES: tuple[Rule, ...] = (
     exchange_rate,
     payment_method_and_form,
     tax_object_matches_taxes,
+    exportation_needs_foreign_trade,
+    third_parties,
+    customs_numbers,
+    receiver_zip_code,
+    amount_decimals,
     discounts,
     positive_unit_price,
     issue_date_window,
@@ -667,7 +954,10 @@ def check_invoice(invoice: Invoice, now: datetime) -> list[RuleIssue]:
             invoice = compute_totals(invoice)
         except ValueError as exc:
             return [RuleIssue("APP_TOTALES", "concepts", f"No se pudieron calcular los importes: {exc}")]
+    from .payment_rules import check_payments
+
     issues: list[RuleIssue] = []
     for rule in RULES:
         issues.extend(rule(invoice, now))
+    issues.extend(check_payments(invoice, now))
     return issues

@@ -3,11 +3,13 @@
 Policy (documented once, applied everywhere):
 - Amounts are rounded to the currency's decimals from c_Moneda (MXN 2, JPY 0, CLF 4; XXX 0),
   ROUND_HALF_UP — the rounding Mexican accountants and SAT's examples use.
-- Per concept: Importe = round(Cantidad * ValorUnitario). Each tax: Base = round(Importe -
-  Descuento) unless given; Importe = round(Base * TasaOCuota) (Tasa or Cuota; Exento has none).
+- Per concept: Importe = round(Cantidad * ValorUnitario). Each tax: Importe = round(Base *
+  TasaOCuota) (Exento has none), with Base derived in SAT's order (see `tax_bases`):
+  IEPS first, then IVA on a base that includes the line's IEPS, withholdings on their own bases.
+  A Base the line states explicitly (`Tax.base`) is used as given.
 - Invoice-level transfers are grouped by (Impuesto, TipoFactor, TasaOCuota) and withholdings by
   Impuesto, each summed from the *rounded* concept amounts — SAT requires the summary to equal
-  the sum of the concepts (CFDI40221/CFDI40224...), so we never re-round a grouped base.
+  the sum of the concepts (CFDI40215/CFDI40221/CFDI40211), so we never re-round a grouped base.
 - SubTotal = Σ Importe; Descuento = Σ Descuento (only if any concept has one);
   Total = SubTotal - Descuento + TotalImpuestosTrasladados - TotalImpuestosRetenidos.
 - Traslado (T) and Pago (P) vouchers carry no economic value: SubTotal = Total = 0 and no
@@ -69,8 +71,63 @@ def tax_amount_bounds(base: Decimal, rate: Decimal, decimals: int) -> tuple[Deci
     return max(lower, ZERO), upper
 
 
+IEPS = "003"
+IVA = "002"
+
+
+def tax_bases(concept: Concept, decimals: int) -> tuple[Decimal, Decimal]:
+    """(Importe - Descuento, IEPS amount) of a concept: the inputs of every derived tax Base.
+
+    Anexo 20, Guía de llenado, Traslado/@Base: "Se debe registrar el valor para el cálculo del
+    impuesto que se traslada, puede contener de cero hasta seis decimales. El valor de este campo
+    debe ser mayor que cero."; Retencion/@Base: "Se debe registrar el valor para el cálculo de la
+    retención." The Guía's examples (nodo Impuestos) fix the order:
+
+        IEPS trasladado 15000.00 X 8% = 1200.00
+        IVA trasladado*   16200.00 X 16% = 2592.00
+        * La base para calcular el IVA es el importe de la comisión más el IEPS trasladado.
+
+        Retención IEPS 15000.00 X 8% = 1200.00
+        Retención IVA * 16200.00 X 16% / 3 X 2 = 1728.00
+        * La base para calcular la retención del IVA es el importe de la comisión más el IEPS.
+
+    So IEPS is computed first; IVA (transferred and withheld) is based on the line's Importe -
+    Descuento plus its IEPS (the transferred IEPS; the withheld IEPS when only that exists, as in
+    the Guía's commission example); ISR and IEPS withholdings on Importe - Descuento.
+    """
+    amount = round_money(concept.quantity * concept.unit_price, decimals)
+    discount = round_money(concept.discount, decimals) if concept.discount is not None else ZERO
+    line = amount - discount
+    ieps_transferred = [_ieps(t, concept, line, decimals) for t in concept.transferred_taxes if t.tax == IEPS]
+    ieps_withheld = [_ieps(t, concept, line, decimals) for t in concept.withheld_taxes if t.tax == IEPS]
+    ieps = sum(ieps_transferred or ieps_withheld, ZERO)
+    return line, ieps
+
+
+def _ieps(tax: Tax, concept: Concept, line: Decimal, decimals: int) -> Decimal:
+    computed = _compute_tax(tax, _default_base(tax, concept, line, ZERO), decimals)
+    return computed.amount or ZERO
+
+
+def _default_base(tax: Tax, concept: Concept, line: Decimal, ieps: Decimal) -> Decimal:
+    """The Base SAT derives when the line does not state one.
+
+    IEPS `Cuota` is an amount per unit (pesos per litre, per cigarette): its base is the
+    quantity (Cantidad), not money — 40 L x cuota 6.45 = IEPS 258.00. IVA includes the IEPS.
+    """
+    if tax.factor_type == "Cuota":
+        return concept.quantity
+    if tax.tax == IVA:
+        return line + ieps
+    return line
+
+
 def _compute_tax(tax: Tax, default_base: Decimal, decimals: int) -> Tax:
-    base = round_money(tax.base, decimals) if tax.base is not None else default_base
+    if tax.base is not None:
+        # A stated Base is kept; a money base is rounded to the currency, a Cuota base (units) not.
+        base = tax.base if tax.factor_type == "Cuota" else round_money(tax.base, decimals)
+    else:
+        base = default_base
     if tax.factor_type == "Exento":
         return replace(tax, base=base, rate=None, amount=None)
     if tax.rate is None:
@@ -79,16 +136,20 @@ def _compute_tax(tax: Tax, default_base: Decimal, decimals: int) -> Tax:
 
 
 def compute_concept(concept: Concept, decimals: int) -> Concept:
-    """A copy of `concept` with Importe and each tax's Base/Importe computed."""
+    """A copy of `concept` with Importe and each tax's Base/Importe computed (see `tax_bases`)."""
     amount = round_money(concept.quantity * concept.unit_price, decimals)
     discount = round_money(concept.discount, decimals) if concept.discount is not None else None
-    base = amount - (discount or ZERO)
+    line, ieps = tax_bases(concept, decimals)
+
+    def compute(t: Tax) -> Tax:
+        return _compute_tax(t, _default_base(t, concept, line, ieps), decimals)
+
     return replace(
         concept,
         amount=amount,
         discount=discount,
-        transferred_taxes=[_compute_tax(t, base, decimals) for t in concept.transferred_taxes],
-        withheld_taxes=[_compute_tax(t, base, decimals) for t in concept.withheld_taxes],
+        transferred_taxes=[compute(t) for t in concept.transferred_taxes],
+        withheld_taxes=[compute(t) for t in concept.withheld_taxes],
     )
 
 

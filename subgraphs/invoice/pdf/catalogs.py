@@ -14,7 +14,7 @@ def description(catalog: str, code: str | None) -> str:
     """SAT's description of `code` in `catalog` (e.g. "c_RegimenFiscal"); `""` when unknown."""
     if not code:
         return ""
-    row = catalogs.get(catalog, code)
+    row = catalogs.lookup(catalog, code)  # old documents may use codes retired since
     return str(row.get("description") or "") if row else ""
 
 

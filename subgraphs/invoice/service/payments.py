@@ -95,7 +95,7 @@ async def payments_complement(session: AsyncSession, inv: m.Invoice, draft: Draf
             places = cfdi.currency_decimals(target.currency)
             previous = round_money(target.total - paid, places)
             paid_doc = cfdi.parse_cfdi(target.xml.encode("utf-8")) if target.xml else None
-            taxes = cfdi.taxes_paid(paid_doc.transferred_totals if paid_doc else [], d.amount_paid, target.total, places)
+            taxes = cfdi.prorate_document_taxes(paid_doc.transferred_totals if paid_doc else [], target.total, d.amount_paid, places)
             docs.append(cfdi.RelatedDocument(
                 uuid=target.uuid, currency=target.currency, installment=n + 1, previous_balance=previous,
                 amount_paid=d.amount_paid, remaining_balance=previous - d.amount_paid,

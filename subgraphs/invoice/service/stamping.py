@@ -8,6 +8,7 @@ job, whatever Redis was doing at that moment; the sweep (`stuck_stamping`) is th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -99,9 +100,12 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
             xml = None
             try:
                 engine = await build_engine_invoice(session, inv, issuer, inv.issued_at, lock_related=True)
-                tree = cfdi.build_tree(engine)
-                cfdi.sign_cfdi(tree, open_csd(csd_row, rt.settings))
-                xml = cfdi.to_bytes(tree)
+                # Everything SAT's matrices and schema would refuse is found here, never first by
+                # the PAC (rules, catalogs in force on the date, seal, lean XSD); off the event loop.
+                xml = await asyncio.to_thread(cfdi.prepare_for_stamping, engine, open_csd(csd_row, rt.settings), utcnow())
+            except cfdi.StampingRefused as exc:
+                first = exc.issues[0]
+                failure = (first.code, "; ".join(f"{i.code}: {i.message_es}" for i in exc.issues[:5]))
             except InputError as exc:  # e.g. a paid document cancelled after the draft was saved
                 failure = (exc.errors[0].code, exc.errors[0].message)
             except Exception:  # noqa: BLE001 - a CFDI we cannot build or seal will not fix itself
