@@ -89,13 +89,18 @@ def parse_event(data: dict[str, Any] | str | bytes) -> Event:
 
 # --- auth ---------------------------------------------------------------------------------------
 
+# Single-use links (verification, reset, invitation) never travel in events: an event names the
+# row the link is for (`*_ref`, `request_id`, `invitation_id`) and the notification worker asks the
+# auth service to mint the link at send time (subgraphs/auth/internal.py), so only the e-mail
+# actually sent ever holds a working token.
+
 @event("auth.user_registered", category="account")
 class UserRegistered(EventPayload):
     user_id: uuid.UUID
     email: str
     full_name: str
     locale: str
-    verification_url: str
+    verification_ref: uuid.UUID
 
 
 @event("auth.email_verification_requested", category="security")
@@ -104,16 +109,14 @@ class EmailVerificationRequested(EventPayload):
     email: str
     full_name: str
     locale: str
-    verification_url: str
+    verification_ref: uuid.UUID
 
 
 @event("auth.password_reset_requested", category="security")
 class PasswordResetRequested(EventPayload):
-    user_id: uuid.UUID
+    """Emitted for every request, account or not (no enumeration): auth decides at send time."""
+    request_id: uuid.UUID
     email: str
-    full_name: str
-    locale: str
-    reset_url: str
 
 
 @event("auth.password_changed", category="security")
@@ -129,7 +132,6 @@ class MemberInvited(EventPayload):
     role: str
     organization_name: str
     invited_by_name: str
-    accept_url: str
 
 
 @event("auth.member_joined", category="account")

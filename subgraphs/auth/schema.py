@@ -114,10 +114,11 @@ class Invitation:
     email: str
     role: Role
     expires_at: datetime
+    revoked_at: datetime | None
 
     @classmethod
     def from_row(cls, i: m.Invitation) -> "Invitation":
-        return cls(id=strawberry.ID(str(i.id)), email=i.email, role=Role(i.role), expires_at=i.expires_at)
+        return cls(id=strawberry.ID(str(i.id)), email=i.email, role=Role(i.role), expires_at=i.expires_at, revoked_at=i.revoked_at)
 
 
 @strawberry.federation.type(keys=["id"], description="A business that issues invoices and manages expenses.")
@@ -284,7 +285,7 @@ class ResetPasswordInput:
     new_password: str
 
 
-def _opt_uuid(value, field: str) -> uuid.UUID | None:
+def _opt_uuid(value, field: str | list[str]) -> uuid.UUID | None:
     if value is None:
         return None
     try:
@@ -401,14 +402,23 @@ class Mutation:
     async def switch_organization(self, info: Ctx, organization_id: strawberry.ID) -> AuthPayload:
         p = await info.context.principal()
         return await payload_or_errors(AuthPayload, lambda: _wrap(service.switch_organization(
-            info.context.runtime, p, _opt_uuid(organization_id, "organizationId"))))
+            info.context.runtime, p, _opt_uuid(organization_id, ["organizationId"]))))
 
     @strawberry.mutation(description="Invite someone by e-mail (needs org:manage).")
     async def invite_member(self, info: Ctx, email: str, role: Role) -> InviteMemberPayload:
         p = await info.context.require(Permission.ORG_MANAGE)
 
         async def run():
-            inv, _ = await service.invite_member(info.context.runtime, p, email=email, role=role.value)
+            inv = await service.invite_member(info.context.runtime, p, email=email, role=role.value)
+            return InviteMemberPayload(invitation=Invitation.from_row(inv))
+        return await payload_or_errors(InviteMemberPayload, run)
+
+    @strawberry.mutation(description="Withdraw a pending invitation; its link stops working (needs org:manage).")
+    async def revoke_invitation(self, info: Ctx, id: strawberry.ID) -> InviteMemberPayload:
+        p = await info.context.require(Permission.ORG_MANAGE)
+
+        async def run():
+            inv = await service.revoke_invitation(info.context.runtime, p, _opt_uuid(id, ["id"]))
             return InviteMemberPayload(invitation=Invitation.from_row(inv))
         return await payload_or_errors(InviteMemberPayload, run)
 
@@ -422,7 +432,7 @@ class Mutation:
         p = await info.context.require(Permission.ORG_MANAGE)
 
         async def run():
-            ms = await service.change_member_role(info.context.runtime, p, user_id=_opt_uuid(user_id, "userId"), role=role.value)
+            ms = await service.change_member_role(info.context.runtime, p, user_id=_opt_uuid(user_id, ["userId"]), role=role.value)
             return MemberPayload(membership=Membership.from_row(ms))
         return await payload_or_errors(MemberPayload, run)
 
@@ -431,7 +441,7 @@ class Mutation:
         p = await info.context.require(Permission.ORG_MANAGE)
 
         async def run():
-            await service.remove_member(info.context.runtime, p, user_id=_opt_uuid(user_id, "userId"))
+            await service.remove_member(info.context.runtime, p, user_id=_opt_uuid(user_id, ["userId"]))
             return SuccessPayload(success=True)
         return await payload_or_errors(SuccessPayload, run)
 
@@ -449,7 +459,7 @@ class Mutation:
         p = await info.context.require(Permission.ORG_MANAGE)
 
         async def run():
-            return ApiKeyPayload(api_key=ApiKey.from_row(await service.revoke_api_key(info.context.runtime, p, _opt_uuid(id, "id"))))
+            return ApiKeyPayload(api_key=ApiKey.from_row(await service.revoke_api_key(info.context.runtime, p, _opt_uuid(id, ["id"]))))
         return await payload_or_errors(ApiKeyPayload, run)
 
     @strawberry.mutation(description="Trade an API key for a short-lived access token with the key's permissions.")
@@ -476,10 +486,13 @@ class Mutation:
             return SuccessPayload(success=True)
         return await payload_or_errors(SuccessPayload, run)
 
-    @strawberry.mutation(description="Always succeeds, whether or not the e-mail has an account.")
+    @strawberry.mutation(description="Succeeds whether or not the e-mail has an account (a link is mailed only when it "
+                                     "has one); limited per address and per client (TOO_MANY_ATTEMPTS).")
     async def request_password_reset(self, info: Ctx, email: str) -> SuccessPayload:
-        await service.request_password_reset(info.context.runtime, email)
-        return SuccessPayload(success=True)
+        async def run():
+            await service.request_password_reset(info.context.runtime, email, info.context.client_ip)
+            return SuccessPayload(success=True)
+        return await payload_or_errors(SuccessPayload, run)
 
     @strawberry.mutation(description="Set a new password with the e-mailed token; signs out every session.")
     async def reset_password(self, info: Ctx, input: ResetPasswordInput) -> SuccessPayload:

@@ -17,11 +17,19 @@ LOG_IN = """mutation($input: LogInInput!) { logIn(input: $input) {
 PASSWORD = "correcto-caballo-bateria"
 
 
+GATEWAY_SECRET = "test-gateway-secret"
+
+
+def as_gateway(ip: str) -> dict[str, str]:
+    """Headers the gateway adds: the client's address, and the secret that makes it believed."""
+    return {"X-Forwarded-For": ip, "X-Gateway-Secret": GATEWAY_SECRET}
+
+
 @pytest.fixture(scope="session")
 def auth_settings(settings):
-    # Tests pick their client IP through X-Forwarded-For so per-IP throttling of one test does
-    # not leak into the next.
-    return settings.model_copy(update={"trust_proxy_headers": True})
+    # Tests pick their client IP the way the gateway passes it, so per-IP throttling of one test
+    # does not leak into the next.
+    return settings.model_copy(update={"gateway_shared_secret": GATEWAY_SECRET, "authz_cache_seconds": 0})
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +61,8 @@ def gql(auth_http, ip):
     orig = client.execute
 
     async def execute(query, variables=None, **kw):
-        kw.setdefault("headers", {}).setdefault("X-Forwarded-For", ip)
+        for name, value in as_gateway(ip).items():
+            kw.setdefault("headers", {}).setdefault(name, value)
         return await orig(query, variables, **kw)
 
     client.execute = execute
@@ -95,3 +104,33 @@ def totp_now(secret: str, offset_steps: int = 0) -> str:
 
 def new_uuid() -> str:
     return str(uuid.uuid4())
+
+
+_REF_FIELD = {"auth.user_registered": ("verify_email", "verification_ref"),
+              "auth.email_verification_requested": ("verify_email", "verification_ref"),
+              "auth.password_reset_requested": ("reset_password", "request_id"),
+              "auth.member_invited": ("invitation", "invitation_id")}
+
+
+@pytest.fixture
+def mail_token(auth_http, auth_settings, auth_runtime):
+    """The token of the newest link of `event_type` to `email`, minted as the mail worker does
+    (signed call to auth's internal endpoint): events carry only a reference to it."""
+    from sqlalchemy import text
+
+    from shared import mail_links
+
+    async def mint(event_type: str, email: str) -> str | None:
+        kind, field = _REF_FIELD[event_type]
+        async with auth_runtime.sessionmaker() as s:
+            payload = (await s.execute(text("SELECT payload FROM auth.outbox WHERE type = :t AND payload->>'email' = :e "
+                                            "ORDER BY id DESC LIMIT 1"), {"t": event_type, "e": email})).scalar_one()
+        body = mail_links.request_body(kind, payload[field], email)
+        resp = await auth_http.post(mail_links.PATH, content=body,
+                                    headers={mail_links.SIGNATURE_HEADER: mail_links.sign(body, auth_settings)})
+        if resp.status_code == 410:
+            return None
+        assert resp.status_code == 200, resp.text
+        return resp.json()["url"].split("token=")[1]
+
+    return mint
