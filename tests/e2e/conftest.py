@@ -19,6 +19,7 @@ import pytest
 from shared.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_SECRET = "e2e-gateway-secret"
 
 
 class Stack:
@@ -154,6 +155,7 @@ def stack(e2e_database_url, e2e_redis_url, tmp_path_factory, mailbox):
            "AUTH_JWKS_URL": f"http://127.0.0.1:{ports['auth']}/.well-known/jwks.json",
            "INVOICE_SERVICE_URL": f"http://127.0.0.1:{ports.get('invoice', 0)}",
            "GATEWAY_PORT": str(gateway_port), "GATEWAY_HOST": "127.0.0.1",
+           "AUTH_SERVICE_URL": f"http://127.0.0.1:{ports['auth']}", "GATEWAY_SHARED_SECRET": GATEWAY_SECRET,
            "LOGIN_MAX_FAILURES_PER_IP": "1000", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port)}
     for s, p in ports.items():
         env[f"{s.upper()}_URL"] = f"http://127.0.0.1:{p}/graphql"
@@ -161,7 +163,7 @@ def stack(e2e_database_url, e2e_redis_url, tmp_path_factory, mailbox):
     try:
         for s, p in ports.items():
             st.start(s, [sys.executable, "-m", "uvicorn", f"subgraphs.{s}.app:app", "--host", "127.0.0.1",
-                         "--port", str(p), "--no-access-log"], f"http://127.0.0.1:{p}/health/ready")
+                         "--port", str(p), "--no-access-log", "--no-proxy-headers"], f"http://127.0.0.1:{p}/health/ready")
             st.urls[s] = f"http://127.0.0.1:{p}"
         st.start("worker", [sys.executable, "-m", "arq", "workers.main.WorkerSettings"], None)
         st.start("gateway", [str(ROOT / "supergraph" / "gateway.sh")], f"http://127.0.0.1:{gateway_port}/readiness")
