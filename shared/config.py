@@ -60,10 +60,10 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = 5
     login_max_failures_per_ip: int = 30
     login_lockout_seconds: int = 900
-    # Password-reset requests (each sends an e-mail): per address and per client, per window
-    password_reset_max_per_address: int = 3
-    password_reset_max_per_client: int = 20
-    password_reset_window_seconds: int = 900
+    # Requests that send an e-mail (sign-up, password reset), per address and per client, per window
+    mail_requests_max_per_address: int = 3
+    mail_requests_max_per_client: int = 20
+    mail_requests_window_seconds: int = 900
 
     # Email
     smtp_host: str = "127.0.0.1"

@@ -94,13 +94,22 @@ def parse_event(data: dict[str, Any] | str | bytes) -> Event:
 # auth service to mint the link at send time (subgraphs/auth/internal.py), so only the e-mail
 # actually sent ever holds a working token.
 
+@event("auth.sign_up_requested", category="security")
+class SignUpRequested(EventPayload):
+    """Someone signed up with `email`; the account exists once the mailed link is opened."""
+    sign_up_id: uuid.UUID
+    email: str
+    full_name: str
+    locale: str
+
+
 @event("auth.user_registered", category="account")
 class UserRegistered(EventPayload):
+    """An account was created (its address is confirmed by then)."""
     user_id: uuid.UUID
     email: str
     full_name: str
     locale: str
-    verification_ref: uuid.UUID
 
 
 @event("auth.email_verification_requested", category="security")

@@ -185,12 +185,12 @@ async def send_email(ctx, message_id: str) -> str:
         row.attempts += 1
         row.last_attempt_at = utcnow()
         try:
-            context, locale = dict(row.context), row.locale
+            template, context, locale = row.template, dict(row.context), row.locale
             if "link" in context:  # minted now, used for this message only, never written back
-                minted, link_locale = await mailer.fetch_link(rt.settings, context.pop("link"), row.to_address)
-                context.update(minted)
-                locale = link_locale or locale
-            rendered = mailer.render(row.template, locale, context)
+                minted = await mailer.fetch_link(rt.settings, context.pop("link"), row.to_address)
+                context.update(minted.context)
+                template, locale = minted.template or template, minted.locale or locale
+            rendered = mailer.render(template, locale, context)
             files = await mailer.fetch_attachments(rt.settings, row.attachments)
             msg = mailer.build_message(rt.settings, message_id=str(row.id), to_address=row.to_address,
                                        rendered=rendered, attachments=files)

@@ -35,7 +35,7 @@ async def mint_mail_link(request: Request) -> Response:
     link = await service.mail_link(rt, kind, ref, email)
     if link is None:
         return JSONResponse({"error": "gone"}, status_code=410)
-    return JSONResponse({"url": link.url, "context": link.context, "locale": link.locale},
+    return JSONResponse({"url": link.url, "context": link.context, "locale": link.locale, "template": link.template},
                         headers={"Cache-Control": "no-store"})
 
 

@@ -111,6 +111,23 @@ class EmailToken(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class SignUp(Base):
+    """A sign-up waiting for its e-mail to be confirmed. The account exists only once the link
+    mailed to the address is opened, so signing up never tells whether an address has an account."""
+
+    __tablename__ = "sign_ups"
+    id: Mapped[uuid.UUID] = _id()
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    organization_name: Mapped[str] = mapped_column(String(200))
+    locale: Mapped[str] = mapped_column(String(10))
+    password_hash: Mapped[str] = mapped_column(Text)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created()
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
     id: Mapped[uuid.UUID] = _id()

@@ -18,7 +18,7 @@ from shared.errors import ForbiddenError, InputError, UserError
 from shared.events import (
     ApiKeyCreated, ApiKeyRevoked, EmailVerificationRequested, MemberInvited, MemberJoined,
     MemberRemoved, MemberRoleChanged, MfaDisabled, MfaEnabled, PasswordChanged, ProfileUpdated,
-    PasswordResetRequested, UserRegistered,
+    PasswordResetRequested, SignUpRequested, UserRegistered,
 )
 from shared.outbox import emit
 from shared.permissions import ALL_PERMISSIONS, ROLES, Permission, permissions_for_role
@@ -27,13 +27,14 @@ from shared.validation import email_problem
 from shared.tokens import InvalidTokenError, Principal
 from subgraphs.auth import keys, security
 from subgraphs.auth.models import (
-    ApiKey, EmailToken, Invitation, Membership, Organization, RecoveryCode, RefreshToken, User, outbox,
+    ApiKey, EmailToken, Invitation, Membership, Organization, RecoveryCode, RefreshToken, SignUp, User, outbox,
 )
 
 MFA_AUDIENCE = "facturacion-mfa"
 MFA_CHALLENGE_TTL = 300
 EMAIL_VERIFY_TTL = timedelta(days=2)
 PASSWORD_RESET_TTL = timedelta(hours=1)
+SIGN_UP_TTL = timedelta(days=2)
 INVITATION_TTL = timedelta(days=7)
 API_KEY_TOKEN_TTL = 900
 API_KEY_PREFIX = "fk_"
@@ -152,7 +153,25 @@ async def _email_token(session, user: User, purpose: str, ttl: timedelta) -> Ema
     return row
 
 
-async def sign_up(rt: Runtime, *, email: str, password: str, full_name: str, organization_name: str, locale: str = "es-MX") -> TokenPair:
+def _mail_limiter(rt: Runtime, scope: str) -> security.Throttle:
+    """Requests that send an e-mail (sign-up, password reset): limited per address and per client."""
+    s = rt.settings
+    return security.Throttle(rt.redis, max_per_account=s.mail_requests_max_per_address, max_per_ip=s.mail_requests_max_per_client,
+                             lockout_seconds=s.mail_requests_window_seconds, scope=scope)
+
+
+async def _count_mail_request(rt: Runtime, scope: str, email: str, ip: str) -> None:
+    limiter = _mail_limiter(rt, scope)
+    if wait := await limiter.retry_after(email, ip):
+        raise _too_many(wait)
+    await limiter.failed(email, ip)  # every request counts, not only failures
+
+
+async def sign_up(rt: Runtime, *, email: str, password: str, full_name: str, organization_name: str, locale: str = "es-MX",
+                  ip: str) -> None:
+    """Record the sign-up and mail a link to the address; the account is created when the link is
+    opened (`complete_sign_up`). An address that already has an account gets a notice instead, so
+    the answer (and the work behind it) is the same whether or not the address is taken."""
     email = security.normalize_email(email)
     errors = []
     if problem := email_problem(email):
@@ -167,22 +186,47 @@ async def sign_up(rt: Runtime, *, email: str, password: str, full_name: str, org
         errors.append(("locale", "INVALID_LOCALE", "Idioma no soportado (es-MX o en)."))
     if errors:
         raise InputError([UserError(field=["input", f], code=c, message=m) for f, c, m in errors])
+    await _count_mail_request(rt, "signup", email, ip)
     password_hash = await security.hash_password(password)
+    async with transaction(rt.sessionmaker) as session:
+        row = SignUp(email=email, full_name=full_name.strip(), organization_name=organization_name.strip(), locale=locale,
+                     password_hash=password_hash, token_hash=_unusable_hash(), expires_at=utcnow() + SIGN_UP_TTL)
+        session.add(row)
+        await session.flush()
+        await emit(session, outbox, SignUpRequested(sign_up_id=row.id, email=email, full_name=row.full_name, locale=locale),
+                   organization_id=None, actor_id=None, aggregate_id=str(row.id))
+
+
+async def _create_account(session, *, email: str, full_name: str, organization_name: str, locale: str, password_hash: str) -> tuple[User, Membership]:
+    """A user whose address is confirmed, their organization, and their OWNER membership."""
+    user = User(email=email, full_name=full_name, password_hash=password_hash, locale=locale, email_verified_at=utcnow())
+    org = Organization(name=organization_name)
+    session.add_all([user, org])
+    await session.flush()
+    m = Membership(organization_id=org.id, user_id=user.id, role="OWNER")
+    session.add(m)
+    await session.flush()
+    await emit(session, outbox, UserRegistered(user_id=user.id, email=email, full_name=full_name, locale=locale),
+               organization_id=org.id, actor_id=user.id, aggregate_id=str(user.id))
+    return user, m
+
+
+async def complete_sign_up(rt: Runtime, token: str) -> TokenPair:
+    """The mailed sign-up link: the address is confirmed, so the account is created and signed in."""
+    taken = InputError.single("EMAIL_TAKEN", "Ya existe una cuenta con ese correo; inicia sesión.", ["token"])
     try:
         async with transaction(rt.sessionmaker) as session:
-            user = User(email=email, full_name=full_name.strip(), password_hash=password_hash, locale=locale)
-            org = Organization(name=organization_name.strip())
-            session.add_all([user, org])
-            await session.flush()
-            session.add(Membership(organization_id=org.id, user_id=user.id, role="OWNER"))
-            await session.flush()
-            link = await _email_token(session, user, "verify_email", EMAIL_VERIFY_TTL)
-            await emit(session, outbox, UserRegistered(user_id=user.id, email=email, full_name=user.full_name, locale=locale,
-                                                       verification_ref=link.id), organization_id=org.id, actor_id=user.id, aggregate_id=str(user.id))
-            return await _issue_tokens(session, rt, user, org.id)
+            row = (await session.execute(select(SignUp).where(SignUp.token_hash == hash_token(token)).with_for_update())).scalar_one_or_none()
+            if row is None or row.completed_at is not None or row.expires_at < utcnow():
+                raise InputError.single("INVALID_TOKEN", "El enlace no es válido o ya expiró.", ["token"])
+            if (await session.execute(select(User.id).where(User.email == row.email))).first():
+                raise taken  # only whoever holds the mailbox ever sees this
+            row.completed_at = utcnow()
+            user, m = await _create_account(session, email=row.email, full_name=row.full_name, organization_name=row.organization_name,
+                                            locale=row.locale, password_hash=row.password_hash)
+            return await _issue_tokens(session, rt, user, m.organization_id, membership=m)
     except IntegrityError:
-        # The unique index is the source of truth (two concurrent sign-ups with one e-mail).
-        raise InputError.single("EMAIL_TAKEN", "Ya existe una cuenta con ese correo.", "email") from None
+        raise taken from None  # two links for one address opened at once: the unique index decides
 
 
 async def request_email_verification(rt: Runtime, principal: Principal) -> None:
@@ -221,12 +265,7 @@ async def request_password_reset(rt: Runtime, email: str, ip: str) -> None:
     email = security.normalize_email(email)
     if problem := email_problem(email):
         raise InputError.single("INVALID_EMAIL", problem, ["email"])
-    s = rt.settings
-    limiter = security.Throttle(rt.redis, max_per_account=s.password_reset_max_per_address, max_per_ip=s.password_reset_max_per_client,
-                                lockout_seconds=s.password_reset_window_seconds, scope="reset")
-    if wait := await limiter.retry_after(email, ip):
-        raise _too_many(wait)
-    await limiter.failed(email, ip)  # every request counts, not only failures
+    await _count_mail_request(rt, "reset", email, ip)
     async with transaction(rt.sessionmaker) as session:
         request_id = uuid.uuid4()
         await emit(session, outbox, PasswordResetRequested(request_id=request_id, email=email),
@@ -256,15 +295,17 @@ async def reset_password(rt: Runtime, token: str, new_password: str) -> None:
 
 # --- links in e-mail ------------------------------------------------------------------------------
 
-LINK_KINDS = ("verify_email", "reset_password", "invitation")
-_LINK_PATHS = {"verify_email": "verificar-correo", "reset_password": "restablecer-contrasena", "invitation": "invitacion"}
+LINK_KINDS = ("sign_up", "verify_email", "reset_password", "invitation")
+_LINK_PATHS = {"sign_up": "completar-registro", "verify_email": "verificar-correo", "reset_password": "restablecer-contrasena",
+               "invitation": "invitacion"}
 
 
 @dataclass
 class MailLink:
-    url: str
+    url: str | None
     context: dict  # template values only auth knows at send time (e.g. the account holder's name)
     locale: str | None = None
+    template: str | None = None  # another e-mail than the one queued (an address that already has an account)
 
 
 async def mail_link(rt: Runtime, kind: str, ref: uuid.UUID, email: str) -> MailLink | None:
@@ -291,6 +332,14 @@ async def mail_link(rt: Runtime, kind: str, ref: uuid.UUID, email: str) -> MailL
             elif row.user_id != user.id or row.purpose != kind or row.used_at or row.expires_at < utcnow():
                 return None
             row.token_hash, context, locale = hash_token(token), {"full_name": user.full_name}, user.locale
+        elif kind == "sign_up":
+            row = (await session.execute(select(SignUp).where(SignUp.id == ref).with_for_update())).scalar_one_or_none()
+            if row is None or row.email != email or row.completed_at or row.expires_at < utcnow():
+                return None
+            holder = (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
+            if holder is not None:  # the address has an account: tell its owner, send no link
+                return MailLink(None, {"full_name": holder.full_name}, holder.locale, template="sign_up_existing")
+            row.token_hash, context, locale = hash_token(token), {}, None
         elif kind == "verify_email":
             row = (await session.execute(select(EmailToken).where(EmailToken.id == ref, EmailToken.purpose == kind)
                                          .with_for_update())).scalar_one_or_none()
@@ -785,12 +834,13 @@ async def pending_invitations(session: AsyncSession, org_id: uuid.UUID) -> list[
 
 async def ensure_demo(rt: Runtime, *, email: str, password: str) -> bool:
     """Seed the demo organization and user on first start; False when it already exists."""
-    async with rt.sessionmaker() as session:
-        exists = (await session.execute(select(User.id).where(User.email == email))).first()
-    if exists:
-        return False
-    await sign_up(rt, email=email, password=password, full_name="Usuario Demo", organization_name="Escuela Kemper Urgate (demo)")
-    async with transaction(rt.sessionmaker) as session:
-        await session.execute(update(User).where(User.email == email).values(email_verified_at=utcnow()))
+    password_hash = await security.hash_password(password)
+    try:
+        async with transaction(rt.sessionmaker) as session:
+            if (await session.execute(select(User.id).where(User.email == email))).first():
+                return False
+            await _create_account(session, email=email, full_name="Usuario Demo", organization_name="Escuela Kemper Urgate (demo)",
+                                  locale="es-MX", password_hash=password_hash)
+    except IntegrityError:
+        return False  # another instance seeded it at the same moment
     return True
-

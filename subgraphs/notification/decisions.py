@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.events import (
     EmailVerificationRequested, Event, EventPayload, InvoiceStamped, MemberInvited, MfaDisabled, MfaEnabled, PasswordChanged,
-    PasswordResetRequested, UserRegistered, _InvoiceRef,
+    PasswordResetRequested, SignUpRequested, _InvoiceRef,
 )
 
 EMAIL, IN_APP = "email", "in_app"
@@ -146,13 +146,22 @@ def link(kind: str, ref: uuid.UUID) -> dict[str, str]:
     return {"kind": kind, "ref": str(ref)}
 
 
-@decides("auth.user_registered", "auth.email_verification_requested")
-def _verify_email(event: Event, p: UserRegistered | EmailVerificationRequested, facts: Facts) -> Decision:
-    # Without verification the account is unusable: this mail is never subject to preferences.
+@decides("auth.sign_up_requested")
+def _sign_up(event: Event, p: SignUpRequested, facts: Facts) -> Decision:
+    # Not a user yet. If the address already has an account, auth answers the link request with
+    # the notice for its owner instead (template `sign_up_existing`).
+    return Decision(emails=(EmailIntent(
+        to_address=p.email, template="verify_email", locale=normalize_locale(p.locale),
+        context={"full_name": p.full_name, "link": link("sign_up", p.sign_up_id), "welcome": True},
+    ),))
+
+
+@decides("auth.email_verification_requested")
+def _verify_email(event: Event, p: EmailVerificationRequested, facts: Facts) -> Decision:
+    # Security mail: never subject to preferences.
     return Decision(emails=(EmailIntent(
         to_address=p.email, template="verify_email", locale=normalize_locale(p.locale), user_id=p.user_id,
-        context={"full_name": p.full_name, "link": link("verify_email", p.verification_ref),
-                 "welcome": event.type == "auth.user_registered"},
+        context={"full_name": p.full_name, "link": link("verify_email", p.verification_ref), "welcome": False},
     ),))
 
 

@@ -87,14 +87,22 @@ async def fetch_attachments(settings: Settings, attachments: list[dict[str, Any]
 
 
 # The template variable each kind of link fills.
-LINK_VARIABLES = {"verify_email": "verification_url", "reset_password": "reset_url", "invitation": "accept_url"}
+LINK_VARIABLES = {"sign_up": "verification_url", "verify_email": "verification_url", "reset_password": "reset_url",
+                  "invitation": "accept_url"}
+
+
+@dataclass(frozen=True)
+class MintedLink:
+    context: dict[str, Any]  # template values, the link among them
+    locale: str | None = None
+    template: str | None = None  # auth may ask for another message (e.g. the address already has an account)
 
 
 class LinkGone(PermanentFailure):
     """Nothing to send: the account does not exist, or the link was used, expired or revoked."""
 
 
-async def fetch_link(settings: Settings, link: dict[str, str], to_address: str) -> tuple[dict[str, Any], str | None]:
+async def fetch_link(settings: Settings, link: dict[str, str], to_address: str) -> MintedLink:
     """Template values for a single-use link, minted by auth now; never stored anywhere here."""
     body = mail_links.request_body(link["kind"], link["ref"], to_address)
     try:
@@ -108,7 +116,10 @@ async def fetch_link(settings: Settings, link: dict[str, str], to_address: str) 
     if resp.status_code != 200:
         raise TemporaryFailure(f"enlace {link['kind']}: HTTP {resp.status_code}")
     minted = resp.json()
-    return {**minted.get("context", {}), LINK_VARIABLES[link["kind"]]: minted["url"]}, minted.get("locale")
+    context = dict(minted.get("context") or {})
+    if minted.get("url"):
+        context[LINK_VARIABLES[link["kind"]]] = minted["url"]
+    return MintedLink(context, minted.get("locale"), minted.get("template"))
 
 
 def build_message(settings: Settings, *, message_id: str, to_address: str, rendered: Rendered,

@@ -75,7 +75,7 @@ async def test_one_client_spraying_keys_is_stopped_alone(gql, auth_settings):
 
 
 async def test_forged_forwarded_for_straight_to_the_subgraph_buys_nothing(direct, auth_settings):
-    for _ in range(auth_settings.password_reset_max_per_client):
+    for _ in range(auth_settings.mail_requests_max_per_client):
         r = await direct.ok(RESET, {"e": unique_email()}, headers={"X-Forwarded-For": _random_ip(), "X-Gateway-Secret": "guess"})
         assert r["requestPasswordReset"]["success"]
     r = await direct.ok(RESET, {"e": unique_email()}, headers={"X-Forwarded-For": _random_ip()})
@@ -84,14 +84,14 @@ async def test_forged_forwarded_for_straight_to_the_subgraph_buys_nothing(direct
 
 async def test_password_reset_is_limited_per_address_and_per_client(gql, sign_up, auth_settings):
     acct = await sign_up()
-    for _ in range(auth_settings.password_reset_max_per_address):
+    for _ in range(auth_settings.mail_requests_max_per_address):
         assert (await gql.ok(RESET, {"e": acct.email}, headers=as_gateway(_random_ip())))["requestPasswordReset"]["success"]
     # The same address from yet another client: limited (15 requests no longer make 15 e-mails).
     r = (await gql.ok(RESET, {"e": acct.email.upper()}, headers=as_gateway(_random_ip())))["requestPasswordReset"]
     assert r["userErrors"][0]["code"] == "TOO_MANY_ATTEMPTS"
     # An unknown address is limited exactly the same way.
     unknown = unique_email()
-    for _ in range(auth_settings.password_reset_max_per_address):
+    for _ in range(auth_settings.mail_requests_max_per_address):
         assert (await gql.ok(RESET, {"e": unknown}, headers=as_gateway(_random_ip())))["requestPasswordReset"]["success"]
     r = (await gql.ok(RESET, {"e": unknown}, headers=as_gateway(_random_ip())))["requestPasswordReset"]
     assert r["userErrors"][0]["code"] == "TOO_MANY_ATTEMPTS"

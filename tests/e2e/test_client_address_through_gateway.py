@@ -12,7 +12,7 @@ import random
 import httpx
 
 RESET = "mutation($e: String!) { requestPasswordReset(email: $e) { success userErrors { code } } }"
-LIMIT = 20  # Settings.password_reset_max_per_client
+LIMIT = 20  # Settings.mail_requests_max_per_client
 
 
 def _client(base_url: str, source: str) -> httpx.AsyncClient:
