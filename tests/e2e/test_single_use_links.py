@@ -1,6 +1,6 @@
 """Single-use links exist only in the e-mail sent (issue #7, Medium 7).
 
-Verification, reset and invitation flows run end to end through the gateway, the relay, the
+Sign-up, reset and invitation flows run end to end through the gateway, the relay, the
 consumer and the mail worker; afterwards the raw tokens are nowhere in the outbox tables, the Redis
 event stream or the stored e-mail rows, while the links in the received e-mails work."""
 
@@ -51,17 +51,23 @@ async def _stream_text(redis_url: str) -> str:
 
 async def test_links_live_only_in_the_sent_mail(gateway, mailbox, stack, e2e_database_url, e2e_redis_url):
     owner_email, invitee = unique_email("links"), unique_email("invitee")
-    r = await gateway.ok("""mutation($i: SignUpInput!) { signUp(input: $i) { tokens { accessToken } } }""",
-                         {"i": {"email": owner_email, "password": PASSWORD, "fullName": "Rosa Díaz", "organizationName": "Flores"}})
-    owner = r["signUp"]["tokens"]["accessToken"]
-    [verify_mail] = await mailbox.wait_for(owner_email)
-    verify = _token(verify_mail, "verificar-correo")
+    await gateway.ok("""mutation($i: SignUpInput!) { signUp(input: $i) { success } }""",
+                     {"i": {"email": owner_email, "password": PASSWORD, "fullName": "Rosa Díaz", "organizationName": "Flores"}})
+    [sign_up_mail] = await mailbox.wait_for(owner_email)
+    sign_up = _token(sign_up_mail, "completar-registro")
+    r = await gateway.ok("mutation($t: String!) { completeSignUp(token: $t) { tokens { accessToken } } }", {"t": sign_up})
+    owner = r["completeSignUp"]["tokens"]["accessToken"]
+    # A second sign-up for the now-taken address: its owner is told, no link is sent.
+    await gateway.ok("""mutation($i: SignUpInput!) { signUp(input: $i) { success } }""",
+                     {"i": {"email": owner_email, "password": PASSWORD, "fullName": "Intruso", "organizationName": "Otra"}})
+    notice = (await mailbox.wait_for(owner_email, count=2))[1]
+    assert "token=" not in notice.get_body(preferencelist=("plain",)).get_content()
 
     # Two reset requests: two mails; completing one voids the other.
     for _ in range(2):
         await gateway.ok("mutation($e: String!) { requestPasswordReset(email: $e) { success } }", {"e": owner_email})
-    mails = await mailbox.wait_for(owner_email, count=3)
-    first_reset, second_reset = (_token(m, "restablecer-contrasena") for m in mails[1:3])
+    mails = await mailbox.wait_for(owner_email, count=4)
+    first_reset, second_reset = (_token(m, "restablecer-contrasena") for m in mails[2:4])
 
     await gateway.ok("mutation($e: String!, $r: Role!) { inviteMember(email: $e, role: $r) { invitation { id } } }",
                      {"e": invitee, "r": "MEMBER"}, token=owner)
@@ -69,21 +75,24 @@ async def test_links_live_only_in_the_sent_mail(gateway, mailbox, stack, e2e_dat
     invitation = _token(invite_mail, "invitacion")
 
     stored, stream = await _stored_text(e2e_database_url), await _stream_text(e2e_redis_url)
-    for token in (verify, first_reset, second_reset, invitation):
+    for token in (sign_up, first_reset, second_reset, invitation):
         assert token not in stored and token not in stream
 
     # The links received work (each once), and a reset voids the other outstanding reset link.
-    v = await gateway.ok("mutation($t: String!) { verifyEmail(token: $t) { user { emailVerified } userErrors { code } } }", {"t": verify})
-    assert v["verifyEmail"]["user"]["emailVerified"] is True
+    again = await gateway.ok("mutation($t: String!) { completeSignUp(token: $t) { userErrors { code } } }", {"t": sign_up})
+    assert again["completeSignUp"]["userErrors"][0]["code"] == "INVALID_TOKEN"
     reset = "mutation($i: ResetPasswordInput!) { resetPassword(input: $i) { success userErrors { code } } }"
     ok = await gateway.ok(reset, {"i": {"token": second_reset, "newPassword": "nueva-contrasena-segura"}})
     assert ok["resetPassword"]["success"]
     voided = await gateway.ok(reset, {"i": {"token": first_reset, "newPassword": "otra-contrasena-segura"}})
     assert voided["resetPassword"]["userErrors"][0]["code"] == "INVALID_TOKEN"
-    joined = await gateway.ok("""mutation($i: SignUpInput!) { signUp(input: $i) { tokens { accessToken } } }""",
+    joined = await gateway.ok("""mutation($i: SignUpInput!) { signUp(input: $i) { success } }""",
                               {"i": {"email": invitee, "password": PASSWORD, "fullName": "Invitada", "organizationName": "Propia"}})
+    assert joined["signUp"]["success"]
+    invitee_token = (await gateway.ok("mutation($t: String!) { completeSignUp(token: $t) { tokens { accessToken } } }",
+                                      {"t": _token((await mailbox.wait_for(invitee, count=2))[1], "completar-registro")}))
     accept = await gateway.ok("mutation($t: String!) { acceptInvitation(token: $t) { tokens { organizationId } userErrors { code } } }",
-                              {"t": invitation}, token=joined["signUp"]["tokens"]["accessToken"])
+                              {"t": invitation}, token=invitee_token["completeSignUp"]["tokens"]["accessToken"])
     assert accept["acceptInvitation"]["userErrors"] == []
 
 
