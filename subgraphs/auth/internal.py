@@ -1,5 +1,5 @@
 """The auth service's internal HTTP endpoint for the notification worker: mint the single-use link
-of one e-mail at the moment it is sent (see `service.mail_link`).
+of one e-mail at the moment it is sent (see `links.mail_link`).
 
 Not part of the GraphQL API and never routed by the gateway. Requests are signed with an HMAC
 derived from the key-encryption key every backend service holds (`shared.mail_links`), carry a
@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from shared import mail_links
 from shared.runtime import Runtime
-from subgraphs.auth import service
+from subgraphs.auth import links
 
 
 async def mint_mail_link(request: Request) -> Response:
@@ -28,11 +28,11 @@ async def mint_mail_link(request: Request) -> Response:
     try:
         ask = json.loads(body)
         kind, ref, email = ask["kind"], uuid.UUID(str(ask["ref"])), str(ask["email"])
-        if kind not in service.LINK_KINDS:
+        if kind not in links.LINK_KINDS:
             raise ValueError(kind)
     except (ValueError, KeyError, TypeError):
         return JSONResponse({"error": "bad request"}, status_code=400)
-    link = await service.mail_link(rt, kind, ref, email)
+    link = await links.mail_link(rt, kind, ref, email)
     if link is None:
         return JSONResponse({"error": "gone"}, status_code=410)
     return JSONResponse({"url": link.url, "context": link.context, "locale": link.locale, "template": link.template},

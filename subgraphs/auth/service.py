@@ -26,6 +26,7 @@ from shared.runtime import Runtime
 from shared.validation import email_problem
 from shared.tokens import InvalidTokenError, Principal
 from subgraphs.auth import keys, security
+from subgraphs.auth.links import unusable_hash
 from subgraphs.auth.models import (
     ApiKey, EmailToken, Invitation, Membership, Organization, RecoveryCode, RefreshToken, SignUp, User, outbox,
 )
@@ -33,7 +34,6 @@ from subgraphs.auth.models import (
 MFA_AUDIENCE = "facturacion-mfa"
 MFA_CHALLENGE_TTL = 300
 EMAIL_VERIFY_TTL = timedelta(days=2)
-PASSWORD_RESET_TTL = timedelta(hours=1)
 SIGN_UP_TTL = timedelta(days=2)
 INVITATION_TTL = timedelta(days=7)
 API_KEY_TOKEN_TTL = 900
@@ -141,13 +141,8 @@ async def _default_org(session: AsyncSession, user: User, requested: uuid.UUID |
 
 # --- sign-up, e-mail verification ---------------------------------------------------------------
 
-def _unusable_hash() -> str:
-    """A token hash nobody holds the token for: a link row is inert until `mail_link` mints."""
-    return hash_token(new_token())
-
-
 async def _email_token(session, user: User, purpose: str, ttl: timedelta) -> EmailToken:
-    row = EmailToken(user_id=user.id, purpose=purpose, token_hash=_unusable_hash(), expires_at=utcnow() + ttl)
+    row = EmailToken(user_id=user.id, purpose=purpose, token_hash=unusable_hash(), expires_at=utcnow() + ttl)
     session.add(row)
     await session.flush()
     return row
@@ -190,7 +185,7 @@ async def sign_up(rt: Runtime, *, email: str, password: str, full_name: str, org
     password_hash = await security.hash_password(password)
     async with transaction(rt.sessionmaker) as session:
         row = SignUp(email=email, full_name=full_name.strip(), organization_name=organization_name.strip(), locale=locale,
-                     password_hash=password_hash, token_hash=_unusable_hash(), expires_at=utcnow() + SIGN_UP_TTL)
+                     password_hash=password_hash, token_hash=unusable_hash(), expires_at=utcnow() + SIGN_UP_TTL)
         session.add(row)
         await session.flush()
         await emit(session, outbox, SignUpRequested(sign_up_id=row.id, email=email, full_name=row.full_name, locale=locale),
@@ -291,65 +286,6 @@ async def reset_password(rt: Runtime, token: str, new_password: str) -> None:
         await emit(session, outbox, PasswordChanged(user_id=user.id, email=user.email), organization_id=user.last_organization_id,
                    actor_id=user.id, aggregate_id=str(user.id))
     await _throttle(rt).succeeded(security.normalize_email(user.email))
-
-
-# --- links in e-mail ------------------------------------------------------------------------------
-
-LINK_KINDS = ("sign_up", "verify_email", "reset_password", "invitation")
-_LINK_PATHS = {"sign_up": "completar-registro", "verify_email": "verificar-correo", "reset_password": "restablecer-contrasena",
-               "invitation": "invitacion"}
-
-
-@dataclass
-class MailLink:
-    url: str | None
-    context: dict  # template values only auth knows at send time (e.g. the account holder's name)
-    locale: str | None = None
-    template: str | None = None  # another e-mail than the one queued (an address that already has an account)
-
-
-async def mail_link(rt: Runtime, kind: str, ref: uuid.UUID, email: str) -> MailLink | None:
-    """Mint the single-use link for one e-mail about to be sent (the notification worker asks,
-    through the signed internal endpoint). Only the token's hash is kept; minting again replaces
-    it, so at most the newest e-mail's link works. None: nothing to send (no such account,
-    already used, expired, revoked)."""
-    email = security.normalize_email(email)
-    token = new_token("inv_" if kind == "invitation" else "")
-    async with transaction(rt.sessionmaker) as session:
-        if kind == "invitation":
-            inv = (await session.execute(select(Invitation).where(Invitation.id == ref).with_for_update())).scalar_one_or_none()
-            if inv is None or inv.email != email or inv.accepted_at or inv.revoked_at or inv.expires_at < utcnow():
-                return None
-            inv.token_hash, context, locale = hash_token(token), {}, None
-        elif kind == "reset_password":
-            user = (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
-            if user is None:
-                return None
-            row = (await session.execute(select(EmailToken).where(EmailToken.id == ref).with_for_update())).scalar_one_or_none()
-            if row is None:  # first send of this request: its token row is keyed by the request id
-                row = EmailToken(id=ref, user_id=user.id, purpose=kind, token_hash="", expires_at=utcnow() + PASSWORD_RESET_TTL)
-                session.add(row)
-            elif row.user_id != user.id or row.purpose != kind or row.used_at or row.expires_at < utcnow():
-                return None
-            row.token_hash, context, locale = hash_token(token), {"full_name": user.full_name}, user.locale
-        elif kind == "sign_up":
-            row = (await session.execute(select(SignUp).where(SignUp.id == ref).with_for_update())).scalar_one_or_none()
-            if row is None or row.email != email or row.completed_at or row.expires_at < utcnow():
-                return None
-            holder = (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
-            if holder is not None:  # the address has an account: tell its owner, send no link
-                return MailLink(None, {"full_name": holder.full_name}, holder.locale, template="sign_up_existing")
-            row.token_hash, context, locale = hash_token(token), {}, None
-        elif kind == "verify_email":
-            row = (await session.execute(select(EmailToken).where(EmailToken.id == ref, EmailToken.purpose == kind)
-                                         .with_for_update())).scalar_one_or_none()
-            user = await session.get(User, row.user_id) if row is not None else None
-            if user is None or user.email != email or user.email_verified_at or row.used_at or row.expires_at < utcnow():
-                return None
-            row.token_hash, context, locale = hash_token(token), {}, None
-        else:
-            return None
-    return MailLink(f"{rt.settings.app_base_url}/{_LINK_PATHS[kind]}?token={token}", context, locale)
 
 
 # --- log-in, MFA, refresh -------------------------------------------------------------------------
@@ -640,7 +576,7 @@ async def invite_member(rt: Runtime, principal: Principal, *, email: str, role: 
             raise InputError.single("ALREADY_MEMBER", "Esa persona ya es miembro de la organización.", ["email"])
         # The link's token is minted only when the e-mail is sent (mail_link): nothing stored or
         # queued before then can be turned into a working link.
-        inv = Invitation(organization_id=principal.organization_id, email=email, role=role, token_hash=_unusable_hash(),
+        inv = Invitation(organization_id=principal.organization_id, email=email, role=role, token_hash=unusable_hash(),
                          invited_by=principal.user_id, expires_at=utcnow() + INVITATION_TTL)
         session.add(inv)
         await session.flush()

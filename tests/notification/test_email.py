@@ -20,8 +20,7 @@ from subgraphs.notification import service
 from subgraphs.notification.models import FAILED_PERMANENT, QUEUED, SENT, EmailMessage
 from tests.events.helpers import invoice_stamped, password_changed, verification_requested
 from tests.notification.conftest import SmtpListener, port_is_closed, principal, serve_app, with_settings
-from workers.notifications import SEND_EMAIL_MAX_TRIES, consume_once, send_email
-from workers.relay import relay_once
+from workers.notifications import SEND_EMAIL_MAX_TRIES, send_email
 
 
 async def _message_for(rt, event_id, template=None) -> EmailMessage:
