@@ -217,6 +217,8 @@ async def complete_sign_up(rt: Runtime, token: str) -> TokenPair:
             if (await session.execute(select(User.id).where(User.email == row.email))).first():
                 raise taken  # only whoever holds the mailbox ever sees this
             row.completed_at = utcnow()
+            # Other pending sign-ups for the address are moot now: drop them and their password hashes.
+            await session.execute(delete(SignUp).where(SignUp.email == row.email, SignUp.id != row.id))
             user, m = await _create_account(session, email=row.email, full_name=row.full_name, organization_name=row.organization_name,
                                             locale=row.locale, password_hash=row.password_hash)
             return await _issue_tokens(session, rt, user, m.organization_id, membership=m)

@@ -45,7 +45,9 @@ async def test_sign_up_does_not_tell_whether_an_address_has_an_account(gql, sign
     assert r["tokens"]
 
 
-async def test_a_sign_up_link_works_once_and_not_for_a_taken_address(gql, sign_up, mail_token):
+async def test_a_sign_up_link_works_once_and_clears_other_pending_sign_ups(gql, sign_up, mail_token, auth_runtime):
+    from subgraphs.auth.models import SignUp
+
     email = unique_email()
     for _ in range(2):  # two sign-ups for one free address: two links
         assert (await gql.ok(SIGN_UP, {"input": {"email": email, "password": PASSWORD, "fullName": "X", "organizationName": "Y"}}))["signUp"]["success"]
@@ -55,6 +57,9 @@ async def test_a_sign_up_link_works_once_and_not_for_a_taken_address(gql, sign_u
     assert (await gql.ok(COMPLETE_SIGN_UP, {"t": newest}))["completeSignUp"]["tokens"]
     again = (await gql.ok(COMPLETE_SIGN_UP, {"t": newest}))["completeSignUp"]
     assert again["userErrors"][0]["code"] == "INVALID_TOKEN" and again["userErrors"][0]["field"] == ["token"]
+    async with auth_runtime.sessionmaker() as s:  # the other pending sign-up (and its password hash) is gone
+        left = (await s.execute(select(SignUp.completed_at).where(SignUp.email == email))).scalars().all()
+    assert len(left) == 1 and left[0] is not None
 
 
 async def test_sign_up_writes_user_registered_event_in_same_transaction(gql, sign_up, auth_settings):
