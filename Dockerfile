@@ -28,4 +28,6 @@ WORKDIR /app
 USER 10001:10001
 EXPOSE 4001 4002 4004
 # Overridden per service in compose.yaml.
-CMD ["uvicorn", "subgraphs.auth.app:app", "--host", "0.0.0.0", "--port", "4001"]
+# --no-proxy-headers: uvicorn must never take the client address from X-Forwarded-For itself; only
+# shared/client_address.py decides, and only for requests carrying the gateway's secret.
+CMD ["uvicorn", "subgraphs.auth.app:app", "--host", "0.0.0.0", "--port", "4001", "--no-proxy-headers"]

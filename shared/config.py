@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     auth_jwks_url: str = "http://127.0.0.1:4001/.well-known/jwks.json"
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=3600)
+    # How long a subgraph may reuse what it learnt about a membership's token version (shared/authz.py):
+    # the longest a role change or removal can lag outside the auth service. 0 = no cache.
+    authz_cache_seconds: float = Field(default=1.0, ge=0, le=30)
 
     # AES-256 key-encryption key (base64, 32 bytes) for secrets at rest (CSD keys, TOTP secrets).
     # `key_encryption_key_id` is stored beside every ciphertext so keys can rotate.
@@ -43,16 +46,24 @@ class Settings(BaseSettings):
 
     # Where services reach the invoice service directly (document downloads for e-mail attachments).
     invoice_service_url: str = "http://127.0.0.1:4002"
+    # Where the notification worker reaches the auth service directly (minting e-mail links).
+    auth_service_url: str = "http://127.0.0.1:4001"
     # Base URL clients use for signed document downloads (an ingress in production); defaults to
     # the invoice service itself, which is what local runs expose.
     documents_public_url: str | None = None
     app_base_url: str = "http://127.0.0.1:3000"
-    trust_proxy_headers: bool = False
+    # Proof that a request came through our gateway, which then also appended the client's address
+    # to X-Forwarded-For (shared/client_address.py). Unset: X-Forwarded-For is never believed.
+    gateway_shared_secret: str = ""
 
     # Login throttling
     login_max_failures_per_account: int = 5
     login_max_failures_per_ip: int = 30
     login_lockout_seconds: int = 900
+    # Requests that send an e-mail (sign-up, password reset), per address and per client, per window
+    mail_requests_max_per_address: int = 3
+    mail_requests_max_per_client: int = 20
+    mail_requests_window_seconds: int = 900
 
     # Email
     smtp_host: str = "127.0.0.1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,11 +12,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from shared.client_address import client_address
 from shared.errors import ForbiddenError, UnauthenticatedError
 from shared.runtime import Runtime
 from shared.tokens import InvalidTokenError, Principal, bearer_token
 
 _UNSET = object()
+_STALE = object()
 
 
 @dataclass
@@ -33,11 +36,7 @@ class RequestContext:
 
     @property
     def client_ip(self) -> str:
-        if self.runtime.settings.trust_proxy_headers:
-            fwd = self.request.headers.get("x-forwarded-for")
-            if fwd:
-                return fwd.split(",")[0].strip()
-        return self.request.client.host if self.request.client else "unknown"
+        return client_address(self.request, self.runtime.settings.gateway_shared_secret)
 
     def _authorization(self) -> str | None:
         params = self.connection_params or {}
@@ -53,14 +52,27 @@ class RequestContext:
     async def optional_principal(self) -> Principal | None:
         """The caller, or None when no token was sent. A bad token is an error, never anonymous."""
         if self._principal is _UNSET:
-            try:
-                token = bearer_token(self._authorization())
-                self._principal = await self.runtime.verifier.principal(token) if token else None
-            except InvalidTokenError:
-                self._principal = InvalidTokenError
-        if self._principal is InvalidTokenError:
+            # One check per request, shared by resolvers that ask at the same time (so their
+            # DataLoader calls still land in one batch).
+            self._principal = asyncio.ensure_future(self._identify())
+        outcome = await asyncio.shield(self._principal)
+        if outcome is InvalidTokenError:
             raise UnauthenticatedError("Token de acceso inválido o expirado.", code="INVALID_TOKEN")
-        return self._principal
+        if outcome is _STALE:
+            raise UnauthenticatedError("Tus permisos cambiaron; renueva tu sesión.", code="STALE_TOKEN")
+        return outcome
+
+    async def _identify(self):
+        try:
+            token = bearer_token(self._authorization())
+            p = await self.runtime.verifier.principal(token) if token else None
+        except InvalidTokenError:
+            return InvalidTokenError
+        # A token minted before its member's role changed (or before removal) is refused in every
+        # subgraph, not trusted until it expires (shared/authz.py).
+        if p is not None and not await self.runtime.authz.is_current(p.organization_id, p.user_id, p.authz_version):
+            return _STALE
+        return p
 
     async def principal(self) -> Principal:
         p = await self.optional_principal()

@@ -9,6 +9,7 @@ credentials. PostgreSQL (embedded, unless DATABASE_URL) runs detached and is sto
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import threading
 import time
@@ -102,6 +103,9 @@ def main() -> int:
     for name, port in subgraphs.items():
         env.setdefault(f"{name.upper()}_URL", f"http://127.0.0.1:{port}/graphql")
     env.setdefault("INVOICE_SERVICE_URL", f"http://127.0.0.1:{subgraphs.get('invoice', 4002)}")
+    env.setdefault("AUTH_SERVICE_URL", f"http://127.0.0.1:{subgraphs['auth']}")
+    # The gateway and the subgraphs share it so per-client throttles see each client's address.
+    env.setdefault("GATEWAY_SHARED_SECRET", secrets.token_urlsafe(32))
 
     print("Aplicando migraciones…", flush=True)
     from shared.migrations import upgrade, SERVICES
@@ -119,7 +123,7 @@ def main() -> int:
     for name, port in subgraphs.items():
         # exec: uvicorn itself receives honcho's SIGTERM, so nothing is orphaned.
         manager.add_process(name, f"exec {PY} -m uvicorn subgraphs.{name}.app:app --host 127.0.0.1 --port {port} "
-                                  "--no-access-log --timeout-graceful-shutdown 5", env=env)
+                                  "--no-access-log --no-proxy-headers --timeout-graceful-shutdown 5", env=env)
     manager.add_process("worker", f"exec {PY} -m arq workers.main.WorkerSettings", env=env)
     manager.add_process("gateway", f"exec {ROOT / 'supergraph' / 'gateway.sh'}",
                         env={**env, "GATEWAY_PORT": str(gateway_port)})

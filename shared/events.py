@@ -89,13 +89,27 @@ def parse_event(data: dict[str, Any] | str | bytes) -> Event:
 
 # --- auth ---------------------------------------------------------------------------------------
 
+# Single-use links (verification, reset, invitation) never travel in events: an event names the
+# row the link is for (`*_ref`, `request_id`, `invitation_id`) and the notification worker asks the
+# auth service to mint the link at send time (subgraphs/auth/internal.py), so only the e-mail
+# actually sent ever holds a working token.
+
+@event("auth.sign_up_requested", category="security")
+class SignUpRequested(EventPayload):
+    """Someone signed up with `email`; the account exists once the mailed link is opened."""
+    sign_up_id: uuid.UUID
+    email: str
+    full_name: str
+    locale: str
+
+
 @event("auth.user_registered", category="account")
 class UserRegistered(EventPayload):
+    """An account was created (its address is confirmed by then)."""
     user_id: uuid.UUID
     email: str
     full_name: str
     locale: str
-    verification_url: str
 
 
 @event("auth.email_verification_requested", category="security")
@@ -104,16 +118,14 @@ class EmailVerificationRequested(EventPayload):
     email: str
     full_name: str
     locale: str
-    verification_url: str
+    verification_ref: uuid.UUID
 
 
 @event("auth.password_reset_requested", category="security")
 class PasswordResetRequested(EventPayload):
-    user_id: uuid.UUID
+    """Emitted for every request, account or not (no enumeration): auth decides at send time."""
+    request_id: uuid.UUID
     email: str
-    full_name: str
-    locale: str
-    reset_url: str
 
 
 @event("auth.password_changed", category="security")
@@ -129,7 +141,6 @@ class MemberInvited(EventPayload):
     role: str
     organization_name: str
     invited_by_name: str
-    accept_url: str
 
 
 @event("auth.member_joined", category="account")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.authz import MembershipVersions
 from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker
 from shared.tokens import TokenVerifier, http_jwks_source
@@ -20,6 +21,7 @@ class Runtime:
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: Redis
     verifier: TokenVerifier
+    authz: MembershipVersions
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -28,15 +30,17 @@ class Runtime:
 
 def build_runtime(service: str, settings: Settings, *, verifier: TokenVerifier | None = None) -> Runtime:
     engine = make_engine(settings.database_url)
+    redis = Redis.from_url(settings.redis_url, decode_responses=False)
     return Runtime(
         service=service,
         settings=settings,
         engine=engine,
         sessionmaker=make_sessionmaker(engine),
-        redis=Redis.from_url(settings.redis_url, decode_responses=False),
+        redis=redis,
         verifier=verifier or TokenVerifier(
             http_jwks_source(settings.auth_jwks_url),
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
         ),
+        authz=MembershipVersions(redis, cache_seconds=settings.authz_cache_seconds),
     )

@@ -32,6 +32,7 @@ class Principal:
     permissions: frozenset[str]
     token_id: str
     api_key_id: uuid.UUID | None = None
+    authz_version: int = 0  # the membership version the token was issued at (`ver`)
     claims: dict = field(default_factory=dict, compare=False, repr=False)
 
     def has(self, permission: str) -> bool:
@@ -118,6 +119,7 @@ class TokenVerifier:
                 permissions=frozenset(claims["perms"]),
                 token_id=claims["jti"],
                 api_key_id=uuid.UUID(claims["akid"]) if claims.get("akid") else None,
+                authz_version=int(claims.get("ver", 0)),
                 claims=claims,
             )
         except (ValueError, TypeError, KeyError) as exc:

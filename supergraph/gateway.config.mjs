@@ -12,6 +12,8 @@
 //   PERSISTED_DOCUMENTS_PATH           default supergraph/persisted-documents.json
 //   CORS_ORIGINS                       comma-separated allowed origins ("*" = any). Unset: any origin
 //                                      outside production, CORS disabled in production
+//   GATEWAY_SHARED_SECRET              sent to subgraphs as X-Gateway-Secret so they believe the
+//                                      client address this gateway appends to X-Forwarded-For
 //   NODE_ENV=production                introspection, GraphiQL and the landing page off
 //   MAX_DEPTH / MAX_TOKENS / MAX_ALIASES   default 12 / 2000 / 30
 import { readFileSync, existsSync } from 'node:fs';
@@ -135,6 +137,23 @@ function useOptionalJwt() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The client's address for the subgraphs' per-client throttles: append the peer we saw to
+// X-Forwarded-For and prove, with GATEWAY_SHARED_SECRET, that this gateway wrote it (subgraphs
+// believe only the last entry, and only with the secret: shared/client_address.py).
+// ---------------------------------------------------------------------------------------------
+const gatewaySecret = env.GATEWAY_SHARED_SECRET || '';
+function clientAddressHeaders(request, context) {
+  const socket = context?.req?.socket ?? context?.req?.connection;
+  const peer = socket?.remoteAddress?.replace(/^::ffff:/, '');
+  if (!peer) return {};
+  const earlier = request.headers.get('x-forwarded-for');
+  return {
+    'x-forwarded-for': earlier ? `${earlier}, ${peer}` : peer,
+    ...(gatewaySecret ? { 'x-gateway-secret': gatewaySecret } : {}),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Max aliases (not among the CLI's built-in armor options): a validation rule.
 // ---------------------------------------------------------------------------------------------
 const maxAliases = Number(env.MAX_ALIASES || 30);
@@ -189,6 +208,7 @@ export const gatewayConfig = defineConfig({
       return {
         authorization: context?.forwardedAuthorization ?? request.headers.get('authorization') ?? undefined,
         'x-request-id': request.headers.get('x-request-id') ?? undefined,
+        ...clientAddressHeaders(request, context),
       };
     },
   },

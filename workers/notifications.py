@@ -185,7 +185,12 @@ async def send_email(ctx, message_id: str) -> str:
         row.attempts += 1
         row.last_attempt_at = utcnow()
         try:
-            rendered = mailer.render(row.template, row.locale, row.context)
+            template, context, locale = row.template, dict(row.context), row.locale
+            if "link" in context:  # minted now, used for this message only, never written back
+                minted = await mailer.fetch_link(rt.settings, context.pop("link"), row.to_address)
+                context.update(minted.context)
+                template, locale = minted.template or template, minted.locale or locale
+            rendered = mailer.render(template, locale, context)
             files = await mailer.fetch_attachments(rt.settings, row.attachments)
             msg = mailer.build_message(rt.settings, message_id=str(row.id), to_address=row.to_address,
                                        rendered=rendered, attachments=files)

@@ -12,7 +12,7 @@ from shared.config import Settings
 from shared.graphql import create_service_app
 from shared.runtime import Runtime, build_runtime
 from shared.tokens import TokenVerifier
-from subgraphs.auth import keys, service
+from subgraphs.auth import internal, keys, service
 from subgraphs.auth.schema import schema
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ async def on_startup(rt: Runtime) -> None:
 
 def create_app(settings: Settings | None = None):
     return create_service_app(
-        "auth", schema, routes=[Route("/.well-known/jwks.json", jwks_endpoint)], settings=settings,
+        "auth", schema, routes=[Route("/.well-known/jwks.json", jwks_endpoint), *internal.routes], settings=settings,
         runtime_factory=auth_runtime, on_startup=on_startup,
     )
 

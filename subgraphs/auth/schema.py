@@ -30,24 +30,47 @@ class Role(Enum):
     MEMBER = "MEMBER"
 
 
-@strawberry.federation.type(keys=["id"], description="A person who can sign in.")
+_PRIVATE = "Only for yourself and for members:read; null otherwise."
+
+
+@strawberry.federation.type(keys=["id"], description="A person who can sign in. Anyone in the organization sees a "
+                                                     "member's name; contact and security details need members:read.")
 class User:
     id: strawberry.ID
-    email: str
     full_name: str
-    locale: str = strawberry.field(description="Preferred language: es-MX (default) or en.")
-    email_verified: bool
-    mfa_enabled: bool
+    _row: strawberry.Private[m.User]
+    _mine: strawberry.Private[bool] = False  # the caller's own account (me, profile, e-mail link)
 
     @classmethod
-    def from_row(cls, u: m.User) -> "User":
-        return cls(id=strawberry.ID(str(u.id)), email=u.email, full_name=u.full_name, locale=u.locale,
-                   email_verified=u.email_verified_at is not None, mfa_enabled=u.totp_enabled)
+    def from_row(cls, u: m.User, *, mine: bool = False) -> "User":
+        return cls(id=strawberry.ID(str(u.id)), full_name=u.full_name, _row=u, _mine=mine)
+
+    async def _shown(self, info: Ctx) -> bool:
+        if self._mine:
+            return True
+        p = await info.context.optional_principal()
+        return p is not None and (self._row.id == p.user_id or p.has(Permission.MEMBERS_READ) or p.has(Permission.ORG_MANAGE))
+
+    @strawberry.field(description=_PRIVATE)
+    async def email(self, info: Ctx) -> str | None:
+        return self._row.email if await self._shown(info) else None
+
+    @strawberry.field(description="Preferred language: es-MX (default) or en. " + _PRIVATE)
+    async def locale(self, info: Ctx) -> str | None:
+        return self._row.locale if await self._shown(info) else None
+
+    @strawberry.field(description=_PRIVATE)
+    async def email_verified(self, info: Ctx) -> bool | None:
+        return self._row.email_verified_at is not None if await self._shown(info) else None
+
+    @strawberry.field(description=_PRIVATE)
+    async def mfa_enabled(self, info: Ctx) -> bool | None:
+        return self._row.totp_enabled if await self._shown(info) else None
 
     @classmethod
     async def resolve_reference(cls, info: Ctx, id: strawberry.ID) -> "User | None":
         # Other subgraphs ask for users by id (e.g. Invoice.createdBy); only members of the caller's
-        # organization are visible.
+        # organization are visible, and their details only as members:read allows.
         p = await info.context.principal()
         row = await loaders.users(info.context, p.organization_id).load(_uuid(id))
         return cls.from_row(row) if row else None
@@ -114,10 +137,11 @@ class Invitation:
     email: str
     role: Role
     expires_at: datetime
+    revoked_at: datetime | None
 
     @classmethod
     def from_row(cls, i: m.Invitation) -> "Invitation":
-        return cls(id=strawberry.ID(str(i.id)), email=i.email, role=Role(i.role), expires_at=i.expires_at)
+        return cls(id=strawberry.ID(str(i.id)), email=i.email, role=Role(i.role), expires_at=i.expires_at, revoked_at=i.revoked_at)
 
 
 @strawberry.federation.type(keys=["id"], description="A business that issues invoices and manages expenses.")
@@ -284,7 +308,7 @@ class ResetPasswordInput:
     new_password: str
 
 
-def _opt_uuid(value, field: str) -> uuid.UUID | None:
+def _opt_uuid(value, field: str | list[str]) -> uuid.UUID | None:
     if value is None:
         return None
     try:
@@ -305,7 +329,7 @@ class Query:
         row = await loaders.users(info.context, None).load(p.user_id)
         if row is None:
             raise NotFoundError()
-        return User.from_row(row)
+        return User.from_row(row, mine=True)
 
     @strawberry.field(description="The organization of the current access token.")
     async def organization(self, info: Ctx) -> Organization:
@@ -333,14 +357,22 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(description="Create an account and its organization (you become OWNER).")
-    async def sign_up(self, info: Ctx, input: SignUpInput) -> AuthPayload:
-        rt = info.context.runtime
+    @strawberry.mutation(description="Start an account: a link to finish (completeSignUp) is mailed to the address. The "
+                                     "answer is the same whether or not the address already has an account (its owner "
+                                     "is told by e-mail instead); limited per address and per client.")
+    async def sign_up(self, info: Ctx, input: SignUpInput) -> SuccessPayload:
+        ctx = info.context
 
         async def run():
-            return _tokens(await service.sign_up(rt, email=input.email, password=input.password, full_name=input.full_name,
-                                                 organization_name=input.organization_name, locale=input.locale))
-        return await payload_or_errors(AuthPayload, run)
+            await service.sign_up(ctx.runtime, email=input.email, password=input.password, full_name=input.full_name,
+                                  organization_name=input.organization_name, locale=input.locale, ip=ctx.client_ip)
+            return SuccessPayload(success=True)
+        return await payload_or_errors(SuccessPayload, run)
+
+    @strawberry.mutation(description="The mailed sign-up link: creates the account and its organization (you become OWNER) "
+                                     "and signs you in.")
+    async def complete_sign_up(self, info: Ctx, token: str) -> AuthPayload:
+        return await payload_or_errors(AuthPayload, lambda: _wrap(service.complete_sign_up(info.context.runtime, token)))
 
     @strawberry.mutation(description="Tokens, or `mfaRequired` with a challenge when MFA is on.")
     async def log_in(self, info: Ctx, input: LogInInput) -> LogInPayload:
@@ -401,14 +433,23 @@ class Mutation:
     async def switch_organization(self, info: Ctx, organization_id: strawberry.ID) -> AuthPayload:
         p = await info.context.principal()
         return await payload_or_errors(AuthPayload, lambda: _wrap(service.switch_organization(
-            info.context.runtime, p, _opt_uuid(organization_id, "organizationId"))))
+            info.context.runtime, p, _opt_uuid(organization_id, ["organizationId"]))))
 
     @strawberry.mutation(description="Invite someone by e-mail (needs org:manage).")
     async def invite_member(self, info: Ctx, email: str, role: Role) -> InviteMemberPayload:
         p = await info.context.require(Permission.ORG_MANAGE)
 
         async def run():
-            inv, _ = await service.invite_member(info.context.runtime, p, email=email, role=role.value)
+            inv = await service.invite_member(info.context.runtime, p, email=email, role=role.value)
+            return InviteMemberPayload(invitation=Invitation.from_row(inv))
+        return await payload_or_errors(InviteMemberPayload, run)
+
+    @strawberry.mutation(description="Withdraw a pending invitation; its link stops working (needs org:manage).")
+    async def revoke_invitation(self, info: Ctx, id: strawberry.ID) -> InviteMemberPayload:
+        p = await info.context.require(Permission.ORG_MANAGE)
+
+        async def run():
+            inv = await service.revoke_invitation(info.context.runtime, p, _opt_uuid(id, ["id"]))
             return InviteMemberPayload(invitation=Invitation.from_row(inv))
         return await payload_or_errors(InviteMemberPayload, run)
 
@@ -422,7 +463,7 @@ class Mutation:
         p = await info.context.require(Permission.ORG_MANAGE)
 
         async def run():
-            ms = await service.change_member_role(info.context.runtime, p, user_id=_opt_uuid(user_id, "userId"), role=role.value)
+            ms = await service.change_member_role(info.context.runtime, p, user_id=_opt_uuid(user_id, ["userId"]), role=role.value)
             return MemberPayload(membership=Membership.from_row(ms))
         return await payload_or_errors(MemberPayload, run)
 
@@ -431,7 +472,7 @@ class Mutation:
         p = await info.context.require(Permission.ORG_MANAGE)
 
         async def run():
-            await service.remove_member(info.context.runtime, p, user_id=_opt_uuid(user_id, "userId"))
+            await service.remove_member(info.context.runtime, p, user_id=_opt_uuid(user_id, ["userId"]))
             return SuccessPayload(success=True)
         return await payload_or_errors(SuccessPayload, run)
 
@@ -449,7 +490,7 @@ class Mutation:
         p = await info.context.require(Permission.ORG_MANAGE)
 
         async def run():
-            return ApiKeyPayload(api_key=ApiKey.from_row(await service.revoke_api_key(info.context.runtime, p, _opt_uuid(id, "id"))))
+            return ApiKeyPayload(api_key=ApiKey.from_row(await service.revoke_api_key(info.context.runtime, p, _opt_uuid(id, ["id"]))))
         return await payload_or_errors(ApiKeyPayload, run)
 
     @strawberry.mutation(description="Trade an API key for a short-lived access token with the key's permissions.")
@@ -464,7 +505,8 @@ class Mutation:
         p = await info.context.principal()
 
         async def run():
-            return UserPayload(user=User.from_row(await service.update_profile(info.context.runtime, p, full_name=input.full_name, locale=input.locale)))
+            return UserPayload(user=User.from_row(await service.update_profile(info.context.runtime, p, full_name=input.full_name, locale=input.locale),
+                                                  mine=True))
         return await payload_or_errors(UserPayload, run)
 
     @strawberry.mutation(description="Change your password; every other session is signed out.")
@@ -476,10 +518,13 @@ class Mutation:
             return SuccessPayload(success=True)
         return await payload_or_errors(SuccessPayload, run)
 
-    @strawberry.mutation(description="Always succeeds, whether or not the e-mail has an account.")
+    @strawberry.mutation(description="Succeeds whether or not the e-mail has an account (a link is mailed only when it "
+                                     "has one); limited per address and per client (TOO_MANY_ATTEMPTS).")
     async def request_password_reset(self, info: Ctx, email: str) -> SuccessPayload:
-        await service.request_password_reset(info.context.runtime, email)
-        return SuccessPayload(success=True)
+        async def run():
+            await service.request_password_reset(info.context.runtime, email, info.context.client_ip)
+            return SuccessPayload(success=True)
+        return await payload_or_errors(SuccessPayload, run)
 
     @strawberry.mutation(description="Set a new password with the e-mailed token; signs out every session.")
     async def reset_password(self, info: Ctx, input: ResetPasswordInput) -> SuccessPayload:
@@ -491,7 +536,7 @@ class Mutation:
     @strawberry.mutation
     async def verify_email(self, info: Ctx, token: str) -> UserPayload:
         async def run():
-            return UserPayload(user=User.from_row(await service.verify_email(info.context.runtime, token)))
+            return UserPayload(user=User.from_row(await service.verify_email(info.context.runtime, token), mine=True))
         return await payload_or_errors(UserPayload, run)
 
     @strawberry.mutation

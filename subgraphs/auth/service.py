@@ -18,25 +18,28 @@ from shared.errors import ForbiddenError, InputError, UserError
 from shared.events import (
     ApiKeyCreated, ApiKeyRevoked, EmailVerificationRequested, MemberInvited, MemberJoined,
     MemberRemoved, MemberRoleChanged, MfaDisabled, MfaEnabled, PasswordChanged, ProfileUpdated,
-    PasswordResetRequested, UserRegistered,
+    PasswordResetRequested, SignUpRequested, UserRegistered,
 )
 from shared.outbox import emit
-from shared.permissions import ALL_PERMISSIONS, ROLES, permissions_for_role
+from shared.permissions import ALL_PERMISSIONS, ROLES, Permission, permissions_for_role
 from shared.runtime import Runtime
 from shared.validation import email_problem
 from shared.tokens import InvalidTokenError, Principal
 from subgraphs.auth import keys, security
+from subgraphs.auth.links import unusable_hash
 from subgraphs.auth.models import (
-    ApiKey, EmailToken, Invitation, Membership, Organization, RecoveryCode, RefreshToken, User, outbox,
+    ApiKey, EmailToken, Invitation, Membership, Organization, RecoveryCode, RefreshToken, SignUp, User, outbox,
 )
 
 MFA_AUDIENCE = "facturacion-mfa"
 MFA_CHALLENGE_TTL = 300
 EMAIL_VERIFY_TTL = timedelta(days=2)
-PASSWORD_RESET_TTL = timedelta(hours=1)
+SIGN_UP_TTL = timedelta(days=2)
 INVITATION_TTL = timedelta(days=7)
 API_KEY_TOKEN_TTL = 900
 API_KEY_PREFIX = "fk_"
+API_KEY_SHOWN = 10  # characters of a key kept readable (`ApiKey.prefix`), to tell keys apart
+ORG_MANAGE = Permission.ORG_MANAGE.value
 
 
 def utcnow() -> datetime:
@@ -77,14 +80,32 @@ def _too_many(wait: int) -> InputError:
 
 # --- tokens -------------------------------------------------------------------------------------
 
-async def _role(session: AsyncSession, user_id: uuid.UUID, org_id: uuid.UUID) -> str | None:
+async def _membership(session: AsyncSession, user_id: uuid.UUID, org_id: uuid.UUID) -> Membership | None:
     return (await session.execute(
-        select(Membership.role).where(Membership.user_id == user_id, Membership.organization_id == org_id)
+        select(Membership).where(Membership.user_id == user_id, Membership.organization_id == org_id)
     )).scalar_one_or_none()
 
 
-async def _access_token(session, rt: Runtime, user_id, org_id, perms: list[str], *, sid=None, akid=None) -> str:
-    claims = {"sub": str(user_id), "org": str(org_id), "perms": sorted(perms)}
+async def _token_version(rt: Runtime, m: Membership) -> int:
+    """The version to stamp into a token: the membership's, raised to the minimum the subgraphs
+    accept if a rolled-back role change left that higher (shared/authz.py)."""
+    floor = await rt.authz.minimum(m.organization_id, m.user_id, cached=False)
+    if floor > m.authz_version:
+        m.authz_version = floor
+    return m.authz_version
+
+
+async def _invalidate_tokens(rt: Runtime, m: Membership) -> None:
+    """Every token issued for this membership so far stops working in every subgraph. Called as
+    the last step before the caller's transaction commits (see shared/authz.py for why before)."""
+    floor = await rt.authz.minimum(m.organization_id, m.user_id, cached=False)
+    m.authz_version = max(m.authz_version, floor) + 1
+    await rt.authz.raise_minimum(m.organization_id, m.user_id, m.authz_version,
+                                 keep_seconds=rt.settings.access_token_ttl_seconds + 300)
+
+
+async def _access_token(session, rt: Runtime, m: Membership, perms: list[str], *, sid=None, akid=None) -> str:
+    claims = {"sub": str(m.user_id), "org": str(m.organization_id), "perms": sorted(perms), "ver": await _token_version(rt, m)}
     if sid:
         claims["sid"] = str(sid)
     if akid:
@@ -93,43 +114,59 @@ async def _access_token(session, rt: Runtime, user_id, org_id, perms: list[str],
 
 
 async def _issue_tokens(session: AsyncSession, rt: Runtime, user: User, org_id: uuid.UUID, *, family_id: uuid.UUID | None = None,
-                        role: str | None = None) -> TokenPair:
-    role = role or await _role(session, user.id, org_id)
-    if role is None:
+                        membership: Membership | None = None) -> TokenPair:
+    m = membership or await _membership(session, user.id, org_id)
+    if m is None:
         raise ForbiddenError("No perteneces a esa organización.")
     family_id = family_id or uuid.uuid4()
     refresh = new_token("rt_")
     session.add(RefreshToken(family_id=family_id, user_id=user.id, organization_id=org_id, token_hash=hash_token(refresh),
                              expires_at=utcnow() + timedelta(seconds=rt.settings.refresh_token_ttl_seconds)))
     user.last_organization_id = org_id
-    access = await _access_token(session, rt, user.id, org_id, permissions_for_role(role), sid=family_id)
+    access = await _access_token(session, rt, m, permissions_for_role(m.role), sid=family_id)
     return TokenPair(access, refresh, rt.settings.access_token_ttl_seconds, org_id)
 
 
-async def _default_org(session: AsyncSession, user: User, requested: uuid.UUID | None) -> tuple[uuid.UUID, str] | None:
-    """The organization to log into and the user's role there (one query for both)."""
-    roles = dict((await session.execute(
-        select(Membership.organization_id, Membership.role).where(Membership.user_id == user.id).order_by(Membership.created_at)
-    )).all())
+async def _default_org(session: AsyncSession, user: User, requested: uuid.UUID | None) -> Membership | None:
+    """The membership to log in with (one query)."""
+    mships = {m.organization_id: m for m in (await session.execute(
+        select(Membership).where(Membership.user_id == user.id).order_by(Membership.created_at)
+    )).scalars()}
     if requested is not None:
-        chosen = requested if requested in roles else None
-    elif user.last_organization_id in roles:
-        chosen = user.last_organization_id
-    else:
-        chosen = next(iter(roles), None)
-    return (chosen, roles[chosen]) if chosen is not None else None
+        return mships.get(requested)
+    if user.last_organization_id in mships:
+        return mships[user.last_organization_id]
+    return next(iter(mships.values()), None)
 
 
 # --- sign-up, e-mail verification ---------------------------------------------------------------
 
-async def _email_link(session, rt: Runtime, user: User, purpose: str, ttl: timedelta) -> str:
-    token = new_token()
-    session.add(EmailToken(user_id=user.id, purpose=purpose, token_hash=hash_token(token), expires_at=utcnow() + ttl))
-    path = "verificar-correo" if purpose == "verify_email" else "restablecer-contrasena"
-    return f"{rt.settings.app_base_url}/{path}?token={token}"
+async def _email_token(session, user: User, purpose: str, ttl: timedelta) -> EmailToken:
+    row = EmailToken(user_id=user.id, purpose=purpose, token_hash=unusable_hash(), expires_at=utcnow() + ttl)
+    session.add(row)
+    await session.flush()
+    return row
 
 
-async def sign_up(rt: Runtime, *, email: str, password: str, full_name: str, organization_name: str, locale: str = "es-MX") -> TokenPair:
+def _mail_limiter(rt: Runtime, scope: str) -> security.Throttle:
+    """Requests that send an e-mail (sign-up, password reset): limited per address and per client."""
+    s = rt.settings
+    return security.Throttle(rt.redis, max_per_account=s.mail_requests_max_per_address, max_per_ip=s.mail_requests_max_per_client,
+                             lockout_seconds=s.mail_requests_window_seconds, scope=scope)
+
+
+async def _count_mail_request(rt: Runtime, scope: str, email: str, ip: str) -> None:
+    limiter = _mail_limiter(rt, scope)
+    if wait := await limiter.retry_after(email, ip):
+        raise _too_many(wait)
+    await limiter.failed(email, ip)  # every request counts, not only failures
+
+
+async def sign_up(rt: Runtime, *, email: str, password: str, full_name: str, organization_name: str, locale: str = "es-MX",
+                  ip: str) -> None:
+    """Record the sign-up and mail a link to the address; the account is created when the link is
+    opened (`complete_sign_up`). An address that already has an account gets a notice instead, so
+    the answer (and the work behind it) is the same whether or not the address is taken."""
     email = security.normalize_email(email)
     errors = []
     if problem := email_problem(email):
@@ -144,22 +181,49 @@ async def sign_up(rt: Runtime, *, email: str, password: str, full_name: str, org
         errors.append(("locale", "INVALID_LOCALE", "Idioma no soportado (es-MX o en)."))
     if errors:
         raise InputError([UserError(field=["input", f], code=c, message=m) for f, c, m in errors])
+    await _count_mail_request(rt, "signup", email, ip)
     password_hash = await security.hash_password(password)
+    async with transaction(rt.sessionmaker) as session:
+        row = SignUp(email=email, full_name=full_name.strip(), organization_name=organization_name.strip(), locale=locale,
+                     password_hash=password_hash, token_hash=unusable_hash(), expires_at=utcnow() + SIGN_UP_TTL)
+        session.add(row)
+        await session.flush()
+        await emit(session, outbox, SignUpRequested(sign_up_id=row.id, email=email, full_name=row.full_name, locale=locale),
+                   organization_id=None, actor_id=None, aggregate_id=str(row.id))
+
+
+async def _create_account(session, *, email: str, full_name: str, organization_name: str, locale: str, password_hash: str) -> tuple[User, Membership]:
+    """A user whose address is confirmed, their organization, and their OWNER membership."""
+    user = User(email=email, full_name=full_name, password_hash=password_hash, locale=locale, email_verified_at=utcnow())
+    org = Organization(name=organization_name)
+    session.add_all([user, org])
+    await session.flush()
+    m = Membership(organization_id=org.id, user_id=user.id, role="OWNER")
+    session.add(m)
+    await session.flush()
+    await emit(session, outbox, UserRegistered(user_id=user.id, email=email, full_name=full_name, locale=locale),
+               organization_id=org.id, actor_id=user.id, aggregate_id=str(user.id))
+    return user, m
+
+
+async def complete_sign_up(rt: Runtime, token: str) -> TokenPair:
+    """The mailed sign-up link: the address is confirmed, so the account is created and signed in."""
+    taken = InputError.single("EMAIL_TAKEN", "Ya existe una cuenta con ese correo; inicia sesión.", ["token"])
     try:
         async with transaction(rt.sessionmaker) as session:
-            user = User(email=email, full_name=full_name.strip(), password_hash=password_hash, locale=locale)
-            org = Organization(name=organization_name.strip())
-            session.add_all([user, org])
-            await session.flush()
-            session.add(Membership(organization_id=org.id, user_id=user.id, role="OWNER"))
-            await session.flush()
-            link = await _email_link(session, rt, user, "verify_email", EMAIL_VERIFY_TTL)
-            await emit(session, outbox, UserRegistered(user_id=user.id, email=email, full_name=user.full_name, locale=locale,
-                                                       verification_url=link), organization_id=org.id, actor_id=user.id, aggregate_id=str(user.id))
-            return await _issue_tokens(session, rt, user, org.id)
+            row = (await session.execute(select(SignUp).where(SignUp.token_hash == hash_token(token)).with_for_update())).scalar_one_or_none()
+            if row is None or row.completed_at is not None or row.expires_at < utcnow():
+                raise InputError.single("INVALID_TOKEN", "El enlace no es válido o ya expiró.", ["token"])
+            if (await session.execute(select(User.id).where(User.email == row.email))).first():
+                raise taken  # only whoever holds the mailbox ever sees this
+            row.completed_at = utcnow()
+            # Other pending sign-ups for the address are moot now: drop them and their password hashes.
+            await session.execute(delete(SignUp).where(SignUp.email == row.email, SignUp.id != row.id))
+            user, m = await _create_account(session, email=row.email, full_name=row.full_name, organization_name=row.organization_name,
+                                            locale=row.locale, password_hash=row.password_hash)
+            return await _issue_tokens(session, rt, user, m.organization_id, membership=m)
     except IntegrityError:
-        # The unique index is the source of truth (two concurrent sign-ups with one e-mail).
-        raise InputError.single("EMAIL_TAKEN", "Ya existe una cuenta con ese correo.", "email") from None
+        raise taken from None  # two links for one address opened at once: the unique index decides
 
 
 async def request_email_verification(rt: Runtime, principal: Principal) -> None:
@@ -167,53 +231,60 @@ async def request_email_verification(rt: Runtime, principal: Principal) -> None:
         user = await session.get(User, principal.user_id)
         if user is None or user.email_verified_at:
             return
-        link = await _email_link(session, rt, user, "verify_email", EMAIL_VERIFY_TTL)
+        link = await _email_token(session, user, "verify_email", EMAIL_VERIFY_TTL)
         await emit(session, outbox, EmailVerificationRequested(user_id=user.id, email=user.email, full_name=user.full_name,
-                                                               locale=user.locale, verification_url=link),
+                                                               locale=user.locale, verification_ref=link.id),
                    organization_id=principal.organization_id, actor_id=user.id, aggregate_id=str(user.id))
 
 
-async def _consume_email_token(session, token: str, purpose: str) -> EmailToken:
+async def _consume_email_token(session, token: str, purpose: str, field: list[str]) -> EmailToken:
     row = (await session.execute(
         select(EmailToken).where(EmailToken.token_hash == hash_token(token), EmailToken.purpose == purpose).with_for_update()
     )).scalar_one_or_none()
     if row is None or row.used_at is not None or row.expires_at < utcnow():
-        raise InputError.single("INVALID_TOKEN", "El enlace no es válido o ya expiró.", "token")
+        raise InputError.single("INVALID_TOKEN", "El enlace no es válido o ya expiró.", field)
     row.used_at = utcnow()
     return row
 
 
 async def verify_email(rt: Runtime, token: str) -> User:
     async with transaction(rt.sessionmaker) as session:
-        row = await _consume_email_token(session, token, "verify_email")
+        row = await _consume_email_token(session, token, "verify_email", ["token"])
         user = await session.get(User, row.user_id)
         user.email_verified_at = user.email_verified_at or utcnow()
         return user
 
 
-async def request_password_reset(rt: Runtime, email: str) -> None:
-    """Always 'succeeds': the answer must not tell whether the e-mail has an account."""
+async def request_password_reset(rt: Runtime, email: str, ip: str) -> None:
+    """Known and unknown addresses take the same path: count the request, queue one event. Whether
+    an account exists is looked up only when the e-mail is about to be sent (`mail_link`), off the
+    request path, so neither the answer nor its timing tells."""
     email = security.normalize_email(email)
+    if problem := email_problem(email):
+        raise InputError.single("INVALID_EMAIL", problem, ["email"])
+    await _count_mail_request(rt, "reset", email, ip)
     async with transaction(rt.sessionmaker) as session:
-        user = (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
-        if user is None:
-            return
-        link = await _email_link(session, rt, user, "reset_password", PASSWORD_RESET_TTL)
-        await emit(session, outbox, PasswordResetRequested(user_id=user.id, email=user.email, full_name=user.full_name,
-                                                           locale=user.locale, reset_url=link),
-                   organization_id=user.last_organization_id, actor_id=user.id, aggregate_id=str(user.id))
+        request_id = uuid.uuid4()
+        await emit(session, outbox, PasswordResetRequested(request_id=request_id, email=email),
+                   organization_id=None, actor_id=None, aggregate_id=str(request_id))
+
+
+async def _void_reset_tokens(session, user_id: uuid.UUID) -> None:
+    await session.execute(update(EmailToken).where(EmailToken.user_id == user_id, EmailToken.purpose == "reset_password",
+                                                   EmailToken.used_at.is_(None)).values(used_at=utcnow()))
 
 
 async def reset_password(rt: Runtime, token: str, new_password: str) -> None:
     new_hash = None
     async with transaction(rt.sessionmaker) as session:
-        row = await _consume_email_token(session, token, "reset_password")
+        row = await _consume_email_token(session, token, "reset_password", ["input", "token"])
         user = await session.get(User, row.user_id)
         if problem := security.password_problem(new_password, user.email):
             raise InputError.single("WEAK_PASSWORD", problem, "newPassword")
         new_hash = await security.hash_password(new_password)
         user.password_hash, user.password_changed_at = new_hash, utcnow()
         await _revoke_sessions(session, user.id)
+        await _void_reset_tokens(session, user.id)  # other reset links sent earlier die with this one
         await emit(session, outbox, PasswordChanged(user_id=user.id, email=user.email), organization_id=user.last_organization_id,
                    actor_id=user.id, aggregate_id=str(user.id))
     await _throttle(rt).succeeded(security.normalize_email(user.email))
@@ -236,13 +307,12 @@ async def log_in(rt: Runtime, *, email: str, password: str, organization_id: uui
             chosen = await _default_org(session, user, organization_id)
             if chosen is None:
                 raise InputError.single("NOT_A_MEMBER", "No perteneces a esa organización.", "organizationId")
-            org_id, role = chosen
             if user.totp_enabled:
-                token = await keys.sign(session, rt.settings, {"sub": str(user.id), "org": str(org_id)},
+                token = await keys.sign(session, rt.settings, {"sub": str(user.id), "org": str(chosen.organization_id)},
                                         ttl=MFA_CHALLENGE_TTL, audience=MFA_AUDIENCE)
                 result = MfaChallenge(token, MFA_CHALLENGE_TTL)
             else:
-                result = await _issue_tokens(session, rt, user, org_id, role=role)
+                result = await _issue_tokens(session, rt, user, chosen.organization_id, membership=chosen)
     if failed:
         await throttle.failed(email, ip)
         raise InputError.single("INVALID_CREDENTIALS", "Correo o contraseña incorrectos.", None)
@@ -303,7 +373,7 @@ async def refresh_tokens(rt: Runtime, refresh_token: str) -> TokenPair:
             select(RefreshToken).where(RefreshToken.token_hash == hash_token(refresh_token)).with_for_update()
         )).scalar_one_or_none()
         if row is None or row.revoked_at is not None or row.expires_at < utcnow():
-            raise InputError.single("INVALID_REFRESH_TOKEN", "La sesión expiró. Inicia sesión de nuevo.", "refreshToken")
+            raise InputError.single("INVALID_REFRESH_TOKEN", "La sesión expiró. Inicia sesión de nuevo.", ["refreshToken"])
         if row.used_at is not None:
             # Reuse of a rotated token: someone else holds a copy. Kill this family only.
             await session.execute(update(RefreshToken).where(RefreshToken.family_id == row.family_id, RefreshToken.revoked_at.is_(None))
@@ -315,9 +385,9 @@ async def refresh_tokens(rt: Runtime, refresh_token: str) -> TokenPair:
             try:
                 return await _issue_tokens(session, rt, user, row.organization_id, family_id=row.family_id)
             except ForbiddenError:
-                raise InputError.single("INVALID_REFRESH_TOKEN", "Ya no perteneces a esa organización.", "refreshToken") from None
+                raise InputError.single("INVALID_REFRESH_TOKEN", "Ya no perteneces a esa organización.", ["refreshToken"]) from None
     assert reused
-    raise InputError.single("REFRESH_TOKEN_REUSED", "La sesión fue cerrada por seguridad. Inicia sesión de nuevo.", "refreshToken")
+    raise InputError.single("REFRESH_TOKEN_REUSED", "La sesión fue cerrada por seguridad. Inicia sesión de nuevo.", ["refreshToken"])
 
 
 async def log_out(rt: Runtime, refresh_token: str) -> None:
@@ -366,7 +436,7 @@ async def confirm_totp(rt: Runtime, principal: Principal, code: str) -> list[str
         secret = unseal(user.totp_secret_sealed, context=f"auth.totp:{user.id}", settings=rt.settings).decode()
         step = security.totp_step(secret, code, after_step=None)
         if step is None:
-            raise InputError.single("INVALID_MFA_CODE", "El código no es válido.", "code")
+            raise InputError.single("INVALID_MFA_CODE", "El código no es válido.", ["code"])
         user.totp_enabled, user.totp_last_step = True, step
         codes = security.new_recovery_codes()
         await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
@@ -383,7 +453,7 @@ async def disable_totp(rt: Runtime, principal: Principal, code: str) -> None:
         if not user.totp_enabled:
             raise InputError.single("MFA_NOT_ENABLED", "La verificación en dos pasos no está activa.", None)
         if not await _check_second_factor(session, rt, user, code):
-            raise InputError.single("INVALID_MFA_CODE", "El código no es válido.", "code")
+            raise InputError.single("INVALID_MFA_CODE", "El código no es válido.", ["code"])
         user.totp_enabled, user.totp_secret_sealed, user.totp_last_step = False, None, None
         await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
         await emit(session, outbox, MfaDisabled(user_id=user.id, email=user.email), organization_id=principal.organization_id,
@@ -432,9 +502,10 @@ async def switch_organization(rt: Runtime, principal: Principal, organization_id
     _human(principal)
     async with transaction(rt.sessionmaker) as session:
         user = await session.get(User, principal.user_id)
-        if await _role(session, user.id, organization_id) is None:
-            raise InputError.single("NOT_A_MEMBER", "No perteneces a esa organización.", "organizationId")
-        return await _issue_tokens(session, rt, user, organization_id)
+        m = await _membership(session, user.id, organization_id)
+        if m is None:
+            raise InputError.single("NOT_A_MEMBER", "No perteneces a esa organización.", ["organizationId"])
+        return await _issue_tokens(session, rt, user, organization_id, membership=m)
 
 
 def _check_role(role: str, field: str = "role") -> None:
@@ -442,100 +513,159 @@ def _check_role(role: str, field: str = "role") -> None:
         raise InputError.single("INVALID_ROLE", f"Rol desconocido. Usa uno de: {', '.join(ROLES)}.", field)
 
 
-async def invite_member(rt: Runtime, principal: Principal, *, email: str, role: str) -> tuple[Invitation, str]:
+@dataclass
+class _Acting:
+    """Who is acting, as the database says right now (never the token's `perms`)."""
+    role: str
+    permissions: frozenset[str]
+    rows: list[Membership]  # every membership row locked for this change, in id order
+
+    def member(self, user_id: uuid.UUID) -> Membership | None:
+        return next((m for m in self.rows if m.user_id == user_id), None)
+
+    @property
+    def owners(self) -> int:
+        return sum(1 for m in self.rows if m.role == "OWNER")
+
+
+async def _authorize(session, principal: Principal, permission: str, *, also: tuple[uuid.UUID, ...] = (),
+                     owners: bool = False) -> _Acting:
+    """Lock the caller's membership (plus `also` and, when asked, every OWNER) in one statement,
+    in id order so concurrent changes cannot deadlock, and decide from those rows. A demoted or
+    removed member's still-unexpired token gets nowhere here."""
+    cond = Membership.user_id.in_([principal.user_id, *also])
+    if owners:
+        cond = or_(cond, Membership.role == "OWNER")
+    rows = list((await session.execute(
+        select(Membership).where(Membership.organization_id == principal.organization_id, cond)
+        .order_by(Membership.id).with_for_update()
+    )).scalars())
+    me = next((m for m in rows if m.user_id == principal.user_id), None)
+    if me is None:
+        raise ForbiddenError("Ya no perteneces a esta organización.")
+    perms = frozenset(permissions_for_role(me.role))
+    if principal.api_key_id is not None:
+        key = await session.get(ApiKey, principal.api_key_id)
+        if key is None or key.revoked_at is not None or key.organization_id != principal.organization_id:
+            raise ForbiddenError("La llave de API fue revocada.")
+        perms &= frozenset(key.permissions)
+    if permission not in perms:
+        raise ForbiddenError(extensions={"missingPermissions": [permission]})
+    return _Acting(me.role, perms, rows)
+
+
+async def _void_invitations_of(session, org_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """Invitations a member sent stop working when they can no longer invite."""
+    await session.execute(update(Invitation).where(
+        Invitation.organization_id == org_id, Invitation.invited_by == user_id,
+        Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None)).values(revoked_at=utcnow()))
+
+
+async def invite_member(rt: Runtime, principal: Principal, *, email: str, role: str) -> Invitation:
     email = security.normalize_email(email)
     if problem := email_problem(email):
-        raise InputError.single("INVALID_EMAIL", problem, "email")
-    _check_role(role)
+        raise InputError.single("INVALID_EMAIL", problem, ["email"])
+    _check_role(role, "role")
     async with transaction(rt.sessionmaker) as session:
-        my_role = await _role(session, principal.user_id, principal.organization_id)
-        if role == "OWNER" and my_role != "OWNER":
+        acting = await _authorize(session, principal, ORG_MANAGE)
+        if role == "OWNER" and acting.role != "OWNER":
             raise ForbiddenError("Solo un propietario puede invitar a otro propietario.")
         already = (await session.execute(
             select(Membership.id).join(User, User.id == Membership.user_id)
             .where(Membership.organization_id == principal.organization_id, User.email == email)
         )).first()
         if already:
-            raise InputError.single("ALREADY_MEMBER", "Esa persona ya es miembro de la organización.", "email")
-        token = new_token("inv_")
-        inv = Invitation(organization_id=principal.organization_id, email=email, role=role, token_hash=hash_token(token),
+            raise InputError.single("ALREADY_MEMBER", "Esa persona ya es miembro de la organización.", ["email"])
+        # The link's token is minted only when the e-mail is sent (mail_link): nothing stored or
+        # queued before then can be turned into a working link.
+        inv = Invitation(organization_id=principal.organization_id, email=email, role=role, token_hash=unusable_hash(),
                          invited_by=principal.user_id, expires_at=utcnow() + INVITATION_TTL)
         session.add(inv)
         await session.flush()
         org = await session.get(Organization, principal.organization_id)
         inviter = await session.get(User, principal.user_id)
         await emit(session, outbox, MemberInvited(invitation_id=inv.id, email=email, role=role, organization_name=org.name,
-                                                  invited_by_name=inviter.full_name,
-                                                  accept_url=f"{rt.settings.app_base_url}/invitacion?token={token}"),
+                                                  invited_by_name=inviter.full_name),
                    organization_id=org.id, actor_id=principal.user_id, aggregate_id=str(inv.id))
-        return inv, token
+        return inv
+
+
+async def revoke_invitation(rt: Runtime, principal: Principal, invitation_id: uuid.UUID) -> Invitation:
+    async with transaction(rt.sessionmaker) as session:
+        await _authorize(session, principal, ORG_MANAGE)
+        inv = (await session.execute(select(Invitation).where(
+            Invitation.id == invitation_id, Invitation.organization_id == principal.organization_id).with_for_update()
+        )).scalar_one_or_none()
+        if inv is None:
+            raise InputError.single("NOT_FOUND", "La invitación no existe.", ["id"])
+        if inv.accepted_at is not None:
+            raise InputError.single("INVITATION_ACCEPTED", "La invitación ya fue aceptada; quita al miembro si es necesario.", ["id"])
+        inv.revoked_at = inv.revoked_at or utcnow()
+        return inv
 
 
 async def accept_invitation(rt: Runtime, principal: Principal, token: str) -> TokenPair:
     _human(principal)
     async with transaction(rt.sessionmaker) as session:
         inv = (await session.execute(select(Invitation).where(Invitation.token_hash == hash_token(token)).with_for_update())).scalar_one_or_none()
-        if inv is None or inv.accepted_at is not None or inv.expires_at < utcnow():
-            raise InputError.single("INVALID_INVITATION", "La invitación no es válida o ya expiró.", "token")
+        if inv is None or inv.accepted_at is not None or inv.revoked_at is not None or inv.expires_at < utcnow():
+            raise InputError.single("INVALID_INVITATION", "La invitación no es válida o ya expiró.", ["token"])
         user = await session.get(User, principal.user_id)
         if user.email != inv.email:
-            raise InputError.single("INVITATION_EMAIL_MISMATCH", "La invitación es para otro correo.", "token")
+            raise InputError.single("INVITATION_EMAIL_MISMATCH", "La invitación es para otro correo.", ["token"])
         inv.accepted_at = utcnow()
-        if await _role(session, user.id, inv.organization_id) is None:
-            session.add(Membership(organization_id=inv.organization_id, user_id=user.id, role=inv.role))
+        m = await _membership(session, user.id, inv.organization_id)
+        if m is None:
+            m = Membership(organization_id=inv.organization_id, user_id=user.id, role=inv.role)
+            session.add(m)
             await session.flush()
             await emit(session, outbox, MemberJoined(user_id=user.id, role=inv.role), organization_id=inv.organization_id,
                        actor_id=user.id, aggregate_id=str(user.id))
-        return await _issue_tokens(session, rt, user, inv.organization_id)
+        return await _issue_tokens(session, rt, user, inv.organization_id, membership=m)
 
 
-async def _membership_for_update(session, org_id, user_id) -> Membership:
-    m = (await session.execute(select(Membership).where(Membership.organization_id == org_id, Membership.user_id == user_id)
-                               .with_for_update())).scalar_one_or_none()
+def _target(acting: _Acting, user_id: uuid.UUID) -> Membership:
+    m = acting.member(user_id)
     if m is None:
-        raise InputError.single("NOT_A_MEMBER", "Esa persona no es miembro de la organización.", "userId")
+        raise InputError.single("NOT_A_MEMBER", "Esa persona no es miembro de la organización.", ["userId"])
     return m
 
 
-async def _owners(session, org_id) -> int:
-    # Lock the owner rows so two concurrent demotions cannot leave an organization ownerless.
-    rows = (await session.execute(select(Membership.id).where(Membership.organization_id == org_id, Membership.role == "OWNER")
-                                  .with_for_update())).all()
-    return len(rows)
-
-
 async def change_member_role(rt: Runtime, principal: Principal, *, user_id: uuid.UUID, role: str) -> Membership:
-    _check_role(role)
+    _check_role(role, "role")
     async with transaction(rt.sessionmaker) as session:
-        owners = await _owners(session, principal.organization_id)
-        my_role = await _role(session, principal.user_id, principal.organization_id)
-        m = await _membership_for_update(session, principal.organization_id, user_id)
-        if "OWNER" in (role, m.role) and my_role != "OWNER":
+        acting = await _authorize(session, principal, ORG_MANAGE, also=(user_id,), owners=True)
+        m = _target(acting, user_id)
+        if "OWNER" in (role, m.role) and acting.role != "OWNER":
             raise ForbiddenError("Solo un propietario puede otorgar o quitar el rol de propietario.")
-        if m.role == "OWNER" and role != "OWNER" and owners <= 1:
-            raise InputError.single("LAST_OWNER", "La organización debe conservar al menos un propietario.", "role")
+        if m.role == "OWNER" and role != "OWNER" and acting.owners <= 1:
+            raise InputError.single("LAST_OWNER", "La organización debe conservar al menos un propietario.", ["role"])
         old, m.role = m.role, role
         if old != role:
+            if ORG_MANAGE not in permissions_for_role(role):
+                await _void_invitations_of(session, principal.organization_id, user_id)
             await emit(session, outbox, MemberRoleChanged(user_id=user_id, old_role=old, new_role=role),
                        organization_id=principal.organization_id, actor_id=principal.user_id, aggregate_id=str(user_id))
+            await _invalidate_tokens(rt, m)
         return m
 
 
 async def remove_member(rt: Runtime, principal: Principal, *, user_id: uuid.UUID) -> None:
     async with transaction(rt.sessionmaker) as session:
-        owners = await _owners(session, principal.organization_id)
-        my_role = await _role(session, principal.user_id, principal.organization_id)
-        m = await _membership_for_update(session, principal.organization_id, user_id)
-        if m.role == "OWNER" and my_role != "OWNER":
+        acting = await _authorize(session, principal, ORG_MANAGE, also=(user_id,), owners=True)
+        m = _target(acting, user_id)
+        if m.role == "OWNER" and acting.role != "OWNER":
             raise ForbiddenError("Solo un propietario puede quitar a otro propietario.")
-        if m.role == "OWNER" and owners <= 1:
-            raise InputError.single("LAST_OWNER", "La organización debe conservar al menos un propietario.", "userId")
+        if m.role == "OWNER" and acting.owners <= 1:
+            raise InputError.single("LAST_OWNER", "La organización debe conservar al menos un propietario.", ["userId"])
         await session.delete(m)
         # The removed member's sessions in this organization end now, not when the token expires.
         await session.execute(update(RefreshToken).where(RefreshToken.user_id == user_id, RefreshToken.organization_id == principal.organization_id,
                                                          RefreshToken.revoked_at.is_(None)).values(revoked_at=utcnow()))
+        await _void_invitations_of(session, principal.organization_id, user_id)
         await emit(session, outbox, MemberRemoved(user_id=user_id), organization_id=principal.organization_id,
                    actor_id=principal.user_id, aggregate_id=str(user_id))
+        await _invalidate_tokens(rt, m)
 
 
 # --- API keys -----------------------------------------------------------------------------------
@@ -543,17 +673,18 @@ async def remove_member(rt: Runtime, principal: Principal, *, user_id: uuid.UUID
 async def create_api_key(rt: Runtime, principal: Principal, *, name: str, permissions: list[str]) -> tuple[ApiKey, str]:
     _human(principal)
     if not name.strip():
-        raise InputError.single("REQUIRED", "El nombre es obligatorio.", "name")
+        raise InputError.single("REQUIRED", "El nombre es obligatorio.", ["name"])
     unknown = sorted(set(permissions) - ALL_PERMISSIONS)
     if unknown or not permissions:
-        raise InputError.single("INVALID_PERMISSION", f"Permisos desconocidos o vacíos: {', '.join(unknown) or '—'}.", "permissions")
-    beyond = sorted(set(permissions) - principal.permissions)
-    if beyond:
-        raise InputError.single("PERMISSION_NOT_HELD", f"No puedes delegar permisos que no tienes: {', '.join(beyond)}.", "permissions")
+        raise InputError.single("INVALID_PERMISSION", f"Permisos desconocidos o vacíos: {', '.join(unknown) or '—'}.", ["permissions"])
     key = new_token(API_KEY_PREFIX, 32)
     async with transaction(rt.sessionmaker) as session:
+        acting = await _authorize(session, principal, ORG_MANAGE)
+        beyond = sorted(set(permissions) - acting.permissions)
+        if beyond:
+            raise InputError.single("PERMISSION_NOT_HELD", f"No puedes delegar permisos que no tienes: {', '.join(beyond)}.", ["permissions"])
         row = ApiKey(organization_id=principal.organization_id, created_by=principal.user_id, name=name.strip(),
-                     prefix=key[:10], key_hash=hash_token(key), permissions=sorted(set(permissions)))
+                     prefix=key[:API_KEY_SHOWN], key_hash=hash_token(key), permissions=sorted(set(permissions)))
         session.add(row)
         await session.flush()
         await emit(session, outbox, ApiKeyCreated(api_key_id=row.id, name=row.name, permissions=row.permissions),
@@ -563,9 +694,11 @@ async def create_api_key(rt: Runtime, principal: Principal, *, name: str, permis
 
 async def revoke_api_key(rt: Runtime, principal: Principal, api_key_id: uuid.UUID) -> ApiKey:
     async with transaction(rt.sessionmaker) as session:
-        row = (await session.execute(select(ApiKey).where(ApiKey.id == api_key_id, ApiKey.organization_id == principal.organization_id))).scalar_one_or_none()
+        await _authorize(session, principal, ORG_MANAGE)
+        row = (await session.execute(select(ApiKey).where(ApiKey.id == api_key_id, ApiKey.organization_id == principal.organization_id)
+                                     .with_for_update())).scalar_one_or_none()
         if row is None:
-            raise InputError.single("NOT_FOUND", "La llave de API no existe.", "id")
+            raise InputError.single("NOT_FOUND", "La llave de API no existe.", ["id"])
         if row.revoked_at is None:
             row.revoked_at = utcnow()
             await emit(session, outbox, ApiKeyRevoked(api_key_id=row.id), organization_id=principal.organization_id,
@@ -575,20 +708,25 @@ async def revoke_api_key(rt: Runtime, principal: Principal, api_key_id: uuid.UUI
 
 async def exchange_api_key(rt: Runtime, key: str, ip: str) -> tuple[str, int]:
     """A short-lived access token carrying the key's permissions, narrowed to those its creator
-    still holds (a demoted creator's keys lose what the creator lost)."""
+    still holds (a demoted creator's keys lose what the creator lost).
+
+    Failures count per presented key prefix and per client address, so bogus keys from one client
+    block neither other clients nor other organizations' keys."""
+    key = key.strip()
     throttle = _throttle(rt, "apikey")
-    if wait := await throttle.retry_after("apikey", ip):
+    shown = key[:API_KEY_SHOWN]
+    if wait := await throttle.retry_after(shown, ip):
         raise _too_many(wait)
     async with transaction(rt.sessionmaker) as session:
-        row = (await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_token(key.strip())))).scalar_one_or_none()
-        role = await _role(session, row.created_by, row.organization_id) if row is not None and row.revoked_at is None else None
-        if role is not None:
-            perms = sorted(set(row.permissions) & set(permissions_for_role(role)))
+        row = (await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_token(key)))).scalar_one_or_none()
+        m = await _membership(session, row.created_by, row.organization_id) if row is not None and row.revoked_at is None else None
+        if m is not None:
+            perms = sorted(set(row.permissions) & set(permissions_for_role(m.role)))
             row.last_used_at = utcnow()
-            token = await _access_token(session, rt, row.created_by, row.organization_id, perms, akid=row.id)
-    if role is None:
-        await throttle.failed("apikey", ip)
-        raise InputError.single("INVALID_API_KEY", "La llave de API no es válida o fue revocada.", "key")
+            token = await _access_token(session, rt, m, perms, akid=row.id)
+    if m is None:
+        await throttle.failed(shown, ip)
+        raise InputError.single("INVALID_API_KEY", "La llave de API no es válida o fue revocada.", ["key"])
     return token, rt.settings.access_token_ttl_seconds
 
 
@@ -626,19 +764,21 @@ async def api_keys(session: AsyncSession, org_id: uuid.UUID) -> list[ApiKey]:
 
 async def pending_invitations(session: AsyncSession, org_id: uuid.UUID) -> list[Invitation]:
     return list((await session.execute(
-        select(Invitation).where(Invitation.organization_id == org_id, Invitation.accepted_at.is_(None), Invitation.expires_at > func.now())
+        select(Invitation).where(Invitation.organization_id == org_id, Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None),
+                                 Invitation.expires_at > func.now())
         .order_by(Invitation.created_at.desc())
     )).scalars())
 
 
 async def ensure_demo(rt: Runtime, *, email: str, password: str) -> bool:
     """Seed the demo organization and user on first start; False when it already exists."""
-    async with rt.sessionmaker() as session:
-        exists = (await session.execute(select(User.id).where(User.email == email))).first()
-    if exists:
-        return False
-    await sign_up(rt, email=email, password=password, full_name="Usuario Demo", organization_name="Escuela Kemper Urgate (demo)")
-    async with transaction(rt.sessionmaker) as session:
-        await session.execute(update(User).where(User.email == email).values(email_verified_at=utcnow()))
+    password_hash = await security.hash_password(password)
+    try:
+        async with transaction(rt.sessionmaker) as session:
+            if (await session.execute(select(User.id).where(User.email == email))).first():
+                return False
+            await _create_account(session, email=email, full_name="Usuario Demo", organization_name="Escuela Kemper Urgate (demo)",
+                                  locale="es-MX", password_hash=password_hash)
+    except IntegrityError:
+        return False  # another instance seeded it at the same moment
     return True
-

@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.events import (
     EmailVerificationRequested, Event, EventPayload, InvoiceStamped, MemberInvited, MfaDisabled, MfaEnabled, PasswordChanged,
-    PasswordResetRequested, UserRegistered, _InvoiceRef,
+    PasswordResetRequested, SignUpRequested, _InvoiceRef,
 )
 
 EMAIL, IN_APP = "email", "in_app"
@@ -141,21 +141,37 @@ def decide(event: Event, facts: Facts) -> Decision:
     return decider(event, event.typed_payload(), facts)
 
 
-@decides("auth.user_registered", "auth.email_verification_requested")
-def _verify_email(event: Event, p: UserRegistered | EmailVerificationRequested, facts: Facts) -> Decision:
-    # Without verification the account is unusable: this mail is never subject to preferences.
+def link(kind: str, ref: uuid.UUID) -> dict[str, str]:
+    """A single-use link named, not written: the worker has auth mint it when sending."""
+    return {"kind": kind, "ref": str(ref)}
+
+
+@decides("auth.sign_up_requested")
+def _sign_up(event: Event, p: SignUpRequested, facts: Facts) -> Decision:
+    # Not a user yet. If the address already has an account, auth answers the link request with
+    # the notice for its owner instead (template `sign_up_existing`).
+    return Decision(emails=(EmailIntent(
+        to_address=p.email, template="verify_email", locale=normalize_locale(p.locale),
+        context={"full_name": p.full_name, "link": link("sign_up", p.sign_up_id), "welcome": True},
+    ),))
+
+
+@decides("auth.email_verification_requested")
+def _verify_email(event: Event, p: EmailVerificationRequested, facts: Facts) -> Decision:
+    # Security mail: never subject to preferences.
     return Decision(emails=(EmailIntent(
         to_address=p.email, template="verify_email", locale=normalize_locale(p.locale), user_id=p.user_id,
-        context={"full_name": p.full_name, "verification_url": p.verification_url,
-                 "welcome": event.type == "auth.user_registered"},
+        context={"full_name": p.full_name, "link": link("verify_email", p.verification_ref), "welcome": False},
     ),))
 
 
 @decides("auth.password_reset_requested")
 def _password_reset(event: Event, p: PasswordResetRequested, facts: Facts) -> Decision:
+    # Whether the address has an account is known only to auth, when the link is minted; with no
+    # account nothing is sent. The account holder's name and language come with the link.
     return Decision(emails=(EmailIntent(
-        to_address=p.email, template="password_reset", locale=normalize_locale(p.locale), user_id=p.user_id,
-        context={"full_name": p.full_name, "reset_url": p.reset_url},
+        to_address=p.email, template="password_reset", locale=DEFAULT_LOCALE,
+        context={"link": link("reset_password", p.request_id)},
     ),))
 
 
@@ -165,7 +181,7 @@ def _member_invited(event: Event, p: MemberInvited, facts: Facts) -> Decision:
     return Decision(emails=(EmailIntent(
         to_address=p.email, template="member_invited", locale=DEFAULT_LOCALE,
         context={"organization_name": p.organization_name, "invited_by_name": p.invited_by_name,
-                 "role": p.role, "accept_url": p.accept_url},
+                 "role": p.role, "link": link("invitation", p.invitation_id)},
     ),))
 
 

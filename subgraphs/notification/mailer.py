@@ -17,6 +17,7 @@ import aiosmtplib
 import httpx
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from shared import mail_links
 from shared.config import Settings
 from subgraphs.notification.decisions import normalize_locale
 
@@ -83,6 +84,42 @@ async def fetch_attachments(settings: Settings, attachments: list[dict[str, Any]
     except httpx.HTTPError as exc:
         raise TemporaryFailure(f"servicio de facturas inaccesible: {exc!r}") from exc
     return out
+
+
+# The template variable each kind of link fills.
+LINK_VARIABLES = {"sign_up": "verification_url", "verify_email": "verification_url", "reset_password": "reset_url",
+                  "invitation": "accept_url"}
+
+
+@dataclass(frozen=True)
+class MintedLink:
+    context: dict[str, Any]  # template values, the link among them
+    locale: str | None = None
+    template: str | None = None  # auth may ask for another message (e.g. the address already has an account)
+
+
+class LinkGone(PermanentFailure):
+    """Nothing to send: the account does not exist, or the link was used, expired or revoked."""
+
+
+async def fetch_link(settings: Settings, link: dict[str, str], to_address: str) -> MintedLink:
+    """Template values for a single-use link, minted by auth now; never stored anywhere here."""
+    body = mail_links.request_body(link["kind"], link["ref"], to_address)
+    try:
+        async with httpx.AsyncClient(base_url=settings.auth_service_url, timeout=15.0) as client:
+            resp = await client.post(mail_links.PATH, content=body, headers={
+                "Content-Type": "application/json", mail_links.SIGNATURE_HEADER: mail_links.sign(body, settings)})
+    except httpx.HTTPError as exc:
+        raise TemporaryFailure(f"servicio de autenticación inaccesible: {exc!r}") from exc
+    if resp.status_code == 410:
+        raise LinkGone("sin envío: no hay cuenta, o el enlace ya se usó, venció o fue revocado")
+    if resp.status_code != 200:
+        raise TemporaryFailure(f"enlace {link['kind']}: HTTP {resp.status_code}")
+    minted = resp.json()
+    context = dict(minted.get("context") or {})
+    if minted.get("url"):
+        context[LINK_VARIABLES[link["kind"]]] = minted["url"]
+    return MintedLink(context, minted.get("locale"), minted.get("template"))
 
 
 def build_message(settings: Settings, *, message_id: str, to_address: str, rendered: Rendered,

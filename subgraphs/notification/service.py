@@ -24,8 +24,7 @@ from subgraphs.notification.models import (
 
 CONSUMER = "notification"
 # Events that tell us who a user is (all carry user_id, email, full_name, locale).
-_RECIPIENT_EVENTS = {"auth.user_registered", "auth.profile_updated", "auth.email_verification_requested",
-                     "auth.password_reset_requested"}
+_RECIPIENT_EVENTS = {"auth.user_registered", "auth.profile_updated", "auth.email_verification_requested"}
 
 
 # --- reacting to events ---------------------------------------------------------------------------

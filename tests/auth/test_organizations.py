@@ -15,41 +15,38 @@ ROLE = """mutation($u: ID!, $r: Role!) { changeMemberRole(userId: $u, role: $r) 
 REMOVE = "mutation($u: ID!) { removeMember(userId: $u) { success userErrors { code } } }"
 
 
-async def _invitation_token(auth_runtime, email: str) -> str:
-    """The token travels only inside the auth.member_invited event (the e-mail); read it there."""
-    async with auth_runtime.sessionmaker() as s:
-        row = (await s.execute(text("SELECT payload FROM auth.outbox WHERE type = 'auth.member_invited' "
-                                    "AND payload->>'email' = :e ORDER BY id DESC LIMIT 1"), {"e": email})).scalar_one()
-    return row["accept_url"].split("token=")[1]
+async def _invitation_token(mail_token, email: str) -> str:
+    """The token exists only in the e-mail: mint it as the mail worker does."""
+    return await mail_token("auth.member_invited", email)
 
 
 def _claims(token: str) -> dict:
     return jwt.decode(token, options={"verify_signature": False})
 
 
-async def _join(gql, sign_up, auth_runtime, owner, role: str):
+async def _join(gql, sign_up, mail_token, owner, role: str):
     member = await sign_up(org="Personal")
     await gql.ok(INVITE, {"e": member.email, "r": role}, token=owner.token)
-    token = await _invitation_token(auth_runtime, member.email)
+    token = await _invitation_token(mail_token, member.email)
     r = (await gql.ok(ACCEPT, {"t": token}, token=member.token))["acceptInvitation"]
     assert r["userErrors"] == [] and r["tokens"]["organizationId"] == owner.org_id
     member.tokens = {**member.tokens, **r["tokens"]}
     return member
 
 
-async def test_invite_accept_and_list_members(gql, sign_up, auth_runtime):
+async def test_invite_accept_and_list_members(gql, sign_up, auth_runtime, mail_token):
     owner = await sign_up()
-    member = await _join(gql, sign_up, auth_runtime, owner, "ACCOUNTANT")
+    member = await _join(gql, sign_up, mail_token, owner, "ACCOUNTANT")
     assert "invoice:issue" in _claims(member.token)["perms"] and "org:manage" not in _claims(member.token)["perms"]
     roles = {e["node"]["user"]["email"]: e["node"]["role"] for e in (await gql.ok(MEMBERS, token=owner.token))["members"]["edges"]}
     assert roles == {owner.email: "OWNER", member.email: "ACCOUNTANT"}
 
 
-async def test_invitation_is_single_use_and_bound_to_the_email(gql, sign_up, auth_runtime):
+async def test_invitation_is_single_use_and_bound_to_the_email(gql, sign_up, auth_runtime, mail_token):
     owner = await sign_up()
     invited_email = unique_email("inv")
     await gql.ok(INVITE, {"e": invited_email, "r": "MEMBER"}, token=owner.token)
-    token = await _invitation_token(auth_runtime, invited_email)
+    token = await _invitation_token(mail_token, invited_email)
     stranger = await sign_up()
     r = (await gql.ok(ACCEPT, {"t": token}, token=stranger.token))["acceptInvitation"]
     assert r["userErrors"][0]["code"] == "INVITATION_EMAIL_MISMATCH"
@@ -59,14 +56,14 @@ async def test_invitation_is_single_use_and_bound_to_the_email(gql, sign_up, aut
     assert again["userErrors"][0]["code"] == "INVALID_INVITATION"
 
 
-async def test_roles_are_enforced(gql, sign_up, auth_runtime):
+async def test_roles_are_enforced(gql, sign_up, auth_runtime, mail_token):
     owner = await sign_up()
-    member = await _join(gql, sign_up, auth_runtime, owner, "MEMBER")
+    member = await _join(gql, sign_up, mail_token, owner, "MEMBER")
     r = await gql.execute(INVITE, {"e": unique_email(), "r": "ADMIN"}, token=member.token)
     assert r.error_codes == ["FORBIDDEN"]
     r = await gql.execute(MEMBERS, token=member.token)
     assert r.error_codes == ["FORBIDDEN"]
-    admin = await _join(gql, sign_up, auth_runtime, owner, "ADMIN")
+    admin = await _join(gql, sign_up, mail_token, owner, "ADMIN")
     # An ADMIN manages members but cannot touch owners.
     me_id = (await gql.ok("{ me { id } }", token=owner.token))["me"]["id"]
     r = await gql.execute(ROLE, {"u": me_id, "r": "MEMBER"}, token=admin.token)
@@ -77,14 +74,14 @@ async def test_last_owner_cannot_leave_or_be_demoted(gql, sign_up):
     owner = await sign_up()
     me_id = (await gql.ok("{ me { id } }", token=owner.token))["me"]["id"]
     r = (await gql.ok(ROLE, {"u": me_id, "r": "ADMIN"}, token=owner.token))["changeMemberRole"]
-    assert r["userErrors"] == [{"code": "LAST_OWNER", "field": ["input", "role"]}]
+    assert r["userErrors"] == [{"code": "LAST_OWNER", "field": ["role"]}]
     r = (await gql.ok(REMOVE, {"u": me_id}, token=owner.token))["removeMember"]
     assert r["userErrors"][0]["code"] == "LAST_OWNER"
 
 
-async def test_removed_member_loses_access_and_sessions(gql, sign_up, auth_runtime):
+async def test_removed_member_loses_access_and_sessions(gql, sign_up, auth_runtime, mail_token):
     owner = await sign_up()
-    member = await _join(gql, sign_up, auth_runtime, owner, "ACCOUNTANT")
+    member = await _join(gql, sign_up, mail_token, owner, "ACCOUNTANT")
     member_id = (await gql.ok("{ me { id } }", token=member.token))["me"]["id"]
     assert (await gql.ok(REMOVE, {"u": member_id}, token=owner.token))["removeMember"]["success"]
     r = (await gql.ok("mutation($t: String!) { refreshTokens(refreshToken: $t) { tokens { accessToken } userErrors { code } } }",
@@ -117,9 +114,9 @@ async def test_organization_a_cannot_see_or_act_on_organization_b(gql, sign_up, 
     assert emails == [a.email]
 
 
-async def test_switch_organization_between_memberships(gql, sign_up, auth_runtime):
+async def test_switch_organization_between_memberships(gql, sign_up, auth_runtime, mail_token):
     owner = await sign_up(org="Principal")
-    member = await _join(gql, sign_up, auth_runtime, owner, "APPROVER")
+    member = await _join(gql, sign_up, mail_token, owner, "APPROVER")
     own_org = _claims((await gql.ok(LOG_IN, {"input": {"email": member.email, "password": PASSWORD,
                                                          "organizationId": None}}))["logIn"]["tokens"]["accessToken"])["org"]
     sw = (await gql.ok("mutation($o: ID!) { switchOrganization(organizationId: $o) { tokens { accessToken organizationId } } }",
@@ -149,16 +146,16 @@ async def test_api_keys_are_hashed_limited_and_revocable(gql, sign_up, auth_runt
 
     bad = (await gql.ok("""mutation { createApiKey(name: "x", permissions: ["root:everything"]) { key userErrors { code field } } }""",
                         token=owner.token))["createApiKey"]
-    assert bad["key"] is None and bad["userErrors"] == [{"code": "INVALID_PERMISSION", "field": ["input", "permissions"]}]
+    assert bad["key"] is None and bad["userErrors"] == [{"code": "INVALID_PERMISSION", "field": ["permissions"]}]
 
     await gql.ok("mutation($i: ID!) { revokeApiKey(id: $i) { apiKey { revokedAt } } }", {"i": created["apiKey"]["id"]}, token=owner.token)
     dead = (await gql.ok("mutation($k: String!) { exchangeApiKey(key: $k) { accessToken userErrors { code } } }", {"k": key}))["exchangeApiKey"]
     assert dead["accessToken"] is None and dead["userErrors"][0]["code"] == "INVALID_API_KEY"
 
 
-async def test_api_key_cannot_carry_permissions_its_creator_lacks(gql, sign_up, auth_runtime):
+async def test_api_key_cannot_carry_permissions_its_creator_lacks(gql, sign_up, auth_runtime, mail_token):
     owner = await sign_up()
-    accountant = await _join(gql, sign_up, auth_runtime, owner, "ACCOUNTANT")
+    accountant = await _join(gql, sign_up, mail_token, owner, "ACCOUNTANT")
     # An accountant has no org:manage, so cannot create keys at all.
     r = await gql.execute("""mutation { createApiKey(name: "x", permissions: ["invoice:read"]) { key } }""", token=accountant.token)
     assert r.error_codes == ["FORBIDDEN"]
@@ -174,12 +171,12 @@ async def test_another_organizations_api_key_cannot_be_revoked(gql, sign_up):
     assert new_uuid()
 
 
-async def test_members_pages_with_cursors_and_refuses_forged_ones(gql, sign_up, auth_runtime):
+async def test_members_pages_with_cursors_and_refuses_forged_ones(gql, sign_up, auth_runtime, mail_token):
     from shared.pagination import encode_cursor
 
     owner = await sign_up()
     for _ in range(2):
-        await _join(gql, sign_up, auth_runtime, owner, "MEMBER")
+        await _join(gql, sign_up, mail_token, owner, "MEMBER")
     q = "query($a: String) { members(first: 2, after: $a) { edges { node { user { email } } } pageInfo { hasNextPage endCursor } } }"
     first = (await gql.ok(q, {"a": None}, token=owner.token))["members"]
     assert len(first["edges"]) == 2 and first["pageInfo"]["hasNextPage"]

@@ -19,6 +19,7 @@ import pytest
 from shared.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_SECRET = "e2e-gateway-secret"
 
 
 class Stack:
@@ -154,14 +155,15 @@ def stack(e2e_database_url, e2e_redis_url, tmp_path_factory, mailbox):
            "AUTH_JWKS_URL": f"http://127.0.0.1:{ports['auth']}/.well-known/jwks.json",
            "INVOICE_SERVICE_URL": f"http://127.0.0.1:{ports.get('invoice', 0)}",
            "GATEWAY_PORT": str(gateway_port), "GATEWAY_HOST": "127.0.0.1",
-           "LOGIN_MAX_FAILURES_PER_IP": "1000", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port)}
+           "AUTH_SERVICE_URL": f"http://127.0.0.1:{ports['auth']}", "GATEWAY_SHARED_SECRET": GATEWAY_SECRET,
+           "LOGIN_MAX_FAILURES_PER_IP": "1000", "MAIL_REQUESTS_MAX_PER_CLIENT": "60", "AUTHZ_CACHE_SECONDS": "0", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port)}
     for s, p in ports.items():
         env[f"{s.upper()}_URL"] = f"http://127.0.0.1:{p}/graphql"
     st = Stack(env, tmp_path_factory.mktemp("stack-logs"))
     try:
         for s, p in ports.items():
             st.start(s, [sys.executable, "-m", "uvicorn", f"subgraphs.{s}.app:app", "--host", "127.0.0.1",
-                         "--port", str(p), "--no-access-log"], f"http://127.0.0.1:{p}/health/ready")
+                         "--port", str(p), "--no-access-log", "--no-proxy-headers"], f"http://127.0.0.1:{p}/health/ready")
             st.urls[s] = f"http://127.0.0.1:{p}"
         st.start("worker", [sys.executable, "-m", "arq", "workers.main.WorkerSettings"], None)
         st.start("gateway", [str(ROOT / "supergraph" / "gateway.sh")], f"http://127.0.0.1:{gateway_port}/readiness")
@@ -212,3 +214,18 @@ async def subscribe(url: str, query: str, variables: dict | None, token: str):
     assert ack["type"] == "connection_ack", ack
     await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables or {}}}))
     return ws, Subscription(ws)
+
+
+async def sign_up_by_mail(gateway, mailbox, account: dict) -> dict:
+    """An account the way a person gets one through the gateway: signUp, the mailed link (received
+    by the SMTP listener), completeSignUp. Returns the tokens."""
+    import re
+
+    earlier = len(mailbox.to(account["email"]))  # e.g. an invitation that came first
+    await gateway.ok("mutation($i: SignUpInput!) { signUp(input: $i) { success } }", {"i": account})
+    message = (await mailbox.wait_for(account["email"], count=earlier + 1))[-1]
+    token = re.search(r"completar-registro\?token=([\w-]+)", message.get_body(preferencelist=("plain",)).get_content()).group(1)
+    done = await gateway.ok("""mutation($t: String!) { completeSignUp(token: $t) {
+        tokens { accessToken refreshToken organizationId } userErrors { code } } }""", {"t": token})
+    assert done["completeSignUp"]["userErrors"] == [], done
+    return done["completeSignUp"]["tokens"]

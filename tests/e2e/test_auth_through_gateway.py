@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.conftest import unique_email
+from tests.e2e.conftest import sign_up_by_mail
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "correcto-caballo-bateria"
@@ -22,11 +23,10 @@ def _code(secret: str, steps: int = 0) -> str:
     return t.at(time.time() + steps * t.interval)
 
 
-async def test_sign_up_enable_totp_log_out_log_in_with_totp(gateway):
+async def test_sign_up_enable_totp_log_out_log_in_with_totp(gateway, mailbox):
     email = unique_email("e2e")
-    r = await gateway.ok("""mutation($i: SignUpInput!) { signUp(input: $i) { tokens { accessToken refreshToken } userErrors { code } } }""",
-                         {"i": {"email": email, "password": PASSWORD, "fullName": "Lucía Pérez", "organizationName": "Papelería Lucía"}})
-    tokens = r["signUp"]["tokens"]
+    tokens = await sign_up_by_mail(gateway, mailbox, {"email": email, "password": PASSWORD, "fullName": "Lucía Pérez",
+                                                      "organizationName": "Papelería Lucía"})
     secret = (await gateway.ok("mutation { enrollTotp { secret otpauthUri } }", token=tokens["accessToken"]))["enrollTotp"]["secret"]
     codes = (await gateway.ok("mutation($c: String!) { confirmTotp(code: $c) { recoveryCodes userErrors { code } } }",
                               {"c": _code(secret)}, token=tokens["accessToken"]))["confirmTotp"]["recoveryCodes"]
@@ -44,11 +44,9 @@ async def test_sign_up_enable_totp_log_out_log_in_with_totp(gateway):
     assert me["me"] == {"email": email, "mfaEnabled": True, "organization": {"name": "Papelería Lucía"}}
 
 
-async def test_gateway_refuses_a_forged_token_and_the_subgraph_does_too(gateway, stack):
+async def test_gateway_refuses_a_forged_token_and_the_subgraph_does_too(gateway, stack, mailbox):
     email = unique_email("e2e")
-    r = await gateway.ok("""mutation($i: SignUpInput!) { signUp(input: $i) { tokens { accessToken } } }""",
-                         {"i": {"email": email, "password": PASSWORD, "fullName": "X", "organizationName": "Y"}})
-    good = r["signUp"]["tokens"]["accessToken"]
+    good = (await sign_up_by_mail(gateway, mailbox, {"email": email, "password": PASSWORD, "fullName": "X", "organizationName": "Y"}))["accessToken"]
     claims = jwt.decode(good, options={"verify_signature": False})
     forged = jwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": jwt.get_unverified_header(good)["kid"]})
     async with httpx.AsyncClient() as http:
@@ -61,10 +59,9 @@ async def test_gateway_refuses_a_forged_token_and_the_subgraph_does_too(gateway,
     assert direct.json()["errors"][0]["extensions"]["code"] == "INVALID_TOKEN"
 
 
-async def test_api_key_exchange_through_the_gateway_is_limited_to_its_permissions(gateway):
-    r = await gateway.ok("""mutation($i: SignUpInput!) { signUp(input: $i) { tokens { accessToken } } }""",
-                         {"i": {"email": unique_email("e2e"), "password": PASSWORD, "fullName": "X", "organizationName": "Y"}})
-    owner = r["signUp"]["tokens"]["accessToken"]
+async def test_api_key_exchange_through_the_gateway_is_limited_to_its_permissions(gateway, mailbox):
+    owner = (await sign_up_by_mail(gateway, mailbox, {"email": unique_email("e2e"), "password": PASSWORD, "fullName": "X",
+                                                      "organizationName": "Y"}))["accessToken"]
     key = (await gateway.ok("""mutation { createApiKey(name: "n8n", permissions: ["invoice:read"]) { key userErrors { code } } }""",
                             token=owner))["createApiKey"]["key"]
     ex = (await gateway.ok("mutation($k: String!) { exchangeApiKey(key: $k) { accessToken expiresIn } }", {"k": key}))["exchangeApiKey"]
@@ -74,7 +71,7 @@ async def test_api_key_exchange_through_the_gateway_is_limited_to_its_permission
     assert denied.error_codes == ["FORBIDDEN"]
 
 
-async def test_mobile_persisted_query_by_document_id(gateway, stack):
+async def test_mobile_persisted_query_by_document_id(gateway, stack, mailbox):
     import hashlib
     import json
     from pathlib import Path
@@ -82,9 +79,8 @@ async def test_mobile_persisted_query_by_document_id(gateway, stack):
     manifest = json.loads((Path(__file__).resolve().parents[2] / "supergraph" / "persisted-documents.json").read_text())
     me_id = next(h for h, doc in manifest.items() if doc.lstrip().startswith("query Me"))
     assert hashlib.sha256(manifest[me_id].encode()).hexdigest() == me_id
-    r = await gateway.ok("""mutation($i: SignUpInput!) { signUp(input: $i) { tokens { accessToken } } }""",
-                         {"i": {"email": unique_email("pq"), "password": PASSWORD, "fullName": "Móvil", "organizationName": "App"}})
-    token = r["signUp"]["tokens"]["accessToken"]
+    token = (await sign_up_by_mail(gateway, mailbox, {"email": unique_email("pq"), "password": PASSWORD, "fullName": "Móvil",
+                                                      "organizationName": "App"}))["accessToken"]
     async with httpx.AsyncClient() as http:
         resp = await http.post(stack.urls["gateway"] + "/graphql", json={"documentId": me_id},
                                headers={"Authorization": f"Bearer {token}"})

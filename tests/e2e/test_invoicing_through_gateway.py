@@ -17,17 +17,16 @@ from subgraphs.invoice.cfdi import verify_cfdi
 from subgraphs.invoice.pac import sandbox
 from tests.conftest import unique_email
 from tests.e2e.conftest import subscribe
+from tests.e2e.conftest import sign_up_by_mail
 from tests.invoice.conftest import CREATE_CUSTOMER, ISSUER, SAVE_ISSUER, UPLOAD_CSD, CSD_PASSWORD, concept, csd_files
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "correcto-caballo-bateria"
 
 
-async def _new_issuer(gateway, *, customer_email: str):
-    r = await gateway.ok("""mutation($i: SignUpInput!) { signUp(input: $i) { tokens { accessToken } } }""",
-                         {"i": {"email": unique_email("emisor"), "password": PASSWORD, "fullName": "Contadora Kemper",
-                                "organizationName": "Escuela Kemper Urgate"}})
-    token = r["signUp"]["tokens"]["accessToken"]
+async def _new_issuer(gateway, mailbox, *, customer_email: str):
+    token = (await sign_up_by_mail(gateway, mailbox, {"email": unique_email("emisor"), "password": PASSWORD,
+                                                      "fullName": "Contadora Kemper", "organizationName": "Escuela Kemper Urgate"}))["accessToken"]
     series = "E" + uuid.uuid4().hex[:8].upper()  # distinct CFDIs per test organization (same demo RFC)
     saved = (await gateway.ok(SAVE_ISSUER, {"i": {**ISSUER, "defaultSeries": series}}, token=token))["saveIssuer"]
     assert saved["userErrors"] == []
@@ -52,7 +51,7 @@ async def _create_invoice(gateway, token, customer_id, price: str) -> dict:
 
 async def test_issue_stamp_watch_download_and_cancel_through_the_gateway(gateway, stack, mailbox):
     customer_email = unique_email("cliente")
-    token, customer_id = await _new_issuer(gateway, customer_email=customer_email)
+    token, customer_id = await _new_issuer(gateway, mailbox, customer_email=customer_email)
     s = await gateway.ok("mutation { updateOrganizationNotificationSettings(sendCfdiToCustomer: true) { userErrors { code } } }",
                          token=token)
     assert s["updateOrganizationNotificationSettings"]["userErrors"] == []
@@ -112,7 +111,7 @@ async def test_issue_stamp_watch_download_and_cancel_through_the_gateway(gateway
 
 
 async def test_user_with_email_off_for_invoicing_gets_only_the_in_app_notification(gateway, stack, mailbox):
-    token, customer_id = await _new_issuer(gateway, customer_email=unique_email("cliente"))
+    token, customer_id = await _new_issuer(gateway, mailbox, customer_email=unique_email("cliente"))
     me = (await gateway.ok("{ me { email } }", token=token))["me"]["email"]
     off = await gateway.ok("""mutation { updateNotificationPreference(category: INVOICING, channel: EMAIL, enabled: false) {
         userErrors { code } } }""", token=token)
@@ -132,4 +131,4 @@ async def test_user_with_email_off_for_invoicing_gets_only_the_in_app_notificati
     # Exactly one e-mail ever reached this user: the sign-up verification (account mail stays on).
     mails = mailbox.to(me)
     assert len(mails) == 1, [m["Subject"] for m in mails]
-    assert "verificar-correo" in mails[0].get_body(preferencelist=("plain",)).get_content()
+    assert "completar-registro" in mails[0].get_body(preferencelist=("plain",)).get_content()

@@ -15,15 +15,16 @@ PASSWORD = "correcto-caballo-bateria"
 
 async def test_sign_up_sends_a_verification_email_with_a_working_link(gateway, mailbox):
     email = unique_email("verif")
-    await gateway.ok("""mutation($i: SignUpInput!) { signUp(input: $i) { tokens { accessToken } } }""",
+    await gateway.ok("""mutation($i: SignUpInput!) { signUp(input: $i) { success } }""",
                      {"i": {"email": email, "password": PASSWORD, "fullName": "Rosa Díaz", "organizationName": "Flores Rosa"}})
     [message] = await mailbox.wait_for(email)
     text = message.get_body(preferencelist=("plain",)).get_content()
     html = message.get_body(preferencelist=("html",)).get_content()
-    link = re.search(r"https?://\S+verificar-correo\?token=([\w-]+)", text)
+    link = re.search(r"https?://\S+completar-registro\?token=([\w-]+)", text)
     assert link, text
     assert link.group(1) in html
     assert "Rosa" in text
-    r = await gateway.ok("mutation($t: String!) { verifyEmail(token: $t) { user { email emailVerified } userErrors { code } } }",
+    r = await gateway.ok("""mutation($t: String!) { completeSignUp(token: $t) { tokens { accessToken } userErrors { code } } }""",
                          {"t": link.group(1)})
-    assert r["verifyEmail"]["user"] == {"email": email, "emailVerified": True}
+    me = await gateway.ok("{ me { email emailVerified } }", token=r["completeSignUp"]["tokens"]["accessToken"])
+    assert me["me"] == {"email": email, "emailVerified": True}

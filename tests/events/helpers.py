@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from shared.bus import EVENTS_STREAM
 from shared.db import transaction
-from shared.events import Event, EventPayload, InvoiceStamped, UserRegistered, utcnow
+from shared.events import EmailVerificationRequested, Event, EventPayload, InvoiceStamped, PasswordChanged, utcnow
 from shared.outbox import emit
 from shared.runtime import Runtime
 
@@ -20,10 +20,18 @@ async def emit_auth(rt: Runtime, payload: EventPayload, *, organization_id=None,
         return await emit(session, outbox, payload, organization_id=organization_id, aggregate_id=aggregate_id)
 
 
-def user_registered(*, locale: str = "es-MX", email: str | None = None) -> UserRegistered:
+def verification_requested(*, locale: str = "es-MX", email: str | None = None) -> EmailVerificationRequested:
+    """An auth event that mails the user (a verification link, minted by auth when sent) and tells
+    the notification service who the user is."""
     uid = uuid.uuid4()
-    return UserRegistered(user_id=uid, email=email or f"u-{uid.hex[:10]}@example.mx", full_name="Ana López",
-                          locale=locale, verification_url=f"http://app.test/verificar-correo?token={uid.hex}")
+    return EmailVerificationRequested(user_id=uid, email=email or f"u-{uid.hex[:10]}@example.mx", full_name="Ana López",
+                                      locale=locale, verification_ref=uuid.uuid4())
+
+
+def password_changed(*, email: str | None = None) -> PasswordChanged:
+    """An auth event whose e-mail (a security notice) carries no link: SMTP mechanics alone."""
+    uid = uuid.uuid4()
+    return PasswordChanged(user_id=uid, email=email or f"u-{uid.hex[:10]}@example.mx")
 
 
 def invoice_stamped(*, created_by: uuid.UUID | None, customer_email: str | None = "cliente@example.mx",

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from shared.bus import EVENTS_STREAM
 from subgraphs.notification.models import EmailMessage, Recipient
-from tests.events.helpers import emit_auth, user_registered
+from tests.events.helpers import emit_auth, verification_requested
 from workers.notifications import GROUP, consume_once, ensure_group
 from workers.relay import relay_once
 
@@ -22,7 +22,7 @@ async def _emails(rt, event_id) -> int:
 async def test_messages_of_a_crashed_consumer_are_claimed_and_processed(rt):
     await ensure_group(rt.redis)
     await consume_once(rt)  # drain what earlier tests left
-    ev = await emit_auth(rt, user_registered(), organization_id=uuid.uuid4())
+    ev = await emit_auth(rt, verification_requested(), organization_id=uuid.uuid4())
     await relay_once(rt)
     # A consumer reads the message and dies before processing/acknowledging it.
     taken = await rt.redis.xreadgroup(GROUP, "crashed-consumer", {EVENTS_STREAM: ">"}, count=1000)
@@ -37,7 +37,7 @@ async def test_messages_of_a_crashed_consumer_are_claimed_and_processed(rt):
 
 
 async def test_consumer_keeps_the_recipient_projection(rt):
-    payload = user_registered(locale="en")
+    payload = verification_requested(locale="en")
     await emit_auth(rt, payload, organization_id=uuid.uuid4())
     await relay_once(rt)
     await consume_once(rt)
@@ -47,7 +47,7 @@ async def test_consumer_keeps_the_recipient_projection(rt):
 
 
 async def test_redelivered_stream_entry_is_applied_once(rt):
-    ev = await emit_auth(rt, user_registered(), organization_id=uuid.uuid4())
+    ev = await emit_auth(rt, verification_requested(), organization_id=uuid.uuid4())
     await relay_once(rt)
     await consume_once(rt)
     # The same entry written again (a relay that crashed before marking) changes nothing.

@@ -16,7 +16,7 @@ from shared.events import MemberRemoved
 from shared.runtime import build_runtime
 from subgraphs.auth.models import outbox as auth_outbox
 from subgraphs.notification.models import EmailMessage, ProcessedEvent
-from tests.events.helpers import invoice_stamped, emit_auth, stream_event_ids, user_registered
+from tests.events.helpers import invoice_stamped, emit_auth, stream_event_ids, verification_requested
 from workers.notifications import consume_once
 from workers.relay import relay_loop, relay_once
 
@@ -107,7 +107,7 @@ async def test_redis_outage_keeps_rows_undelivered_until_it_is_back(settings, tm
 
 
 async def test_crash_between_xadd_and_mark_redelivers_and_the_consumer_acts_once(rt):
-    ev = await emit_auth(rt, user_registered(), organization_id=uuid.uuid4())
+    ev = await emit_auth(rt, verification_requested(), organization_id=uuid.uuid4())
 
     async def die(schema, events):
         if any(e.id == ev.id for e in events):

@@ -15,7 +15,7 @@ from shared.bus import EVENTS_STREAM
 from shared.events import make_event
 from subgraphs.notification import service
 from subgraphs.notification.models import EmailMessage
-from tests.events.helpers import emit_auth, user_registered
+from tests.events.helpers import emit_auth, verification_requested
 from workers import notifications, relay
 
 
@@ -24,7 +24,7 @@ async def test_startup_hooks_relay_and_consume_without_being_asked(rt):
     for hook in relay.STARTUP + notifications.STARTUP:
         await hook(ctx)
     try:
-        ev = await emit_auth(rt, user_registered(), organization_id=uuid.uuid4())
+        ev = await emit_auth(rt, verification_requested(), organization_id=uuid.uuid4())
         for _ in range(200):
             async with rt.sessionmaker() as s:
                 row = (await s.execute(select(EmailMessage).where(EmailMessage.event_id == ev.id))).scalar_one_or_none()
@@ -49,14 +49,14 @@ def test_worker_settings_register_the_jobs():
 
 
 async def test_relay_outbox_job_runs_one_pass(rt):
-    ev = await emit_auth(rt, user_registered(), organization_id=uuid.uuid4())
+    ev = await emit_auth(rt, verification_requested(), organization_id=uuid.uuid4())
     assert await relay.relay_outbox({"runtime": rt}) >= 1
     entries = await rt.redis.xrevrange(EVENTS_STREAM, count=50)
     assert any(f[b"id"] == str(ev.id).encode() for _, f in entries)
 
 
 async def test_sweep_enqueues_queued_mail_whose_job_was_lost(rt):
-    payload = user_registered()
+    payload = verification_requested()
     handled = await service.handle_event(rt, make_event(payload, organization_id=None, actor_id=None))
     (mid,) = handled.email_ids
     async with rt.sessionmaker() as s, s.begin():  # pretend it has waited for a while
@@ -72,8 +72,8 @@ async def test_sweep_enqueues_queued_mail_whose_job_was_lost(rt):
 
 
 async def test_sweep_leaves_mail_waiting_on_a_scheduled_retry_alone(rt):
-    waiting = (await service.handle_event(rt, make_event(user_registered(), organization_id=None, actor_id=None))).email_ids[0]
-    lost = (await service.handle_event(rt, make_event(user_registered(), organization_id=None, actor_id=None))).email_ids[0]
+    waiting = (await service.handle_event(rt, make_event(verification_requested(), organization_id=None, actor_id=None))).email_ids[0]
+    lost = (await service.handle_event(rt, make_event(verification_requested(), organization_id=None, actor_id=None))).email_ids[0]
     async with rt.sessionmaker() as s, s.begin():
         await s.execute(update(EmailMessage).where(EmailMessage.id.in_([waiting, lost]))
                         .values(created_at=EmailMessage.created_at - timedelta(hours=2)))
@@ -89,7 +89,7 @@ async def test_sweep_leaves_mail_waiting_on_a_scheduled_retry_alone(rt):
 
 async def test_poison_event_goes_to_the_dead_letter_stream(rt, monkeypatch):
     await notifications.consume_once(rt)  # drain
-    ev = await emit_auth(rt, user_registered(), organization_id=uuid.uuid4())
+    ev = await emit_auth(rt, verification_requested(), organization_id=uuid.uuid4())
     await relay.relay_once(rt)
 
     async def broken(runtime, event, **kw):

@@ -17,7 +17,7 @@ from shared.runtime import Runtime, build_runtime
 from shared.tokens import Principal
 from tests.events.isolation import private_settings
 # Real users and tokens come from the auth subgraph's own test fixtures.
-from tests.auth.conftest import auth_app, auth_http, gql, ip, sign_up  # noqa: F401
+from tests.auth.conftest import GATEWAY_SECRET, auth_app, auth_http, gql, ip, sign_up  # noqa: F401
 
 
 settings = private_settings("notification")  # see tests/events/isolation.py
@@ -120,7 +120,8 @@ def auth_settings(database_url, redis_url):
     so every auth app of the run must sign from the same keys table."""
     from shared.config import load_settings
 
-    return load_settings(database_url=database_url, redis_url=redis_url, app_env="test", trust_proxy_headers=True)
+    return load_settings(database_url=database_url, redis_url=redis_url, app_env="test",
+                         gateway_shared_secret=GATEWAY_SECRET)
 
 
 def verifying_runtime_factory(auth_database_url: str):

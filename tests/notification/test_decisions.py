@@ -7,13 +7,13 @@ import uuid
 import pytest
 
 from shared.events import (
-    EmailVerificationRequested, InvoiceCancellationRejected, InvoiceCancelled, InvoiceStampFailed, MemberInvited,
-    MemberRemoved, MfaDisabled, MfaEnabled, PasswordChanged, PasswordResetRequested, make_event,
+    InvoiceCancellationRejected, InvoiceCancelled, InvoiceStampFailed, MemberInvited,
+    MemberRemoved, MfaDisabled, MfaEnabled, PasswordChanged, PasswordResetRequested, SignUpRequested, UserRegistered, make_event,
 )
 from subgraphs.notification.decisions import (
-    EMAIL, IN_APP, Facts, Preferences, RecipientInfo, decide, idempotency_key, is_locked,
+    EMAIL, IN_APP, NOTHING, Facts, Preferences, RecipientInfo, decide, idempotency_key, is_locked,
 )
-from tests.events.helpers import invoice_stamped, user_registered
+from tests.events.helpers import invoice_stamped, verification_requested
 
 ORG = uuid.uuid4()
 ANA = uuid.uuid4()
@@ -29,33 +29,42 @@ def facts(prefs: Preferences | None = None, *, send_cfdi=False, locale="es-MX") 
     return Facts(recipients={ANA: info}, preferences=prefs or Preferences(), send_cfdi_to_customer=send_cfdi)
 
 
-def test_user_registered_sends_the_verification_link_in_the_users_language():
-    p = user_registered(locale="en")
+def test_links_are_named_never_written():
+    """Issue #7: a mail row names its single-use link; auth mints it when the mail is sent."""
+    p = verification_requested(locale="en")
     d = decide(ev(p), Facts())
     assert d.in_app == ()
     (mail,) = d.emails
     assert (mail.to_address, mail.template, mail.locale, mail.user_id) == (p.email, "verify_email", "en", p.user_id)
-    assert mail.context["verification_url"] == p.verification_url and mail.context["welcome"] is True
+    assert mail.context["link"] == {"kind": "verify_email", "ref": str(p.verification_ref)} and mail.context["welcome"] is False
+    assert not any("http" in str(v) for v in mail.context.values())
 
 
-def test_email_verification_request_is_an_email():
-    p = EmailVerificationRequested(user_id=ANA, email="ana@example.mx", full_name="Ana", locale="es-MX", verification_url="http://v")
+def test_sign_up_mails_the_address_a_link_to_finish():
+    p = SignUpRequested(sign_up_id=uuid.uuid4(), email="nueva@example.mx", full_name="Nueva", locale="es-MX")
     (mail,) = decide(ev(p), Facts()).emails
-    assert mail.template == "verify_email" and mail.context["welcome"] is False and mail.locale == "es-MX"
+    assert (mail.to_address, mail.template, mail.user_id) == ("nueva@example.mx", "verify_email", None)
+    assert mail.context["link"] == {"kind": "sign_up", "ref": str(p.sign_up_id)} and mail.context["welcome"] is True
+
+
+def test_user_registered_only_projects_the_recipient():
+    p = UserRegistered(user_id=ANA, email="ana@example.mx", full_name="Ana", locale="es-MX")
+    assert decide(ev(p), Facts()) == NOTHING
 
 
 def test_password_reset_is_sent_even_when_the_user_turned_email_off():
     prefs = Preferences(user={(ANA, "security", EMAIL): False}, org_defaults={("security", EMAIL): False})
-    p = PasswordResetRequested(user_id=ANA, email="ana@example.mx", full_name="Ana", locale="es-MX", reset_url="http://r")
+    p = PasswordResetRequested(request_id=uuid.uuid4(), email="ana@example.mx")
     (mail,) = decide(ev(p), facts(prefs)).emails
-    assert mail.template == "password_reset" and mail.context["reset_url"] == "http://r"
+    assert mail.template == "password_reset" and mail.context["link"] == {"kind": "reset_password", "ref": str(p.request_id)}
 
 
 def test_member_invited_mails_the_invited_address():
     p = MemberInvited(invitation_id=uuid.uuid4(), email="nuevo@example.mx", role="MEMBER", organization_name="Tacos SA",
-                      invited_by_name="Ana", accept_url="http://a")
+                      invited_by_name="Ana")
     (mail,) = decide(ev(p), Facts()).emails
     assert (mail.to_address, mail.template, mail.user_id) == ("nuevo@example.mx", "member_invited", None)
+    assert mail.context["link"] == {"kind": "invitation", "ref": str(p.invitation_id)}
 
 
 @pytest.mark.parametrize("payload_cls,kind", [(MfaEnabled, "mfa_enabled"), (MfaDisabled, "mfa_disabled"),
@@ -156,7 +165,7 @@ def test_events_nobody_needs_to_hear_about_decide_nothing():
 
 
 def test_idempotency_key_is_event_recipient_template():
-    p = user_registered()
+    p = verification_requested()
     e = ev(p)
     (mail,) = decide(e, Facts()).emails
     assert idempotency_key(e.id, mail) == f"{e.id}:{p.email}:verify_email"

@@ -4,6 +4,7 @@ retried on temporary failures, given up on 5xx, and never sent twice for one ide
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 
 import pytest
@@ -17,10 +18,9 @@ from shared.embedded import free_port
 from shared.events import make_event
 from subgraphs.notification import service
 from subgraphs.notification.models import FAILED_PERMANENT, QUEUED, SENT, EmailMessage
-from tests.events.helpers import emit_auth, invoice_stamped, user_registered
+from tests.events.helpers import invoice_stamped, password_changed, verification_requested
 from tests.notification.conftest import SmtpListener, port_is_closed, principal, serve_app, with_settings
-from workers.notifications import SEND_EMAIL_MAX_TRIES, consume_once, send_email
-from workers.relay import relay_once
+from workers.notifications import SEND_EMAIL_MAX_TRIES, send_email
 
 
 async def _message_for(rt, event_id, template=None) -> EmailMessage:
@@ -31,8 +31,9 @@ async def _message_for(rt, event_id, template=None) -> EmailMessage:
         return (await s.execute(stmt)).scalar_one()
 
 
-async def _queued_verification(rt, locale="es-MX"):
-    payload = user_registered(locale=locale)
+async def _queued_notice(rt):
+    """A queued security notice: an e-mail with no link, for the SMTP mechanics."""
+    payload = password_changed()
     handled = await service.handle_event(rt, make_event(payload, organization_id=uuid.uuid4(), actor_id=payload.user_id))
     (mid,) = handled.email_ids
     return payload, str(mid)
@@ -44,52 +45,99 @@ def _parts(msg):
     return text, html
 
 
-async def test_verification_email_reaches_the_listener_with_the_link_in_spanish(rt, smtp):
-    # The whole path: auth outbox -> relay -> stream -> consumer -> queued message -> SMTP.
-    payload = user_registered()
-    ev = await emit_auth(rt, payload, organization_id=uuid.uuid4())
-    await relay_once(rt)
-    await consume_once(rt)
-    row = await _message_for(rt, ev.id)
+@pytest.fixture
+async def auth_service(auth_settings):
+    """The real auth service over HTTP (on the suite's auth database, whose signing keys every auth
+    app of the run shares): it mints links when the mail worker sends."""
+    from subgraphs.auth.app import create_app
 
-    status = await send_email({"runtime": with_settings(rt, smtp_port=smtp.port), "job_try": 1}, str(row.id))
+    app = create_app(auth_settings)
+    async with serve_app(app) as host:
+        yield app, f"http://{host}"
+
+
+async def _signed_up(rt, auth_service, *, locale="es-MX", full_name="Ana López"):
+    """A sign-up made by the auth service, its event handled by the consumer into a queued message."""
+    from sqlalchemy import text
+
+    from shared.events import Event
+    from subgraphs.auth import service as auth
+
+    app, _ = auth_service
+    auth_rt = app.state.runtime
+    email = f"ana-{uuid.uuid4().hex[:10]}@example.mx"
+    await auth.sign_up(auth_rt, email=email, password="correcto-caballo-bateria", full_name=full_name, organization_name="Tacos",
+                       locale=locale, ip=f"t-{uuid.uuid4()}")
+    async with auth_rt.sessionmaker() as s:
+        row = (await s.execute(text("SELECT event_id, type, version, occurred_at, payload FROM auth.outbox "
+                                    "WHERE payload->>'email' = :e"), {"e": email})).one()
+    event = Event(id=row.event_id, type=row.type, version=row.version, organization_id=None, actor_id=None,
+                  occurred_at=row.occurred_at, payload=row.payload)
+    (mid,) = (await service.handle_event(rt, event)).email_ids
+    async with rt.sessionmaker() as s:
+        return email, await s.get(EmailMessage, mid)
+
+
+async def test_sign_up_email_reaches_the_listener_with_a_freshly_minted_link_in_spanish(rt, smtp, auth_service):
+    # Auth's event -> consumer -> queued message -> link minted by auth over HTTP -> SMTP. The
+    # stored row never holds the link.
+    email, row = await _signed_up(rt, auth_service)
+    assert "token" not in str(row.context)
+    status = await send_email({"runtime": with_settings(rt, smtp_port=smtp.port, auth_service_url=auth_service[1]), "job_try": 1}, str(row.id))
 
     assert status == SENT
     (msg,) = smtp.messages
-    assert msg["To"] == payload.email
+    assert msg["To"] == email
     assert msg["Subject"] == "Bienvenido a Facturación: confirma tu correo"
     text, html = _parts(msg)
-    assert payload.verification_url in text
-    assert f'href="{payload.verification_url}"' in html
+    link = re.search(r"https?://\S+completar-registro\?token=[\w-]+", text).group(0)
+    assert f'href="{link}"' in html
     assert "Hola Ana López" in text and 'lang="es-MX"' in html
-    row = await _message_for(rt, ev.id)
+    async with rt.sessionmaker() as s:
+        row = await s.get(EmailMessage, row.id)
     assert (row.status, row.attempts, row.sent_at is not None) == (SENT, 1, True)
+    assert link not in str(row.context)
 
 
-async def test_english_locale_gets_the_english_email(rt, smtp):
-    payload, mid = await _queued_verification(rt, locale="en")
-    await send_email({"runtime": with_settings(rt, smtp_port=smtp.port)}, mid)
+async def test_english_locale_gets_the_english_email(rt, smtp, auth_service):
+    _, row = await _signed_up(rt, auth_service, locale="en")
+    await send_email({"runtime": with_settings(rt, smtp_port=smtp.port, auth_service_url=auth_service[1])}, str(row.id))
     (msg,) = smtp.messages
     assert msg["Subject"] == "Welcome to Facturación: confirm your e-mail"
     text, html = _parts(msg)
-    assert payload.verification_url in text and "Hi Ana López" in text and 'lang="en"' in html
+    assert "completar-registro?token=" in text and "Hi Ana López" in text and 'lang="en"' in html
 
 
-async def test_html_escapes_user_data(rt, smtp):
-    payload = user_registered()
-    payload = payload.model_copy(update={"full_name": "<script>alert(1)</script>"})
-    handled = await service.handle_event(rt, make_event(payload, organization_id=None, actor_id=None))
-    await send_email({"runtime": with_settings(rt, smtp_port=smtp.port)}, str(handled.email_ids[0]))
+async def test_html_escapes_user_data(rt, smtp, auth_service):
+    _, row = await _signed_up(rt, auth_service, full_name="<script>alert(1)</script>")
+    await send_email({"runtime": with_settings(rt, smtp_port=smtp.port, auth_service_url=auth_service[1])}, str(row.id))
     text, html = _parts(smtp.messages[0])
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "<script>" in text  # plain text is not HTML: nothing to escape
+
+
+async def test_a_link_auth_will_not_mint_is_never_sent(rt, smtp, auth_service):
+    payload = verification_requested()  # refers to no token auth knows
+    handled = await service.handle_event(rt, make_event(payload, organization_id=None, actor_id=None))
+    mid = str(handled.email_ids[0])
+    status = await send_email({"runtime": with_settings(rt, smtp_port=smtp.port, auth_service_url=auth_service[1])}, mid)
+    assert status == FAILED_PERMANENT and smtp.messages == []
+
+
+async def test_unreachable_auth_service_is_a_temporary_failure(rt, smtp):
+    payload = verification_requested()
+    handled = await service.handle_event(rt, make_event(payload, organization_id=None, actor_id=None))
+    with pytest.raises(Retry):
+        await send_email({"runtime": with_settings(rt, smtp_port=smtp.port, auth_service_url=f"http://127.0.0.1:{free_port()}")},
+                         str(handled.email_ids[0]))
+    assert smtp.messages == []
 
 
 async def test_smtp_down_retries_then_delivers_exactly_once(rt):
     port = free_port()
     assert port_is_closed(port)
     mail_rt = with_settings(rt, smtp_port=port)
-    _, mid = await _queued_verification(rt)
+    _, mid = await _queued_notice(rt)
 
     with pytest.raises(Retry) as retry:
         await send_email({"runtime": mail_rt, "job_try": 1}, mid)
@@ -120,7 +168,7 @@ async def _row(rt, mid) -> EmailMessage:
 async def test_temporary_4xx_reply_is_retried(rt):
     listener = SmtpListener(free_port(), reply="451 4.3.0 Intenta más tarde").start()
     try:
-        _, mid = await _queued_verification(rt)
+        _, mid = await _queued_notice(rt)
         with pytest.raises(Retry):
             await send_email({"runtime": with_settings(rt, smtp_port=listener.port), "job_try": 1}, mid)
     finally:
@@ -132,7 +180,7 @@ async def test_temporary_4xx_reply_is_retried(rt):
 async def test_permanent_5xx_reply_fails_without_retry(rt):
     listener = SmtpListener(free_port(), reply="550 5.1.1 Buzón inexistente").start()
     try:
-        _, mid = await _queued_verification(rt)
+        _, mid = await _queued_notice(rt)
         mail_rt = with_settings(rt, smtp_port=listener.port)
         assert await send_email({"runtime": mail_rt, "job_try": 1}, mid) == FAILED_PERMANENT  # no Retry raised
         assert await send_email({"runtime": mail_rt, "job_try": 2}, mid) == FAILED_PERMANENT  # and never again
@@ -144,7 +192,7 @@ async def test_permanent_5xx_reply_fails_without_retry(rt):
 
 async def test_last_try_gives_up(rt):
     port = free_port()
-    _, mid = await _queued_verification(rt)
+    _, mid = await _queued_notice(rt)
     status = await send_email({"runtime": with_settings(rt, smtp_port=port), "job_try": SEND_EMAIL_MAX_TRIES}, mid)
     assert status == FAILED_PERMANENT
     assert (await _row(rt, mid)).last_error.startswith("reintentos agotados")

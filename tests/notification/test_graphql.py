@@ -134,8 +134,8 @@ async def test_preferences_and_the_locked_security_category(rt, ngql, sign_up):
 async def _register(rt, user_id, email):
     from shared.events import UserRegistered
 
-    await service.handle_event(rt, make_event(UserRegistered(user_id=user_id, email=email, full_name="Ana", locale="es-MX",
-                                                             verification_url="http://v"), organization_id=None, actor_id=user_id))
+    await service.handle_event(rt, make_event(UserRegistered(user_id=user_id, email=email, full_name="Ana", locale="es-MX"),
+                                              organization_id=None, actor_id=user_id))
 
 
 async def test_organization_settings_need_notification_manage(rt, ngql, sign_up, auth_app):
