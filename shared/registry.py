@@ -46,7 +46,7 @@ class Service:
 SERVICES: tuple[Service, ...] = (
     Service("auth", "subgraph", 4001, schema=True, outbox=True),
     Service("invoice", "subgraph", 4002, schema=True, outbox=True),
-    Service("expense", "subgraph", 4003, schema=True, outbox=True, planned=True),
+    Service("expense", "subgraph", 4003, schema=True, outbox=True),
     Service("notification", "subgraph", 4004, schema=True, outbox=True),
     Service("mcp", "bridge", 4005, planned=True),  # MCP bridge for AI agents (reserved)
     Service("worker", "worker"),  # arq: stamping, e-mail, event relay and consumers

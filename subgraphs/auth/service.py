@@ -156,6 +156,9 @@ async def sign_up(rt: Runtime, *, email: str, password: str, full_name: str, org
             link = await _email_link(session, rt, user, "verify_email", EMAIL_VERIFY_TTL)
             await emit(session, outbox, UserRegistered(user_id=user.id, email=email, full_name=user.full_name, locale=locale,
                                                        verification_url=link), organization_id=org.id, actor_id=user.id, aggregate_id=str(user.id))
+            # The founder is the organization's first member: services projecting roles need it.
+            await emit(session, outbox, MemberJoined(user_id=user.id, role="OWNER"), organization_id=org.id,
+                       actor_id=user.id, aggregate_id=str(user.id))
             return await _issue_tokens(session, rt, user, org.id)
     except IntegrityError:
         # The unique index is the source of truth (two concurrent sign-ups with one e-mail).
