@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     # the invoice service itself, which is what local runs expose.
     documents_public_url: str | None = None
     app_base_url: str = "http://127.0.0.1:3000"
+    # Receipts: signed upload/download links point at the expense service (an ingress in
+    # production); files live in this directory (the object store's local-filesystem backend).
+    expense_public_url: str = "http://127.0.0.1:4003"
+    receipts_dir: str = ".data/receipts"
+    receipt_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
     trust_proxy_headers: bool = False
 
     # Login throttling

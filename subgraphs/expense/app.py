@@ -1,17 +1,80 @@
-"""The expense subgraph's ASGI app (port 4003): GraphQL and health."""
+"""The expense subgraph's ASGI app (port 4003): GraphQL, health, and signed receipt upload/download.
+
+The signature in the URL is the authorization for both routes: it is handed out only through
+GraphQL, to the submitter (upload) and to members who may read the expense (download)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from shared.config import Settings
+from shared.crypto import verify_signed_path
 from shared.graphql import create_service_app
 from shared.runtime import Runtime, build_runtime
+from subgraphs.expense import service
 from subgraphs.expense.schema import schema
 
 
+def _refusal(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status)
+
+
+def _receipt_id(request: Request) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(request.path_params["receipt_id"])
+    except ValueError:
+        return None
+
+
+async def upload(request: Request) -> Response:
+    """PUT /receipts/{id}?exp=&sig= with the file as the body."""
+    rt: Runtime = request.app.state.runtime
+    receipt_id = _receipt_id(request)
+    q = request.query_params
+    if receipt_id is None or not verify_signed_path(service.upload_path(receipt_id), q.get("exp"), q.get("sig"),
+                                                    settings=rt.settings, purpose=service.UPLOAD_PURPOSE):
+        return _refusal(403, "INVALID_SIGNATURE", "Enlace inválido o vencido.")
+    limit = rt.settings.receipt_max_bytes
+    body = bytearray()
+    async for chunk in request.stream():  # never buffer more than the limit
+        body += chunk
+        if len(body) > limit:
+            return _refusal(413, "RECEIPT_TOO_LARGE", "El archivo supera el límite permitido.")
+    try:
+        r = await service.store_receipt(rt, receipt_id, bytes(body))
+    except service.UploadRefused as exc:
+        return _refusal(exc.status, exc.code, str(exc))
+    return JSONResponse({"id": str(r.id), "contentType": r.content_type, "size": r.size}, status_code=201)
+
+
+async def download(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    receipt_id = _receipt_id(request)
+    q = request.query_params
+    if receipt_id is None or not verify_signed_path(service.download_path(receipt_id), q.get("exp"), q.get("sig"),
+                                                    settings=rt.settings, purpose=service.DOWNLOAD_PURPOSE):
+        return _refusal(403, "INVALID_SIGNATURE", "Enlace inválido o vencido.")
+    found = await service.receipt_file(rt, receipt_id)
+    if found is None:
+        return _refusal(404, "NOT_FOUND", "Comprobante no encontrado.")
+    r, data = found
+    ext = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "application/pdf": "pdf",
+           "application/xml": "xml"}[r.content_type]
+    return Response(data, media_type=r.content_type, headers={
+        "Content-Disposition": f'attachment; filename="comprobante-{r.id}.{ext}"',
+        "X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store"})
+
+
 def create_app(settings: Settings | None = None, *, runtime_factory: Callable[[str, Settings], Runtime] = build_runtime):
-    return create_service_app("expense", schema, settings=settings, runtime_factory=runtime_factory)
+    return create_service_app("expense", schema, settings=settings, runtime_factory=runtime_factory, routes=[
+        Route("/receipts/{receipt_id}", upload, methods=["PUT"]),
+        Route("/receipts/{receipt_id}/file", download, methods=["GET"]),
+    ])
 
 
 app = create_app()

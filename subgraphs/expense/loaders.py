@@ -34,6 +34,10 @@ def report_expenses(ctx: RequestContext) -> DataLoader:
     return ctx.batch_loader("report_expenses", service.report_expenses, default=[])
 
 
+def receipts(ctx: RequestContext) -> DataLoader:
+    return ctx.batch_loader("receipts", service.receipts, default=[])
+
+
 def approvals(ctx: RequestContext) -> DataLoader:
     """Keyed by expense row (its round matters); answers who approved in the current round."""
 

@@ -85,6 +85,16 @@ class ApprovalStep:
     approved_by: "User | None"
 
 
+@strawberry.type(description="A receipt file; its content type is what the bytes are, not what was declared.")
+class Receipt:
+    id: strawberry.ID
+    content_type: str | None
+    size: int | None
+    uploaded: bool
+    download_url: str | None = strawberry.field(description="Signed, expiring link (1 h).")
+    created_at: datetime
+
+
 @strawberry.type(description="Who did what to the expense, when, and why.")
 class ExpenseAuditEntry:
     action: str
@@ -168,6 +178,13 @@ class Expense:
         return [ApprovalStep(level=i + 1, permission=s.permission, role=s.role,
                              approved_by=User(id=strawberry.ID(str(done[i]))) if i < len(done) else None)
                 for i, s in enumerate(chain)]
+
+    @strawberry.field
+    async def receipts(self, info: Ctx) -> list[Receipt]:
+        rows = await loaders.receipts(info.context).load(self._row.id)
+        return [Receipt(id=strawberry.ID(str(r.id)), content_type=r.content_type, size=r.size,
+                        uploaded=r.uploaded_at is not None, download_url=service.download_url(info.context.settings, r),
+                        created_at=r.created_at) for r in rows]
 
     @strawberry.field
     async def history(self, info: Ctx) -> list[ExpenseAuditEntry]:
@@ -332,6 +349,13 @@ class ExpensePayload(Payload):
 
 
 @strawberry.type
+class ReceiptUploadPayload(Payload):
+    receipt_id: strawberry.ID | None = None
+    upload_url: str | None = strawberry.field(default=None, description="PUT the file's bytes here before expiresAt.")
+    expires_at: datetime | None = None
+
+
+@strawberry.type
 class ExpenseReportPayload(Payload):
     report: ExpenseReport | None = None
 
@@ -462,6 +486,18 @@ class Mutation:
     async def attach_supplier_cfdi(self, info: Ctx, expense_id: strawberry.ID, xml: str) -> ExpensePayload:
         p = await info.context.principal()
         return await _expense_payload(lambda: service.attach_supplier_cfdi(info.context.runtime, p, _uuid(expense_id), xml))
+
+    @strawberry.mutation(description="A signed, expiring URL to PUT one receipt file to (JPEG, PNG, WebP, PDF or XML).")
+    async def request_receipt_upload(self, info: Ctx, expense_id: strawberry.ID, content_type: str,
+                                     size: int) -> ReceiptUploadPayload:
+        p = await info.context.principal()
+
+        async def run():
+            r, url, expires = await service.request_receipt_upload(info.context.runtime, p, _uuid(expense_id),
+                                                                   content_type, size)
+            return ReceiptUploadPayload(receipt_id=strawberry.ID(str(r.id)), upload_url=url, expires_at=expires)
+
+        return await payload_or_errors(ReceiptUploadPayload, run)
 
     @strawberry.mutation
     async def create_expense_report(self, info: Ctx, input: ExpenseReportInput) -> ExpenseReportPayload:

@@ -8,7 +8,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +16,8 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.config import Settings
+from shared.crypto import signed_path
 from shared.db import transaction
 from shared.errors import ForbiddenError, InputError, NotFoundError, UserError
 from shared.events import ExpenseApproved, ExpenseReimbursed, ExpenseRejected, ExpenseSubmitted, NextApproval
@@ -26,12 +28,17 @@ from shared.runtime import Runtime
 from shared.tokens import Principal
 from subgraphs.expense import approval as ap
 from subgraphs.expense import models as m
+from subgraphs.expense.receipts import LocalStore, ReceiptRefused, check_receipt, normalize_declared_type
 from subgraphs.expense.supplier_cfdi import MESSAGES as CFDI_MESSAGES, CfdiRefused, SupplierCfdi, read_supplier_cfdi
 from subgraphs.invoice.cfdi.catalogs import contains as in_catalog
 from subgraphs.invoice.cfdi.rfc import valid_rfc
 
 PAYMENT_METHODS = ("CASH", "COMPANY_CARD", "PERSONAL_CARD", "TRANSFER", "OTHER")
 MAX_COMMENT = 2000
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def _err(code: str, message: str, *path: str) -> InputError:
@@ -603,3 +610,97 @@ async def attach_supplier_cfdi(rt: Runtime, principal: Principal, expense_id: uu
             return e
     except IntegrityError:
         raise _duplicate() from None
+
+
+# --- receipts -----------------------------------------------------------------------------------
+
+UPLOAD_TTL = timedelta(minutes=15)
+DOWNLOAD_TTL = timedelta(hours=1)
+UPLOAD_PURPOSE, DOWNLOAD_PURPOSE = "receipt-upload", "receipt-download"
+
+
+def receipt_store(settings: Settings) -> LocalStore:
+    return LocalStore(settings.receipts_dir)
+
+
+def upload_path(receipt_id) -> str:
+    return f"/receipts/{receipt_id}"
+
+
+def download_path(receipt_id) -> str:
+    return f"/receipts/{receipt_id}/file"
+
+
+def download_url(settings: Settings, r: m.Receipt) -> str | None:
+    if r.uploaded_at is None:
+        return None
+    return settings.expense_public_url + signed_path(download_path(r.id), utcnow() + DOWNLOAD_TTL, settings=settings,
+                                                     purpose=DOWNLOAD_PURPOSE)
+
+
+async def request_receipt_upload(rt: Runtime, principal: Principal, expense_id: uuid.UUID, content_type: str,
+                                 size: int) -> tuple[m.Receipt, str, datetime]:
+    require(principal, P.EXPENSE_SUBMIT)
+    declared = normalize_declared_type(content_type)
+    if declared is None:
+        raise _err("RECEIPT_TYPE_NOT_ALLOWED", "Solo se aceptan JPEG, PNG, WebP, PDF o XML.", "contentType")
+    if size <= 0 or size > rt.settings.receipt_max_bytes:
+        raise _err("RECEIPT_TOO_LARGE", f"El archivo debe pesar entre 1 byte y {rt.settings.receipt_max_bytes // (1024 * 1024)} MB.",
+                   "size")
+    async with transaction(rt.sessionmaker) as session:
+        e = await _expense(session, principal, expense_id)
+        if e.submitter_id != principal.user_id:
+            raise ForbiddenError("Solo quien registró el gasto adjunta comprobantes.")
+        if e.status == ap.Status.REIMBURSED.value:
+            raise _err("NOT_EDITABLE", "El gasto ya fue reembolsado.", "expenseId")
+        r = m.Receipt(id=uuid.uuid4(), expense_id=e.id, organization_id=e.organization_id, declared_type=declared,
+                      declared_size=size, storage_key=f"{e.organization_id}/{e.id}/{uuid.uuid4()}",
+                      created_by=principal.user_id)
+        session.add(r)
+        await session.flush()
+    expires = utcnow() + UPLOAD_TTL
+    url = rt.settings.expense_public_url + signed_path(upload_path(r.id), expires, settings=rt.settings,
+                                                       purpose=UPLOAD_PURPOSE)
+    return r, url, expires
+
+
+class UploadRefused(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+async def store_receipt(rt: Runtime, receipt_id: uuid.UUID, data: bytes) -> m.Receipt:
+    """The body of a signed upload: checked from its bytes, stored, then marked uploaded."""
+    async with transaction(rt.sessionmaker) as session:
+        r = (await session.execute(select(m.Receipt).where(m.Receipt.id == receipt_id).with_for_update())).scalar_one_or_none()
+        if r is None:
+            raise UploadRefused(404, "NOT_FOUND", "Comprobante no encontrado.")
+        if r.uploaded_at is not None:
+            raise UploadRefused(409, "ALREADY_UPLOADED", "Este enlace ya se usó.")
+        if len(data) > r.declared_size:
+            raise UploadRefused(413, "RECEIPT_TOO_LARGE", "El archivo es más grande que lo declarado.")
+        try:
+            actual = await asyncio.to_thread(check_receipt, data, r.declared_type, rt.settings.receipt_max_bytes)
+        except ReceiptRefused as exc:
+            raise UploadRefused(413 if exc.code == "RECEIPT_TOO_LARGE" else 415, exc.code, str(exc)) from None
+        await asyncio.to_thread(receipt_store(rt.settings).put, r.storage_key, data)
+        r.content_type, r.size, r.uploaded_at = actual, len(data), utcnow()
+        return r
+
+
+async def receipt_file(rt: Runtime, receipt_id: uuid.UUID) -> tuple[m.Receipt, bytes] | None:
+    async with rt.sessionmaker() as session:
+        r = await session.get(m.Receipt, receipt_id)
+    if r is None or r.uploaded_at is None:
+        return None
+    data = await asyncio.to_thread(receipt_store(rt.settings).get, r.storage_key)
+    return (r, data) if data is not None else None
+
+
+async def receipts(session: AsyncSession, expense_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[m.Receipt]]:
+    out: dict[uuid.UUID, list[m.Receipt]] = {i: [] for i in expense_ids}
+    for r in await session.scalars(select(m.Receipt).where(m.Receipt.expense_id.in_(expense_ids))
+                                   .order_by(m.Receipt.created_at, m.Receipt.id)):
+        out[r.expense_id].append(r)
+    return out

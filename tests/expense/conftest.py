@@ -19,8 +19,11 @@ from tests.graphql_client import GraphQLClient
 
 
 @pytest.fixture(scope="session")
-def expense_app(settings, auth_http):
+def expense_app(settings, auth_http, tmp_path_factory):
     from subgraphs.expense.app import create_app
+
+    settings = settings.model_copy(update={"receipts_dir": str(tmp_path_factory.mktemp("receipts")),
+                                           "receipt_max_bytes": 1024 * 1024})
 
     def runtime_factory(name, cfg):
         async def jwks() -> dict:
