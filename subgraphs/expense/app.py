@@ -5,6 +5,7 @@ GraphQL, to the submitter (upload) and to members who may read the expense (down
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 
@@ -18,6 +19,8 @@ from shared.graphql import create_service_app
 from shared.runtime import Runtime, build_runtime
 from subgraphs.expense import service
 from subgraphs.expense.schema import schema
+
+log = logging.getLogger(__name__)
 
 
 def _refusal(status: int, code: str, message: str) -> JSONResponse:
@@ -49,6 +52,11 @@ async def upload(request: Request) -> Response:
         r = await service.store_receipt(rt, receipt_id, bytes(body))
     except service.UploadRefused as exc:
         return _refusal(exc.status, exc.code, str(exc))
+    if r.ocr_status == "PENDING":
+        try:
+            await service.enqueue_ocr(rt, r.id)
+        except Exception:  # noqa: BLE001 - the worker's sweep enqueues PENDING receipts
+            log.warning("could not enqueue OCR for receipt %s; the sweep will", r.id)
     return JSONResponse({"id": str(r.id), "contentType": r.content_type, "size": r.size}, status_code=201)
 
 

@@ -149,5 +149,8 @@ class Receipt(Base):
     size: Mapped[int | None] = mapped_column(Integer)
     storage_key: Mapped[str] = mapped_column(String(300))
     uploaded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # OCR of photos: PENDING -> DONE | FAILED | UNAVAILABLE (engine not installed); NULL: not a photo.
+    ocr_status: Mapped[str | None] = mapped_column(String(20))
+    ocr_suggestions: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_by: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[datetime] = _created()

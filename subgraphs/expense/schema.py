@@ -85,6 +85,28 @@ class ApprovalStep:
     approved_by: "User | None"
 
 
+@strawberry.enum(description="OCR of a receipt photo: poll until it leaves PENDING.")
+class OcrStatus(Enum):
+    PENDING = "PENDING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    UNAVAILABLE = "UNAVAILABLE"  # no OCR engine installed on this deployment
+
+
+@strawberry.type(description="What OCR read from a receipt photo: suggestions for the user to confirm, never applied.")
+class OcrSuggestions:
+    total: Decimal | None
+    date: date | None
+    merchant_rfc: str | None
+    merchant_name: str | None
+
+
+@strawberry.type
+class ReceiptOcr:
+    status: OcrStatus
+    suggestions: OcrSuggestions | None
+
+
 @strawberry.type(description="A receipt file; its content type is what the bytes are, not what was declared.")
 class Receipt:
     id: strawberry.ID
@@ -93,6 +115,17 @@ class Receipt:
     uploaded: bool
     download_url: str | None = strawberry.field(description="Signed, expiring link (1 h).")
     created_at: datetime
+    ocr: ReceiptOcr | None = strawberry.field(description="Null for files that are not photos.")
+
+
+def _ocr(r: m.Receipt) -> ReceiptOcr | None:
+    if r.ocr_status is None:
+        return None
+    s = r.ocr_suggestions
+    return ReceiptOcr(status=OcrStatus(r.ocr_status), suggestions=None if s is None else OcrSuggestions(
+        total=Decimal(s["total"]) if s.get("total") else None,
+        date=date.fromisoformat(s["date"]) if s.get("date") else None,
+        merchant_rfc=s.get("merchant_rfc"), merchant_name=s.get("merchant_name")))
 
 
 @strawberry.type(description="Who did what to the expense, when, and why.")
@@ -184,7 +217,7 @@ class Expense:
         rows = await loaders.receipts(info.context).load(self._row.id)
         return [Receipt(id=strawberry.ID(str(r.id)), content_type=r.content_type, size=r.size,
                         uploaded=r.uploaded_at is not None, download_url=service.download_url(info.context.settings, r),
-                        created_at=r.created_at) for r in rows]
+                        created_at=r.created_at, ocr=_ocr(r)) for r in rows]
 
     @strawberry.field
     async def history(self, info: Ctx) -> list[ExpenseAuditEntry]:

@@ -23,13 +23,13 @@ from shared.errors import ForbiddenError, InputError, NotFoundError, UserError
 from shared.events import ExpenseApproved, ExpenseReimbursed, ExpenseRejected, ExpenseSubmitted, NextApproval
 from shared.members import role_of
 from shared.outbox import emit
-from shared.permissions import ALL_PERMISSIONS, ROLES, Permission as P
+from shared.permissions import ALL_PERMISSIONS, ROLE_PERMISSIONS, ROLES, Permission as P
 from shared.runtime import Runtime
 from shared.tokens import Principal
 from subgraphs.expense import approval as ap
 from subgraphs.expense import models as m
 from subgraphs.expense.receipts import LocalStore, ReceiptRefused, check_receipt, normalize_declared_type
-from subgraphs.expense.supplier_cfdi import MESSAGES as CFDI_MESSAGES, CfdiRefused, SupplierCfdi, read_supplier_cfdi
+from subgraphs.expense.supplier_cfdi import CfdiRefused, SupplierCfdi, read_supplier_cfdi
 from subgraphs.invoice.cfdi.catalogs import contains as in_catalog
 from subgraphs.invoice.cfdi.rfc import valid_rfc
 
@@ -359,8 +359,6 @@ async def pending_approvals(session: AsyncSession, principal: Principal, user_id
     if user_id == principal.user_id:
         perms = frozenset(principal.permissions)
     else:
-        from shared.permissions import ROLE_PERMISSIONS
-
         perms = frozenset(p.value for p in ROLE_PERMISSIONS.get(role or "", frozenset()))
     approver = ap.Approver(user_id, role, perms)
     out: list[m.Expense] = []
@@ -388,10 +386,6 @@ async def history(session: AsyncSession, expense_ids: list[uuid.UUID]) -> dict[u
     for r in rows:
         out[r.expense_id].append(r)
     return out
-
-
-async def approvals_by_expense(session: AsyncSession, expenses: list[m.Expense]) -> dict[uuid.UUID, list[uuid.UUID]]:
-    return await approvals_this_round(session, expenses)
 
 
 # --- categories, policy, fiscal profile ---------------------------------------------------------
@@ -577,10 +571,6 @@ async def _read_cfdi(session: AsyncSession, org: uuid.UUID, xml: str) -> Supplie
     return c
 
 
-def _duplicate() -> InputError:
-    return InputError([UserError(field=["xml"], code="CFDI_DUPLICATE", message=CFDI_MESSAGES["CFDI_DUPLICATE"])])
-
-
 async def import_supplier_cfdi(rt: Runtime, principal: Principal, xml: str) -> m.Expense:
     require(principal, P.EXPENSE_SUBMIT)
     try:
@@ -594,7 +584,7 @@ async def import_supplier_cfdi(rt: Runtime, principal: Principal, xml: str) -> m
             _audit(session, e, principal.user_id, "IMPORT_CFDI", None, f"UUID {c.uuid}")
             return e
     except IntegrityError:  # a concurrent import of the same UUID won the unique index
-        raise _duplicate() from None
+        raise _cfdi_error(CfdiRefused("CFDI_DUPLICATE")) from None
 
 
 async def attach_supplier_cfdi(rt: Runtime, principal: Principal, expense_id: uuid.UUID, xml: str) -> m.Expense:
@@ -609,7 +599,7 @@ async def attach_supplier_cfdi(rt: Runtime, principal: Principal, expense_id: uu
             _audit(session, e, principal.user_id, "ATTACH_CFDI", e.status, f"UUID {c.uuid}")
             return e
     except IntegrityError:
-        raise _duplicate() from None
+        raise _cfdi_error(CfdiRefused("CFDI_DUPLICATE")) from None
 
 
 # --- receipts -----------------------------------------------------------------------------------
@@ -686,7 +676,49 @@ async def store_receipt(rt: Runtime, receipt_id: uuid.UUID, data: bytes) -> m.Re
             raise UploadRefused(413 if exc.code == "RECEIPT_TOO_LARGE" else 415, exc.code, str(exc)) from None
         await asyncio.to_thread(receipt_store(rt.settings).put, r.storage_key, data)
         r.content_type, r.size, r.uploaded_at = actual, len(data), utcnow()
+        r.ocr_status = "PENDING" if actual in OCR_TYPES else None
         return r
+
+
+OCR_TYPES = ("image/jpeg", "image/png", "image/webp")
+
+
+async def enqueue_ocr(rt: Runtime, receipt_id: uuid.UUID) -> None:
+    """After the upload committed. If this is lost, the worker's sweep finds the PENDING row."""
+    from arq.connections import ArqRedis
+
+    await ArqRedis(connection_pool=rt.redis.connection_pool).enqueue_job("ocr_receipt", str(receipt_id),
+                                                                        _job_id=f"ocr_receipt:{receipt_id}")
+
+
+async def run_ocr(rt: Runtime, receipt_id: uuid.UUID) -> str:
+    """Read a PENDING photo's suggestions; the row says the outcome. The engine runs in a thread."""
+    from subgraphs.expense import ocr
+
+    async with rt.sessionmaker() as session:
+        r = await session.get(m.Receipt, receipt_id)
+    if r is None or r.ocr_status != "PENDING":
+        return r.ocr_status if r else "missing"
+    recognize = ocr.engine()
+    status, suggestions = "UNAVAILABLE", None
+    if recognize is not None:
+        data = await asyncio.to_thread(receipt_store(rt.settings).get, r.storage_key)
+        try:
+            lines = await asyncio.to_thread(recognize, data or b"")
+            status, suggestions = "DONE", ocr.suggestions_from_lines(lines).to_json()
+        except Exception:  # noqa: BLE001 - a photo the engine cannot read is an outcome, not a crash
+            status = "FAILED"
+    async with transaction(rt.sessionmaker) as session:
+        row = await session.get(m.Receipt, receipt_id, with_for_update=True)
+        if row is not None and row.ocr_status == "PENDING":
+            row.ocr_status, row.ocr_suggestions = status, suggestions
+    return status
+
+
+async def pending_ocr(rt: Runtime, older_than: timedelta) -> list[uuid.UUID]:
+    async with rt.sessionmaker() as session:
+        return list((await session.scalars(select(m.Receipt.id).where(
+            m.Receipt.ocr_status == "PENDING", m.Receipt.uploaded_at < utcnow() - older_than).limit(200))).all())
 
 
 async def receipt_file(rt: Runtime, receipt_id: uuid.UUID) -> tuple[m.Receipt, bytes] | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from shared.permissions import ROLE_PERMISSIONS
 from shared.events import (
     CsdExpiring, ExpenseApproved, ExpenseReimbursed, ExpenseRejected, ExpenseSubmitted, NextApproval,
     EmailVerificationRequested, Event, EventPayload, InvoiceStamped, MemberInvited, MfaDisabled, MfaEnabled, PasswordChanged,
@@ -290,8 +291,6 @@ def _tell(user_id: uuid.UUID, event: Event, category: str, texts: dict[str, tupl
 
 
 def may_take(step: NextApproval, role: str | None) -> bool:
-    from shared.permissions import ROLE_PERMISSIONS
-
     perms = {p.value for p in ROLE_PERMISSIONS.get(role or "", frozenset())}
     return step.permission in perms and (step.role is None or step.role == role)
 
