@@ -27,20 +27,23 @@ def _refusal(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
 
 
-def _receipt_id(request: Request) -> uuid.UUID | None:
+def _signed_receipt_id(request: Request, path_of, purpose: str) -> uuid.UUID | None:
+    """The receipt the URL is for, if its signature is good and unexpired."""
+    rt: Runtime = request.app.state.runtime
     try:
-        return uuid.UUID(request.path_params["receipt_id"])
+        receipt_id = uuid.UUID(request.path_params["receipt_id"])
     except ValueError:
         return None
+    q = request.query_params
+    ok = verify_signed_path(path_of(receipt_id), q.get("exp"), q.get("sig"), settings=rt.settings, purpose=purpose)
+    return receipt_id if ok else None
 
 
 async def upload(request: Request) -> Response:
     """PUT /receipts/{id}?exp=&sig= with the file as the body."""
     rt: Runtime = request.app.state.runtime
-    receipt_id = _receipt_id(request)
-    q = request.query_params
-    if receipt_id is None or not verify_signed_path(service.upload_path(receipt_id), q.get("exp"), q.get("sig"),
-                                                    settings=rt.settings, purpose=service.UPLOAD_PURPOSE):
+    receipt_id = _signed_receipt_id(request, service.upload_path, service.UPLOAD_PURPOSE)
+    if receipt_id is None:
         return _refusal(403, "INVALID_SIGNATURE", "Enlace inválido o vencido.")
     limit = rt.settings.receipt_max_bytes
     body = bytearray()
@@ -62,10 +65,8 @@ async def upload(request: Request) -> Response:
 
 async def download(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
-    receipt_id = _receipt_id(request)
-    q = request.query_params
-    if receipt_id is None or not verify_signed_path(service.download_path(receipt_id), q.get("exp"), q.get("sig"),
-                                                    settings=rt.settings, purpose=service.DOWNLOAD_PURPOSE):
+    receipt_id = _signed_receipt_id(request, service.download_path, service.DOWNLOAD_PURPOSE)
+    if receipt_id is None:
         return _refusal(403, "INVALID_SIGNATURE", "Enlace inválido o vencido.")
     found = await service.receipt_file(rt, receipt_id)
     if found is None:

@@ -234,6 +234,10 @@ class ExpenseReport:
     created_at: datetime
     _row: strawberry.Private[m.Report]
 
+    @classmethod
+    def from_row(cls, r: m.Report) -> "ExpenseReport":
+        return cls(id=strawberry.ID(str(r.id)), title=r.title, created_at=r.created_at, _row=r)
+
     @strawberry.field
     def submitter(self) -> "User":
         return User(id=strawberry.ID(str(self._row.submitter_id)))
@@ -445,9 +449,7 @@ class Query:
         size = page_size(first)
         async with info.context.runtime.sessionmaker() as session:
             rows = await service.list_reports(session, p, size + 1, _cursor(after))
-        return build_connection(rows, size, to_node=lambda r: ExpenseReport(id=strawberry.ID(str(r.id)), title=r.title,
-                                                                            created_at=r.created_at, _row=r),
-                                key_of=_key, after=after)
+        return build_connection(rows, size, to_node=ExpenseReport.from_row, key_of=_key, after=after)
 
     @strawberry.field(description="Submitted expenses whose next approval step you may take.")
     async def pending_approvals(self, info: Ctx, first: int | None = None, after: str | None = None) -> Connection[Expense]:
@@ -538,8 +540,7 @@ class Mutation:
 
         async def run():
             r = await service.create_report(info.context.runtime, p, input.title, [_uuid(i) for i in input.expense_ids])
-            return ExpenseReportPayload(report=ExpenseReport(id=strawberry.ID(str(r.id)), title=r.title,
-                                                             created_at=r.created_at, _row=r))
+            return ExpenseReportPayload(report=ExpenseReport.from_row(r))
 
         return await payload_or_errors(ExpenseReportPayload, run)
 
@@ -549,8 +550,7 @@ class Mutation:
 
         async def run():
             r = await service.submit_report(info.context.runtime, p, _uuid(id), comment)
-            return ExpenseReportPayload(report=ExpenseReport(id=strawberry.ID(str(r.id)), title=r.title,
-                                                             created_at=r.created_at, _row=r))
+            return ExpenseReportPayload(report=ExpenseReport.from_row(r))
 
         return await payload_or_errors(ExpenseReportPayload, run)
 

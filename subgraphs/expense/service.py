@@ -317,11 +317,12 @@ async def reimburse_expense(rt: Runtime, principal: Principal, expense_id: uuid.
 
 # --- queries ------------------------------------------------------------------------------------
 
-def _after(q, after):
+def _newest_first(q, model, after):
+    """Keyset page after the cursor's (created_at, id), newest first."""
     if after:
         ts, last_id = after
-        q = q.where(or_(m.Expense.created_at < ts, and_(m.Expense.created_at == ts, m.Expense.id < last_id)))
-    return q.order_by(m.Expense.created_at.desc(), m.Expense.id.desc())
+        q = q.where(or_(model.created_at < ts, and_(model.created_at == ts, model.id < last_id)))
+    return q.order_by(model.created_at.desc(), model.id.desc())
 
 
 async def list_expenses(session: AsyncSession, principal: Principal, filters: dict[str, Any], limit: int,
@@ -340,7 +341,7 @@ async def list_expenses(session: AsyncSession, principal: Principal, filters: di
         q = q.where(m.Expense.expense_date >= filters["date_from"])
     if filters.get("date_to"):
         q = q.where(m.Expense.expense_date <= filters["date_to"])
-    return list((await session.scalars(_after(q, after).limit(limit))).all())
+    return list((await session.scalars(_newest_first(q, m.Expense, after).limit(limit))).all())
 
 
 async def get_expense(session: AsyncSession, principal: Principal, expense_id: uuid.UUID) -> m.Expense:
@@ -366,7 +367,7 @@ async def pending_approvals(session: AsyncSession, principal: Principal, user_id
     while len(out) < limit:
         q = select(m.Expense).where(m.Expense.organization_id == principal.organization_id,
                                     m.Expense.status == ap.Status.SUBMITTED.value, m.Expense.submitter_id != user_id)
-        batch = list((await session.scalars(_after(q, cursor).limit(200))).all())
+        batch = list((await session.scalars(_newest_first(q, m.Expense, cursor).limit(200))).all())
         if not batch:
             break
         done = await approvals_this_round(session, batch)
@@ -379,13 +380,16 @@ async def pending_approvals(session: AsyncSession, principal: Principal, user_id
     return out[:limit]
 
 
-async def history(session: AsyncSession, expense_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[m.AuditEntry]]:
-    rows = await session.scalars(select(m.AuditEntry).where(m.AuditEntry.expense_id.in_(expense_ids))
-                                 .order_by(m.AuditEntry.created_at, m.AuditEntry.id))
-    out: dict[uuid.UUID, list[m.AuditEntry]] = {i: [] for i in expense_ids}
-    for r in rows:
-        out[r.expense_id].append(r)
+async def _grouped(session: AsyncSession, model, parent, ids: list[uuid.UUID]) -> dict[uuid.UUID, list]:
+    """Children of many parents in one query, oldest first: the body of every list-field loader."""
+    out: dict[uuid.UUID, list] = {i: [] for i in ids}
+    for row in await session.scalars(select(model).where(parent.in_(ids)).order_by(model.created_at, model.id)):
+        out[getattr(row, parent.key)].append(row)
     return out
+
+
+async def history(session: AsyncSession, expense_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[m.AuditEntry]]:
+    return await _grouped(session, m.AuditEntry, m.AuditEntry.expense_id, expense_ids)
 
 
 # --- categories, policy, fiscal profile ---------------------------------------------------------
@@ -521,18 +525,11 @@ async def list_reports(session: AsyncSession, principal: Principal, limit: int, 
     q = select(m.Report).where(m.Report.organization_id == principal.organization_id)
     if not can_read_all(principal):
         q = q.where(m.Report.submitter_id == principal.user_id)
-    if after:
-        ts, last_id = after
-        q = q.where(or_(m.Report.created_at < ts, and_(m.Report.created_at == ts, m.Report.id < last_id)))
-    return list((await session.scalars(q.order_by(m.Report.created_at.desc(), m.Report.id.desc()).limit(limit))).all())
+    return list((await session.scalars(_newest_first(q, m.Report, after).limit(limit))).all())
 
 
 async def report_expenses(session: AsyncSession, report_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[m.Expense]]:
-    out: dict[uuid.UUID, list[m.Expense]] = {i: [] for i in report_ids}
-    for e in await session.scalars(select(m.Expense).where(m.Expense.report_id.in_(report_ids))
-                                   .order_by(m.Expense.created_at, m.Expense.id)):
-        out[e.report_id].append(e)
-    return out
+    return await _grouped(session, m.Expense, m.Expense.report_id, report_ids)
 
 
 def report_status(statuses: Sequence[str]) -> str:
@@ -731,8 +728,4 @@ async def receipt_file(rt: Runtime, receipt_id: uuid.UUID) -> tuple[m.Receipt, b
 
 
 async def receipts(session: AsyncSession, expense_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[m.Receipt]]:
-    out: dict[uuid.UUID, list[m.Receipt]] = {i: [] for i in expense_ids}
-    for r in await session.scalars(select(m.Receipt).where(m.Receipt.expense_id.in_(expense_ids))
-                                   .order_by(m.Receipt.created_at, m.Receipt.id)):
-        out[r.expense_id].append(r)
-    return out
+    return await _grouped(session, m.Receipt, m.Receipt.expense_id, expense_ids)

@@ -10,11 +10,9 @@ from sqlalchemy import select
 from shared.db import transaction
 from shared.events import Event
 from shared.members import apply_membership_event
-from shared.runtime import build_runtime
-from shared.tokens import TokenVerifier
 from tests.auth.conftest import Account, auth_app, auth_http, auth_runtime, auth_settings, gql, ip, sign_up  # noqa: F401
 from tests.auth.test_organizations import _join
-from tests.conftest import running_app
+from tests.conftest import in_process_jwks_runtime_factory, running_app
 from tests.graphql_client import GraphQLClient
 
 
@@ -24,15 +22,7 @@ def expense_app(settings, auth_http, tmp_path_factory):
 
     settings = settings.model_copy(update={"receipts_dir": str(tmp_path_factory.mktemp("receipts")),
                                            "receipt_max_bytes": 1024 * 1024})
-
-    def runtime_factory(name, cfg):
-        async def jwks() -> dict:
-            return (await auth_http.get("/.well-known/jwks.json")).json()
-
-        return build_runtime(name, cfg, verifier=TokenVerifier(jwks, issuer=cfg.jwt_issuer, audience=cfg.jwt_audience,
-                                                               min_refresh_interval=0.5))
-
-    return create_app(settings, runtime_factory=runtime_factory)
+    return create_app(settings, runtime_factory=in_process_jwks_runtime_factory(auth_http))
 
 
 @pytest.fixture(scope="session")
