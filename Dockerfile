@@ -22,11 +22,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     APP_ENV=production
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app \
- && mkdir /app && chown app:app /app
+ && mkdir /app && chown app:app /app \
+ # The receipts volume takes this directory's owner on first mount, so the app user can write.
+ && mkdir -p /data/receipts && chown app:app /data/receipts
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 USER 10001:10001
-EXPOSE 4001 4002 4004
+EXPOSE 4001 4002 4003 4004
 # Overridden per service in compose.yaml.
 # --no-proxy-headers: uvicorn must never take the client address from X-Forwarded-For itself; only
 # shared/client_address.py decides, and only for requests carrying the gateway's secret.

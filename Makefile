@@ -31,6 +31,7 @@ test: install
 
 # Re-export every subgraph's SDL into schema/ and recompose schema/supergraph.graphql.
 schema: install
+	$(BIN)/python -m shared.registry write
 	for s in $(SERVICES_WITH_SCHEMA); do \
 	  $(BIN)/strawberry export-schema subgraphs.$$s.schema:schema --output schema/$$s.graphql || exit 1; \
 	done

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     # Proof that a request came through our gateway, which then also appended the client's address
     # to X-Forwarded-For (shared/client_address.py). Unset: X-Forwarded-For is never believed.
     gateway_shared_secret: str = ""
+    # Receipts: signed upload/download links point at the expense service (an ingress in
+    # production); files live in this directory (the object store's local-filesystem backend).
+    expense_public_url: str = "http://127.0.0.1:4003"
+    receipts_dir: str = ".data/receipts"
+    receipt_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
 
     # Login throttling
     login_max_failures_per_account: int = 5

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from datetime import datetime, timezone
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -83,3 +84,18 @@ def hmac_sign(message: str, *, settings: Settings, purpose: str) -> str:
 
 def hmac_verify(message: str, signature: str, *, settings: Settings, purpose: str) -> bool:
     return hmac.compare_digest(hmac_sign(message, settings=settings, purpose=purpose), signature)
+
+
+def signed_path(path: str, expires_at: datetime, *, settings: Settings, purpose: str) -> str:
+    """`path?exp=&sig=`: a link that authorizes exactly this path until `expires_at`."""
+    exp = int(expires_at.timestamp())
+    return f"{path}?exp={exp}&sig={hmac_sign(f'{path}:{exp}', settings=settings, purpose=purpose)}"
+
+
+def verify_signed_path(path: str, exp: str | None, sig: str | None, *, settings: Settings, purpose: str) -> bool:
+    try:
+        if int(exp or "") < int(datetime.now(timezone.utc).timestamp()):
+            return False
+    except ValueError:
+        return False
+    return hmac_verify(f"{path}:{exp}", sig or "", settings=settings, purpose=purpose)

@@ -18,20 +18,20 @@ from pathlib import Path
 import httpx
 
 from shared import embedded
+from shared.registry import service, subgraphs as registered_subgraphs
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 DEMO_EMAIL = "demo@facturacion.local"
 DEMO_PASSWORD = "Demo-Factura-2026"
-SUBGRAPHS = {"auth": 4001, "invoice": 4002, "expense": 4003, "notification": 4004}
 
 
 def _port(name: str, default: int) -> int:
     return int(os.environ.get(f"{name.upper()}_PORT", default))
 
 
-def _subgraphs_present() -> dict[str, int]:
-    return {n: _port(n, p) for n, p in SUBGRAPHS.items() if (ROOT / "subgraphs" / n / "app.py").exists()}
+def _subgraph_ports() -> dict[str, int]:
+    return {s.name: _port(s.name, s.port) for s in registered_subgraphs()}
 
 
 def _database_url() -> tuple[str, bool]:
@@ -97,11 +97,11 @@ def main() -> int:
     env.setdefault("SMTP_PORT", str(mail_port))
     env.setdefault("DEMO_USER_EMAIL", DEMO_EMAIL)
     env.setdefault("DEMO_USER_PASSWORD", DEMO_PASSWORD)
-    subgraphs = _subgraphs_present()
+    subgraphs = _subgraph_ports()
     gateway_port = int(env.get("GATEWAY_PORT", "4000"))
     env["AUTH_JWKS_URL"] = env.get("AUTH_JWKS_URL", f"http://127.0.0.1:{subgraphs['auth']}/.well-known/jwks.json")
     for name, port in subgraphs.items():
-        env.setdefault(f"{name.upper()}_URL", f"http://127.0.0.1:{port}/graphql")
+        env.setdefault(service(name).url_env, f"http://127.0.0.1:{port}/graphql")
     env.setdefault("INVOICE_SERVICE_URL", f"http://127.0.0.1:{subgraphs.get('invoice', 4002)}")
     env.setdefault("AUTH_SERVICE_URL", f"http://127.0.0.1:{subgraphs['auth']}")
     # The gateway and the subgraphs share it so per-client throttles see each client's address.
@@ -110,9 +110,8 @@ def main() -> int:
     print("Aplicando migraciones…", flush=True)
     from shared.migrations import upgrade, SERVICES
 
-    for service in SERVICES:
-        if (ROOT / "subgraphs" / service / "migrations").is_dir():
-            upgrade(service, database_url)
+    for schema in SERVICES:
+        upgrade(schema, database_url)
 
     manager = Manager()
     if redis_port:

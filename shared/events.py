@@ -264,6 +264,50 @@ class CsdExpiring(EventPayload):
     days_left: int
 
 
+# --- expense ------------------------------------------------------------------------------------
+# `next_approval` says who may act next (a permission, and a role when the step names one), so the
+# notification service can find those members in its own projection of auth's memberships.
+
+class NextApproval(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    permission: str
+    role: str | None = None
+
+
+class _ExpenseRef(EventPayload):
+    expense_id: uuid.UUID
+    submitter_id: uuid.UUID
+    amount: Decimal
+    currency: str
+    amount_mxn: Decimal
+    merchant_name: str | None = None
+    description: str = ""
+    comment: str | None = None
+
+
+@event("expense.submitted", category="expenses")
+class ExpenseSubmitted(_ExpenseRef):
+    next_approval: NextApproval
+
+
+@event("expense.approved", category="expenses")
+class ExpenseApproved(_ExpenseRef):
+    approver_id: uuid.UUID
+    fully_approved: bool  # False: an intermediate step; next_approval names the following one
+    next_approval: NextApproval | None = None
+
+
+@event("expense.rejected", category="expenses")
+class ExpenseRejected(_ExpenseRef):
+    approver_id: uuid.UUID
+    reason: str
+
+
+@event("expense.reimbursed", category="expenses")
+class ExpenseReimbursed(_ExpenseRef):
+    pass
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

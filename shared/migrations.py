@@ -16,9 +16,10 @@ from sqlalchemy import MetaData, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.config import to_async_url
+from shared.registry import schema_names
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("auth", "invoice", "notification")
+SERVICES = schema_names()  # shared/registry.py is the one list
 
 
 def alembic_config(service: str, database_url: str) -> Config:

@@ -4,8 +4,8 @@
 // Environment (all optional):
 //   GATEWAY_HOST / GATEWAY_PORT        listen address (default 127.0.0.1:4000; passed as --host/--port by gateway.sh)
 //   SUPERGRAPH_PATH                    supergraph SDL (default schema/supergraph.graphql)
-//   AUTH_URL, INVOICE_URL, NOTIFICATION_URL (, EXPENSE_URL once it exists)
-//                                      subgraph URL overrides; default: routing URLs baked into the supergraph
+//   <NAME>_URL (AUTH_URL, INVOICE_URL, ...)  subgraph URL override for each subgraph in supergraph.yaml;
+//                                      default: routing URLs baked into the supergraph
 //   JWKS_URL                           default `${origin of the auth URL}/.well-known/jwks.json`
 //   JWT_ISSUER / JWT_AUDIENCE          default "facturacion-auth" / "facturacion-api"
 //   PERSISTED_ONLY=true                reject documents that are not in persisted-documents.json
@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { defineConfig } from '@graphql-hive/gateway';
 import { GraphQLError } from 'graphql';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
+import YAML from 'yaml';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
@@ -32,14 +33,13 @@ const production = env.NODE_ENV === 'production';
 const supergraphPath = path.resolve(env.SUPERGRAPH_PATH || path.join(here, '..', 'schema', 'supergraph.graphql'));
 
 // ---------------------------------------------------------------------------------------------
-// Subgraph URL overrides. Keys are subgraph names as in supergraph.yaml / join__Graph.
+// Subgraph URL overrides: <NAME>_URL for every subgraph in supergraph.yaml, which is generated
+// from the service registry (shared/registry.py), so a new subgraph needs no edit here.
 // ---------------------------------------------------------------------------------------------
-const SUBGRAPH_URL_ENV = {
-  auth: 'AUTH_URL',
-  invoice: 'INVOICE_URL',
-  // expense: 'EXPENSE_URL',  // planned subgraph (port 4003): uncomment when it joins the supergraph
-  notification: 'NOTIFICATION_URL',
-};
+const SUBGRAPH_URL_ENV = Object.fromEntries(
+  Object.keys(YAML.parse(readFileSync(path.join(here, 'supergraph.yaml'), 'utf8')).subgraphs)
+    .map((name) => [name, `${name.toUpperCase()}_URL`]),
+);
 
 /** routing URLs baked into the supergraph: {name: url} */
 function supergraphRoutingUrls() {

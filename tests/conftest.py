@@ -60,5 +60,20 @@ async def running_app(app):
             yield client
 
 
+def in_process_jwks_runtime_factory(auth_http):
+    """A runtime factory whose token verifier reads the JWKS of the in-process auth app."""
+    from shared.runtime import build_runtime
+    from shared.tokens import TokenVerifier
+
+    def runtime_factory(name, cfg):
+        async def jwks() -> dict:
+            return (await auth_http.get("/.well-known/jwks.json")).json()
+
+        return build_runtime(name, cfg, verifier=TokenVerifier(jwks, issuer=cfg.jwt_issuer, audience=cfg.jwt_audience,
+                                                               min_refresh_interval=0.5))
+
+    return runtime_factory
+
+
 def unique_email(tag: str = "user") -> str:
     return f"{tag}-{uuid.uuid4().hex[:12]}@example.mx"

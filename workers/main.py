@@ -13,10 +13,10 @@ from arq.connections import RedisSettings
 from shared.config import get_settings
 from shared.logs import configure_logging
 from shared.runtime import build_runtime
-from workers import notifications, relay, stamping
+from workers import expense, notifications, relay, stamping
 
 # Concern modules; each owns its jobs. One worker process runs them all.
-MODULES = (relay, stamping, notifications)
+MODULES = (relay, stamping, notifications, expense)
 
 
 async def startup(ctx) -> None:

@@ -1,9 +1,8 @@
 """Notification jobs: the event consumer (in-app inbox, queued e-mail) and the e-mail sender.
 
-Consumer: reads the `events` stream through its own consumer group. A message is acknowledged
-only after its effects committed; messages a crashed consumer left pending are claimed again
-after `CLAIM_IDLE_MS`; a message failing `MAX_DELIVERIES` times moves to a dead-letter stream so
-one poison event cannot block the rest. Effects are deduplicated by event id in Postgres.
+Consumer: the `notification` group on the `events` stream (workers/consumer.py: ack after
+commit, reclaim from dead consumers, dead-letter after MAX_DELIVERIES). Effects are deduplicated
+by event id in Postgres.
 
 Sender (`send_email`): at most once per idempotency key. The message row is locked while it is
 sent and marked sent in the same transaction, so a duplicate job waits and then finds it sent.
@@ -12,10 +11,7 @@ Temporary SMTP failures retry with backoff; 5xx replies are final.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import socket
 import uuid
 from datetime import timedelta
 
@@ -23,40 +19,20 @@ from arq import Retry
 from arq.connections import ArqRedis
 from arq.cron import cron
 from arq.worker import func
-from redis.exceptions import ResponseError
 from sqlalchemy import or_, select
 
-from shared.bus import EVENTS_STREAM, publish_live, user_channel
+from shared.bus import publish_live, user_channel
 from shared.db import transaction
 from shared.events import Event, UnknownEventType, utcnow
 from shared.runtime import Runtime
 from workers.background import background_loop
+from workers.consumer import MAX_DELIVERIES, StreamConsumer  # noqa: F401 - MAX_DELIVERIES re-exported for tests
 from subgraphs.notification import mailer, service
 from subgraphs.notification.models import FAILED_PERMANENT, QUEUED, SENT, EmailMessage
 
 log = logging.getLogger(__name__)
 
-GROUP = "notification"
-DEAD_LETTER_STREAM = "events:dead:notification"
-FAILURES_KEY = "events:failures:notification"
-CLAIM_IDLE_MS = 30_000  # a message pending this long belongs to a consumer that died
-MAX_DELIVERIES = 10
-BATCH = 100
 SEND_EMAIL_MAX_TRIES = 8
-
-
-def consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-async def ensure_group(redis) -> None:
-    try:
-        # From the start of the stream: a new deployment catches up on history (dedupe makes
-        # already-applied events no-ops).
-        await redis.xgroup_create(EVENTS_STREAM, GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
 
 
 def _arq(rt: Runtime) -> ArqRedis:
@@ -68,7 +44,7 @@ async def enqueue_email(arq: ArqRedis, message_id: uuid.UUID) -> None:
     await arq.enqueue_job("send_email", str(message_id), _job_id=f"send_email:{message_id}")
 
 
-async def _process(rt: Runtime, arq: ArqRedis, msg_id: bytes, fields: dict) -> None:
+async def _process(rt: Runtime, msg_id: bytes, fields: dict) -> None:
     raw = fields.get(b"event")
     try:
         event = Event.model_validate_json(raw)
@@ -77,7 +53,7 @@ async def _process(rt: Runtime, arq: ArqRedis, msg_id: bytes, fields: dict) -> N
         pass  # a type this service does not know yet: handle_event ignores it
     except Exception:  # noqa: BLE001 - a malformed entry can never succeed
         log.error("notification consumer: unreadable stream entry %s", msg_id)
-        await _dead_letter(rt, msg_id, fields, "unreadable")
+        await CONSUMER.dead_letter(rt, msg_id, fields, "unreadable")
         return
     handled = await service.handle_event(rt, event)
     # After the commit: live pushes and mail jobs. If we die right here the e-mail rows stay
@@ -87,6 +63,7 @@ async def _process(rt: Runtime, arq: ArqRedis, msg_id: bytes, fields: dict) -> N
             await publish_live(rt.redis, user_channel(n.user_id), service.live_message(n))
         except Exception:  # noqa: BLE001
             log.warning("live push failed for notification %s", n.id)
+    arq = _arq(rt)
     for mid in handled.email_ids:
         try:
             await enqueue_email(arq, mid)
@@ -94,73 +71,11 @@ async def _process(rt: Runtime, arq: ArqRedis, msg_id: bytes, fields: dict) -> N
             log.warning("could not enqueue e-mail %s; the sweep will", mid)
 
 
-async def _dead_letter(rt: Runtime, msg_id: bytes, fields: dict, reason: str) -> None:
-    async with rt.redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(DEAD_LETTER_STREAM, {**fields, b"stream_id": msg_id, b"reason": reason.encode()[:500]})
-        pipe.xack(EVENTS_STREAM, GROUP, msg_id)
-        pipe.hdel(FAILURES_KEY, msg_id)
-        await pipe.execute()
-
-
-async def _handle_batch(rt: Runtime, arq: ArqRedis, entries) -> int:
-    done = 0
-    for msg_id, fields in entries:
-        if fields is None:  # trimmed from the stream while pending
-            await rt.redis.xack(EVENTS_STREAM, GROUP, msg_id)
-            continue
-        try:
-            await _process(rt, arq, msg_id, fields)
-        except Exception as exc:  # noqa: BLE001 - leave it pending; it is claimed again later
-            failures = await rt.redis.hincrby(FAILURES_KEY, msg_id, 1)
-            log.exception("notification consumer: event %s failed (%s/%s)", msg_id, failures, MAX_DELIVERIES)
-            if failures >= MAX_DELIVERIES:
-                await _dead_letter(rt, msg_id, fields, repr(exc))
-            continue
-        async with rt.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(EVENTS_STREAM, GROUP, msg_id)
-            pipe.hdel(FAILURES_KEY, msg_id)
-            await pipe.execute()
-        done += 1
-    return done
-
-
-async def consume_once(rt: Runtime, *, consumer: str | None = None, block_ms: int | None = None,
-                       claim_idle_ms: int = CLAIM_IDLE_MS, arq: ArqRedis | None = None) -> int:
-    """Process what is waiting: first messages stuck with dead consumers, then new ones. Returns
-    how many messages were processed and acknowledged (duplicates included)."""
-    consumer = consumer or consumer_name()
-    arq = arq or _arq(rt)
-    await ensure_group(rt.redis)  # one cheap round trip per pass; survives a Redis that lost the group
-    total = 0
-    start = "0-0"
-    while True:
-        start, claimed, *_ = await rt.redis.xautoclaim(EVENTS_STREAM, GROUP, consumer, claim_idle_ms,
-                                                       start_id=start, count=BATCH)
-        total += await _handle_batch(rt, arq, claimed)
-        if start in (b"0-0", "0-0"):
-            break
-    while True:
-        resp = await rt.redis.xreadgroup(GROUP, consumer, {EVENTS_STREAM: ">"}, count=BATCH, block=block_ms)
-        entries = resp[0][1] if resp else []
-        total += await _handle_batch(rt, arq, entries)
-        if len(entries) < BATCH:
-            return total
-        block_ms = None  # only the first read waits
-
-
-async def consumer_loop(rt: Runtime, arq: ArqRedis | None = None) -> None:
-    name = consumer_name()
-    delay = 1.0
-    while True:
-        try:
-            await consume_once(rt, consumer=name, block_ms=5000, arq=arq)
-            delay = 1.0
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - Redis or Postgres down: back off and try again
-            log.exception("notification consumer pass failed")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+CONSUMER = StreamConsumer("notification", _process)
+GROUP = CONSUMER.group
+DEAD_LETTER_STREAM = CONSUMER.dead_letter_stream
+ensure_group = CONSUMER.ensure_group
+consume_once = CONSUMER.consume_once
 
 
 # --- e-mail -------------------------------------------------------------------------------------
@@ -235,7 +150,7 @@ async def requeue_queued_emails(ctx, older_than_seconds: int = 60) -> int:
     return len(ids)
 
 
-_start, _stop = background_loop("notification-consumer", lambda ctx: consumer_loop(ctx["runtime"], ctx.get("redis")))
+_start, _stop = background_loop("notification-consumer", lambda ctx: CONSUMER.loop(ctx["runtime"]))
 
 
 FUNCTIONS = [func(send_email, max_tries=SEND_EMAIL_MAX_TRIES)]

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.config import to_plain_url
 from shared.bus import EVENTS_STREAM, STREAM_MAXLEN, org_channel, stream_fields
 from shared.events import Event
-from shared.migrations import SERVICES
+from shared.registry import outbox_schemas
 from shared.outbox import OUTBOX_CHANNEL, outbox_table
 from shared.runtime import Runtime
 from workers.background import background_loop
@@ -57,7 +57,7 @@ def _outbox(schema: str) -> Table:
 
 async def _schemas_with_outbox(session: AsyncSession) -> list[str]:
     rows = await session.execute(text("SELECT s FROM unnest(CAST(:schemas AS text[])) AS s "
-                                      "WHERE to_regclass(s || '.outbox') IS NOT NULL"), {"schemas": list(SERVICES)})
+                                      "WHERE to_regclass(s || '.outbox') IS NOT NULL"), {"schemas": list(outbox_schemas())})
     return [r[0] for r in rows]
 
 

@@ -203,6 +203,9 @@ async def _create_account(session, *, email: str, full_name: str, organization_n
     await session.flush()
     await emit(session, outbox, UserRegistered(user_id=user.id, email=email, full_name=full_name, locale=locale),
                organization_id=org.id, actor_id=user.id, aggregate_id=str(user.id))
+    # The founder is the organization's first member: services projecting roles need it.
+    await emit(session, outbox, MemberJoined(user_id=user.id, role="OWNER"), organization_id=org.id,
+               actor_id=user.id, aggregate_id=str(user.id))
     return user, m
 
 

@@ -13,14 +13,16 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from shared.permissions import ROLE_PERMISSIONS
 from shared.events import (
+    CsdExpiring, ExpenseApproved, ExpenseReimbursed, ExpenseRejected, ExpenseSubmitted, NextApproval,
     EmailVerificationRequested, Event, EventPayload, InvoiceStamped, MemberInvited, MfaDisabled, MfaEnabled, PasswordChanged,
     PasswordResetRequested, SignUpRequested, _InvoiceRef,
 )
 
 EMAIL, IN_APP = "email", "in_app"
 CHANNELS = (EMAIL, IN_APP)
-CATEGORIES = ("account", "security", "invoicing", "general")
+CATEGORIES = ("account", "security", "invoicing", "expenses", "general")
 # Security mail (password reset, verification, MFA and password changes) is how a user learns that
 # someone else is in their account: it can never be turned off.
 LOCKED_CATEGORIES = frozenset({"security"})
@@ -63,6 +65,7 @@ class Facts:
     recipients: Mapping[uuid.UUID, RecipientInfo] = field(default_factory=dict)
     preferences: Preferences = field(default_factory=Preferences)
     send_cfdi_to_customer: bool = False
+    roles: Mapping[uuid.UUID, str] = field(default_factory=dict)  # the organization's members (projection)
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,16 @@ def idempotency_key(event_id: uuid.UUID, intent: EmailIntent) -> str:
     return f"{event_id}:{intent.to_address.lower()}:{intent.template}"
 
 
-def users_concerned(event: Event) -> list[uuid.UUID]:
+# Events whose audience is found by role among the organization's members.
+ROLE_ROUTED = frozenset({"expense.submitted", "expense.approved", "expense.rejected", "expense.reimbursed",
+                         "invoice.csd_expiring"})
+
+
+def users_concerned(event: Event, roles: Mapping[uuid.UUID, str] | None = None) -> list[uuid.UUID]:
     """The users whose recipient data and preferences a decision on `event` needs."""
     payload = event.payload
+    if event.type in ROLE_ROUTED:
+        return sorted(set(roles or {}) | ({uuid.UUID(str(payload["submitter_id"]))} if "submitter_id" in payload else set()))
     for key in ("created_by", "user_id"):
         if payload.get(key):
             return [uuid.UUID(str(payload[key]))]
@@ -278,3 +288,82 @@ def _invoice_status(event: Event, p: _InvoiceRef, facts: Facts) -> Decision:
         ))
     return Decision(in_app=tuple(in_app), emails=tuple(emails))
 
+
+
+# --- by role: expense approvals, expiring CSDs --------------------------------------------------
+
+def _tell(user_id: uuid.UUID, event: Event, category: str, texts: dict[str, tuple[str, str]], data: dict[str, Any],
+          facts: Facts) -> tuple[list[InAppNotice], list[EmailIntent]]:
+    """One user, in-app and e-mail, each as their preferences allow (same rules as invoicing)."""
+    who = facts.recipients.get(user_id)
+    locale = normalize_locale(who.locale if who else None)
+    title, body = texts[locale]
+    in_app = [InAppNotice(user_id=user_id, type=event.type, title=title, body=body, data=data)] \
+        if facts.preferences.allows(user_id, category, IN_APP) else []
+    emails = [EmailIntent(to_address=who.email, template="invoice_status", locale=locale, user_id=user_id,
+                          context={"full_name": who.full_name, "title": title, "body": body, "kind": event.type})] \
+        if who is not None and facts.preferences.allows(user_id, category, EMAIL) else []
+    return in_app, emails
+
+
+def may_take(step: NextApproval, role: str | None) -> bool:
+    perms = {p.value for p in ROLE_PERMISSIONS.get(role or "", frozenset())}
+    return step.permission in perms and (step.role is None or step.role == role)
+
+
+_EXPENSE_TEXT = {
+    "submitted": {DEFAULT_LOCALE: ("Gasto por aprobar: {what}", "{what} espera tu aprobación."),
+                  "en": ("Expense to approve: {what}", "{what} is waiting for your approval.")},
+    "approved": {DEFAULT_LOCALE: ("Gasto aprobado: {what}", "Tu gasto {what} fue aprobado."),
+                 "en": ("Expense approved: {what}", "Your expense {what} was approved.")},
+    "rejected": {DEFAULT_LOCALE: ("Gasto rechazado: {what}", "Tu gasto {what} fue rechazado: {reason}"),
+                 "en": ("Expense rejected: {what}", "Your expense {what} was rejected: {reason}")},
+    "reimbursed": {DEFAULT_LOCALE: ("Gasto reembolsado: {what}", "Tu gasto {what} fue reembolsado."),
+                   "en": ("Expense reimbursed: {what}", "Your expense {what} was reimbursed.")},
+}
+
+
+@decides("expense.submitted", "expense.approved", "expense.rejected", "expense.reimbursed")
+def _expense(event: Event, p: ExpenseSubmitted | ExpenseApproved | ExpenseRejected | ExpenseReimbursed,
+             facts: Facts) -> Decision:
+    what = f"{format_money(p.amount, p.currency)}" + (f" en {p.merchant_name}" if p.merchant_name else "")
+    data = {"expenseId": str(p.expense_id), "amountMxn": str(p.amount_mxn)}
+
+    def texts(kind: str) -> dict[str, tuple[str, str]]:
+        return {loc: (t.format(what=what), b.format(what=what, reason=getattr(p, "reason", "")))
+                for loc, (t, b) in _EXPENSE_TEXT[kind].items()}
+
+    audience: list[tuple[uuid.UUID, str]] = []
+    next_step = getattr(p, "next_approval", None)
+    if isinstance(p, ExpenseApproved) and not p.fully_approved:
+        pass  # an intermediate step: only the next approvers hear about it
+    elif not isinstance(p, ExpenseSubmitted):
+        audience.append((p.submitter_id, event.type.split(".")[1]))
+    if next_step is not None and not (isinstance(p, ExpenseApproved) and p.fully_approved):
+        done = {p.submitter_id, event.actor_id}
+        audience += [(u, "submitted") for u, role in sorted(facts.roles.items(), key=lambda x: str(x[0]))
+                     if u not in done and may_take(next_step, role)]
+    in_app: list[InAppNotice] = []
+    emails: list[EmailIntent] = []
+    for user_id, kind in audience:
+        a, e = _tell(user_id, event, "expenses", texts(kind), data, facts)
+        in_app += a
+        emails += e
+    return Decision(in_app=tuple(in_app), emails=tuple(emails))
+
+
+@decides("invoice.csd_expiring")
+def _csd_expiring(event: Event, p: CsdExpiring, facts: Facts) -> Decision:
+    texts = {DEFAULT_LOCALE: (f"Tu CSD vence en {p.days_left} días",
+                              f"El certificado {p.certificate_number} del RFC {p.rfc} vence el {p.valid_to:%Y-%m-%d}. "
+                              "Renuévalo en el SAT y súbelo para seguir timbrando."),
+             "en": (f"Your CSD expires in {p.days_left} days",
+                    f"Certificate {p.certificate_number} of RFC {p.rfc} expires on {p.valid_to:%Y-%m-%d}.")}
+    in_app: list[InAppNotice] = []
+    emails: list[EmailIntent] = []
+    for user_id, role in sorted(facts.roles.items(), key=lambda x: str(x[0])):
+        if role in ("OWNER", "ADMIN"):
+            a, e = _tell(user_id, event, "security", texts, {"certificateNumber": p.certificate_number}, facts)
+            in_app += a
+            emails += e
+    return Decision(in_app=tuple(in_app), emails=tuple(emails))

@@ -12,10 +12,12 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import service_base
+from shared.members import members_table
 from shared.outbox import outbox_table
 
 Base = service_base("notification")
 outbox = outbox_table(Base.metadata)
+members = members_table(Base.metadata)  # who may be told what by role (auth membership events)
 
 
 QUEUED, SENT, FAILED_PERMANENT = "queued", "sent", "failed_permanent"

@@ -29,6 +29,7 @@ class NotificationCategory(Enum):
     ACCOUNT = "account"
     SECURITY = "security"
     INVOICING = "invoicing"
+    EXPENSES = "expenses"
     GENERAL = "general"
 
 

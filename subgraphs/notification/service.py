@@ -15,11 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db import transaction
 from shared.errors import InputError, UserError
 from shared.events import Event, utcnow
+from shared.members import MEMBERSHIP_EVENTS, apply_membership_event
 from shared.runtime import Runtime
 from shared.tokens import Principal
 from subgraphs.notification import decisions as d
 from subgraphs.notification.models import (
-    EmailMessage, Notification, OrganizationDefault, OrganizationSettings, Preference, ProcessedEvent, Recipient,
+    EmailMessage, Notification, OrganizationDefault, OrganizationSettings, Preference, ProcessedEvent, Recipient, members,
 )
 
 CONSUMER = "notification"
@@ -38,7 +39,7 @@ class Handled:
 async def handle_event(rt: Runtime, event: Event) -> Handled:
     """Apply one event exactly once: the dedupe row and every effect commit together, so a
     redelivered event (relay crash, consumer crash before XACK) changes nothing."""
-    if event.type not in _RECIPIENT_EVENTS and not d.has_audience(event.type):
+    if event.type not in _RECIPIENT_EVENTS and event.type not in MEMBERSHIP_EVENTS and not d.has_audience(event.type):
         return Handled()  # most events concern nobody here: no rows, not even the dedupe one
     async with transaction(rt.sessionmaker) as s:
         first_time = (await s.execute(
@@ -50,6 +51,7 @@ async def handle_event(rt: Runtime, event: Event) -> Handled:
             return out  # already applied
         if event.type in _RECIPIENT_EVENTS:
             await _project_recipient(s, event)
+        await apply_membership_event(s, members, event)
         if not d.has_audience(event.type):
             return out  # e.g. a profile update: only the projection above
         decision = d.decide(event, await _facts(s, event))
@@ -91,7 +93,12 @@ async def _project_recipient(s: AsyncSession, event: Event) -> None:
 
 
 async def _facts(s: AsyncSession, event: Event) -> d.Facts:
-    users = d.users_concerned(event)
+    roles: dict[uuid.UUID, str] = {}
+    if event.type in d.ROLE_ROUTED and event.organization_id is not None:
+        rows = await s.execute(select(members.c.user_id, members.c.role).where(
+            members.c.organization_id == event.organization_id, members.c.role.is_not(None)))
+        roles = {u: r for u, r in rows}
+    users = d.users_concerned(event, roles)
     recipients: dict[uuid.UUID, d.RecipientInfo] = {}
     if users:
         for r in (await s.execute(select(Recipient).where(Recipient.user_id.in_(users)))).scalars():
@@ -99,7 +106,7 @@ async def _facts(s: AsyncSession, event: Event) -> d.Facts:
     if event.organization_id is None:
         return d.Facts(recipients=recipients, preferences=d.Preferences(), send_cfdi_to_customer=False)
     return d.Facts(recipients=recipients, preferences=await _preferences(s, event.organization_id, users),
-                   send_cfdi_to_customer=await _send_cfdi(s, event.organization_id))
+                   send_cfdi_to_customer=await _send_cfdi(s, event.organization_id), roles=roles)
 
 
 async def _preferences(s: AsyncSession, organization_id: uuid.UUID, user_ids: Sequence[uuid.UUID]) -> d.Preferences:

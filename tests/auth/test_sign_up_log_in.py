@@ -70,10 +70,13 @@ async def test_sign_up_writes_user_registered_event_in_same_transaction(gql, sig
     engine = make_engine(auth_settings.database_url, pool_size=1)
     async with make_sessionmaker(engine)() as s:
         user_id = (await s.execute(select(User.id).where(User.email == acct.email))).scalar_one()
-        rows = (await s.execute(select(outbox.c.type, outbox.c.payload).where(outbox.c.aggregate_id == str(user_id)))).all()
+        rows = (await s.execute(select(outbox.c.type, outbox.c.payload).where(outbox.c.aggregate_id == str(user_id))
+                                .order_by(outbox.c.id))).all()
     await engine.dispose()
-    assert [r.type for r in rows] == ["auth.user_registered"]
+    # The founder joins as OWNER: services projecting roles (expense, notification) learn it here.
+    assert [r.type for r in rows] == ["auth.user_registered", "auth.member_joined"]
     assert set(rows[0].payload) == {"user_id", "email", "full_name", "locale"}  # no link in events
+    assert rows[1].payload == {"user_id": str(user_id), "role": "OWNER"}
 
 
 async def test_log_in_with_right_and_wrong_password(gql, sign_up):

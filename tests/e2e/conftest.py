@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from shared.embedded import free_port
+from shared.registry import subgraphs
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_SECRET = "e2e-gateway-secret"
@@ -70,7 +71,7 @@ class Stack:
             self.stop(name)
 
 
-SERVICES = [s for s in os.environ.get("E2E_SERVICES", "auth,invoice,notification").split(",")
+SERVICES = [s for s in os.environ.get("E2E_SERVICES", ",".join(s.name for s in subgraphs())).split(",")
             if (ROOT / "subgraphs" / s / "app.py").exists()]
 
 

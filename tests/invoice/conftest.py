@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.runtime import build_runtime
-from shared.tokens import TokenVerifier
 from tests.auth.conftest import (  # noqa: F401 - fixtures re-exported for this package
     Account, auth_app, auth_http, auth_settings, gql, ip, sign_up,
 )
-from tests.conftest import running_app
+from tests.conftest import in_process_jwks_runtime_factory, running_app
 from tests.graphql_client import GraphQLClient
 
 CSD_DIR = Path(__file__).resolve().parents[1] / "cfdi" / "fixtures" / "csd"
@@ -61,14 +59,7 @@ def make_invoice_app(settings, auth_http):
     """The invoice app verifying tokens with the in-process auth app's JWKS."""
     from subgraphs.invoice.app import create_app
 
-    def runtime_factory(name, cfg):
-        async def jwks() -> dict:
-            return (await auth_http.get("/.well-known/jwks.json")).json()
-
-        return build_runtime(name, cfg, verifier=TokenVerifier(jwks, issuer=cfg.jwt_issuer, audience=cfg.jwt_audience,
-                                                               min_refresh_interval=0.5))
-
-    return create_app(settings, runtime_factory=runtime_factory)
+    return create_app(settings, runtime_factory=in_process_jwks_runtime_factory(auth_http))
 
 
 @pytest.fixture(scope="session")

@@ -112,9 +112,9 @@ async def test_preferences_and_the_locked_security_category(rt, ngql, sign_up):
     acct = await sign_up()
     user, org = claims(acct.token)
     prefs = (await ngql.ok(PREFS, token=acct.token))["notificationPreferences"]
-    assert len(prefs) == 8 and all(p["enabled"] for p in prefs)
+    assert len(prefs) == 10 and all(p["enabled"] for p in prefs)
     assert {(p["category"], p["locked"]) for p in prefs if p["channel"] == "EMAIL"} == {
-        ("ACCOUNT", False), ("SECURITY", True), ("INVOICING", False), ("GENERAL", False)}
+        ("ACCOUNT", False), ("SECURITY", True), ("INVOICING", False), ("EXPENSES", False), ("GENERAL", False)}
 
     r = (await ngql.ok(UPDATE_PREF, {"c": "SECURITY", "ch": "EMAIL", "e": False}, token=acct.token))["updateNotificationPreference"]
     assert [e["code"] for e in r["userErrors"]] == ["PREFERENCE_LOCKED"] and r["preference"] is None
@@ -196,7 +196,7 @@ async def test_user_entity_answers_only_for_the_caller(rt, ngql, sign_up):
 
     mine = (await ngql.ok(ENTITIES, {"reps": reps}, token=a.token))["_entities"]
     assert mine[0]["id"] == str(ua) and mine[0]["unreadNotificationCount"] == 3
-    assert len(mine[0]["notificationPreferences"]) == 8
+    assert len(mine[0]["notificationPreferences"]) == 10  # 5 categories x 2 channels
 
     theirs = (await ngql.ok(ENTITIES, {"reps": reps}, token=b.token))["_entities"]
     assert theirs == [{"id": str(ua), "unreadNotificationCount": None, "notificationPreferences": []}]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.registry import subgraphs
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 COMPOSE = ROOT / "supergraph" / "compose.mjs"
@@ -90,16 +92,13 @@ def test_missing_schema_file_needs_allow_missing(tmp_path: Path) -> None:
     assert "ACCOUNTS @join__graph" in out.read_text() and "EXPENSE" not in out.read_text()
 
 
-def test_project_config_lists_the_three_subgraphs() -> None:
+def test_project_config_lists_the_registered_subgraphs() -> None:
     import yaml
 
     cfg = yaml.safe_load((ROOT / "supergraph" / "supergraph.yaml").read_text())
     assert str(cfg["federation_version"]).startswith("=2.")
     assert {n: s["routing_url"] for n, s in cfg["subgraphs"].items()} == {
-        "auth": "http://127.0.0.1:4001/graphql",
-        "invoice": "http://127.0.0.1:4002/graphql",
-        "notification": "http://127.0.0.1:4004/graphql",
-    }
+        s.name: f"http://127.0.0.1:{s.port}/graphql" for s in subgraphs()}
     for name, s in cfg["subgraphs"].items():
         assert s["schema"]["file"] == f"../schema/{name}.graphql"
     pinned = json.loads((ROOT / "supergraph" / "package.json").read_text())["dependencies"]["@apollo/composition"]

@@ -17,6 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
+from shared.registry import subgraphs
+
 ROOT = Path(__file__).resolve().parents[2]
 ROUTER_YAML = ROOT / "supergraph" / "router.yaml"
 SCHEMA = Path(__file__).resolve().parent / "fixtures" / "router-config.schema.json"
@@ -142,9 +144,7 @@ def test_router_yaml_is_valid_with_defaults(raw_config: dict) -> None:
 
 def test_router_yaml_is_valid_with_compose_env(raw_config: dict) -> None:
     env = {
-        "AUTH_URL": "http://auth:4001/graphql",
-        "INVOICE_URL": "http://invoice:4002/graphql",
-        "NOTIFICATION_URL": "http://notification:4004/graphql",
+        **{s.url_env: f"http://{s.name}:{s.port}/graphql" for s in subgraphs()},
         "JWKS_URL": "http://auth:4001/.well-known/jwks.json",
         "JWT_ISSUER": "facturacion-auth",
         "JWT_AUDIENCE": "facturacion-api",
@@ -165,8 +165,7 @@ def test_router_yaml_contents(raw_config: dict) -> None:
     assert cfg["health_check"]["enabled"] is True
     propagated = {op["propagate"]["named"] for op in cfg["headers"]["all"]["request"] if "propagate" in op}
     assert {"authorization", "x-request-id"} <= propagated
-    assert set(cfg["override_subgraph_url"]) == {"auth", "invoice", "notification"}
-    assert cfg["override_subgraph_url"]["auth"] == "http://auth:4001/graphql"
+    assert cfg["override_subgraph_url"] == {s.name: f"http://{s.name}:{s.port}/graphql" for s in subgraphs()}
     jwt = cfg["authentication"]["router"]["jwt"]
     assert jwt["jwks"][0]["url"] == "http://auth:4001/.well-known/jwks.json"
     assert set(jwt["jwks"][0]["algorithms"]) == {"RS256", "EdDSA"}

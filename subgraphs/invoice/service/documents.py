@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from shared.config import Settings
-from shared.crypto import hmac_sign, hmac_verify
-from subgraphs.invoice.service.common import utcnow
+from shared.crypto import signed_path, verify_signed_path
 
 DOWNLOAD_PURPOSE = "invoice-download"
 EVENT_LINK_TTL = timedelta(days=7)
@@ -18,16 +17,8 @@ def document_base_path(invoice_id, fmt: str) -> str:
 
 
 def document_path(settings: Settings, invoice_id, fmt: str, expires_at: datetime) -> str:
-    exp = int(expires_at.timestamp())
-    path = document_base_path(invoice_id, fmt)
-    sig = hmac_sign(f"{path}:{exp}", settings=settings, purpose=DOWNLOAD_PURPOSE)
-    return f"{path}?exp={exp}&sig={sig}"
+    return signed_path(document_base_path(invoice_id, fmt), expires_at, settings=settings, purpose=DOWNLOAD_PURPOSE)
 
 
 def verify_document_signature(settings: Settings, path: str, exp: str, sig: str) -> bool:
-    try:
-        if int(exp) < int(utcnow().timestamp()):
-            return False
-    except (TypeError, ValueError):
-        return False
-    return hmac_verify(f"{path}:{exp}", sig or "", settings=settings, purpose=DOWNLOAD_PURPOSE)
+    return verify_signed_path(path, exp, sig, settings=settings, purpose=DOWNLOAD_PURPOSE)

@@ -24,25 +24,12 @@ from subgraphs.invoice import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.cfdi import catalogs
 from subgraphs.invoice.cfdi.csd import Csd, load_certificate
+from subgraphs.invoice.cfdi.rfc import valid_rfc  # one RFC check for every service
 from subgraphs.invoice.cfdi.rules import person_type
 from subgraphs.invoice.service.common import utcnow
 
-_RFC_RE = re.compile(r"^([A-ZÑ&]{3,4})(\d{2})(\d{2})(\d{2})([A-Z\d]{2})([A\d])$")
-
-
 def series_problem(code: str) -> str | None:
     return None if re.fullmatch(r"[A-Z0-9]{1,25}", code) else "La serie debe tener de 1 a 25 letras o números."
-
-
-def valid_rfc(rfc: str) -> bool:
-    rfc = (rfc or "").strip().upper()
-    if person_type(rfc) in ("generic_national", "generic_foreign"):
-        return True
-    match = _RFC_RE.match(rfc)
-    if not match or len(rfc) not in (12, 13):
-        return False
-    month, day = int(match.group(3)), int(match.group(4))
-    return 1 <= month <= 12 and 1 <= day <= 31
 
 
 def party_problems(data: dict) -> list[UserError]:

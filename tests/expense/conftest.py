@@ -1,0 +1,82 @@
+"""Expense tests: the real auth app (sign-up, invitations, tokens) and the expense app in-process,
+against the run's Postgres. Membership events reach the expense projection the way the worker's
+consumer delivers them: read from auth's outbox and applied with the same function."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from shared.db import transaction
+from shared.events import Event
+from shared.members import apply_membership_event
+from tests.auth.conftest import Account, auth_app, auth_http, auth_runtime, auth_settings, gql, ip, sign_up  # noqa: F401
+from tests.auth.test_organizations import _join
+from tests.conftest import in_process_jwks_runtime_factory, running_app
+from tests.graphql_client import GraphQLClient
+
+
+@pytest.fixture(scope="session")
+def expense_app(settings, auth_http, tmp_path_factory):
+    from subgraphs.expense.app import create_app
+
+    settings = settings.model_copy(update={"receipts_dir": str(tmp_path_factory.mktemp("receipts")),
+                                           "receipt_max_bytes": 1024 * 1024})
+    return create_app(settings, runtime_factory=in_process_jwks_runtime_factory(auth_http))
+
+
+@pytest.fixture(scope="session")
+async def expense_http(expense_app):
+    async with running_app(expense_app) as http:
+        yield http
+
+
+@pytest.fixture
+def runtime(expense_app, expense_http):
+    return expense_app.state.runtime
+
+
+@pytest.fixture
+def api(expense_http):
+    return GraphQLClient(expense_http)
+
+
+async def project_memberships(runtime, auth_runtime) -> None:
+    from subgraphs.auth.models import outbox as auth_outbox
+    from subgraphs.expense.models import members
+
+    async with auth_runtime.sessionmaker() as s:
+        rows = (await s.execute(select(auth_outbox).where(auth_outbox.c.type.like("auth.member_%")))).all()
+    async with transaction(runtime.sessionmaker) as s:
+        for r in rows:
+            await apply_membership_event(s, members, Event(
+                id=r.event_id, type=r.type, version=r.version, organization_id=r.organization_id, actor_id=r.actor_id,
+                aggregate_id=r.aggregate_id, occurred_at=r.occurred_at, payload=r.payload))
+
+
+class Team:
+    """One organization: an OWNER, two APPROVERs and a MEMBER, roles projected into expense."""
+
+    def __init__(self, api, owner, approver, approver2, member):
+        self.api, self.owner, self.approver, self.approver2, self.member = api, owner, approver, approver2, member
+
+    async def ok(self, who: Account, query: str, variables: dict | None = None) -> dict:
+        return await self.api.ok(query, variables, token=who.token)
+
+
+@pytest.fixture
+def new_team(api, gql, sign_up, auth_runtime, runtime):
+    async def make() -> Team:
+        owner = await sign_up("Kemper")
+        approver = await _join(gql, sign_up, auth_runtime, owner, "APPROVER")
+        approver2 = await _join(gql, sign_up, auth_runtime, owner, "APPROVER")
+        member = await _join(gql, sign_up, auth_runtime, owner, "MEMBER")
+        await project_memberships(runtime, auth_runtime)
+        return Team(api, owner, approver, approver2, member)
+
+    return make
+
+
+@pytest.fixture
+async def team(new_team) -> Team:
+    return await new_team()

@@ -1,0 +1,121 @@
+"""One consumer group on the `events` stream, the same way for every service that reacts to events.
+
+A message is acknowledged only after its effects committed; messages a crashed consumer left
+pending are claimed again after `CLAIM_IDLE_MS`; a message failing `MAX_DELIVERIES` times moves
+to the group's dead-letter stream so one poison event cannot block the rest. Effects must be
+idempotent by event id (the handlers deduplicate in Postgres).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from redis.exceptions import ResponseError
+
+from shared.bus import EVENTS_STREAM
+from shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+CLAIM_IDLE_MS = 30_000  # a message pending this long belongs to a consumer that died
+MAX_DELIVERIES = 10
+BATCH = 100
+
+# process(rt, msg_id, fields) applies one stream entry; raising leaves it pending for a retry.
+Process = Callable[[Runtime, bytes, dict], Awaitable[None]]
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class StreamConsumer:
+    group: str
+    process: Process
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return f"events:dead:{self.group}"
+
+    @property
+    def failures_key(self) -> str:
+        return f"events:failures:{self.group}"
+
+    async def ensure_group(self, redis) -> None:
+        try:
+            # From the start of the stream: a new deployment catches up on history (dedupe makes
+            # already-applied events no-ops).
+            await redis.xgroup_create(EVENTS_STREAM, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def dead_letter(self, rt: Runtime, msg_id: bytes, fields: dict, reason: str) -> None:
+        async with rt.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.dead_letter_stream, {**fields, b"stream_id": msg_id, b"reason": reason.encode()[:500]})
+            pipe.xack(EVENTS_STREAM, self.group, msg_id)
+            pipe.hdel(self.failures_key, msg_id)
+            await pipe.execute()
+
+    async def _handle_batch(self, rt: Runtime, entries) -> int:
+        done = 0
+        for msg_id, fields in entries:
+            if fields is None:  # trimmed from the stream while pending
+                await rt.redis.xack(EVENTS_STREAM, self.group, msg_id)
+                continue
+            try:
+                await self.process(rt, msg_id, fields)
+            except Exception as exc:  # noqa: BLE001 - leave it pending; it is claimed again later
+                failures = await rt.redis.hincrby(self.failures_key, msg_id, 1)
+                log.exception("%s consumer: event %s failed (%s/%s)", self.group, msg_id, failures, MAX_DELIVERIES)
+                if failures >= MAX_DELIVERIES:
+                    await self.dead_letter(rt, msg_id, fields, repr(exc))
+                continue
+            async with rt.redis.pipeline(transaction=False) as pipe:
+                pipe.xack(EVENTS_STREAM, self.group, msg_id)
+                pipe.hdel(self.failures_key, msg_id)
+                await pipe.execute()
+            done += 1
+        return done
+
+    async def consume_once(self, rt: Runtime, *, consumer: str | None = None, block_ms: int | None = None,
+                           claim_idle_ms: int = CLAIM_IDLE_MS) -> int:
+        """Process what is waiting: first messages stuck with dead consumers, then new ones. Returns
+        how many messages were processed and acknowledged (duplicates included)."""
+        consumer = consumer or consumer_name()
+        await self.ensure_group(rt.redis)  # one cheap round trip per pass; survives a Redis that lost the group
+        total = 0
+        start = "0-0"
+        while True:
+            start, claimed, *_ = await rt.redis.xautoclaim(EVENTS_STREAM, self.group, consumer, claim_idle_ms,
+                                                           start_id=start, count=BATCH)
+            total += await self._handle_batch(rt, claimed)
+            if start in (b"0-0", "0-0"):
+                break
+        while True:
+            resp = await rt.redis.xreadgroup(self.group, consumer, {EVENTS_STREAM: ">"}, count=BATCH, block=block_ms)
+            entries = resp[0][1] if resp else []
+            total += await self._handle_batch(rt, entries)
+            if len(entries) < BATCH:
+                return total
+            block_ms = None  # only the first read waits
+
+    async def loop(self, rt: Runtime) -> None:
+        name = consumer_name()
+        delay = 1.0
+        while True:
+            try:
+                await self.consume_once(rt, consumer=name, block_ms=5000)
+                delay = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - Redis or Postgres down: back off and try again
+                log.exception("%s consumer pass failed", self.group)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
