@@ -10,7 +10,7 @@ from sqlalchemy import select
 from shared.db import transaction
 from shared.events import Event
 from shared.members import apply_membership_event
-from tests.auth.conftest import Account, auth_app, auth_http, auth_runtime, auth_settings, gql, ip, sign_up  # noqa: F401
+from tests.auth.conftest import Account, auth_app, auth_http, auth_runtime, auth_settings, gql, ip, mail_token, sign_up  # noqa: F401
 from tests.auth.test_organizations import _join
 from tests.conftest import in_process_jwks_runtime_factory, running_app
 from tests.graphql_client import GraphQLClient
@@ -65,12 +65,12 @@ class Team:
 
 
 @pytest.fixture
-def new_team(api, gql, sign_up, auth_runtime, runtime):
+def new_team(api, gql, sign_up, auth_runtime, runtime, mail_token):
     async def make() -> Team:
         owner = await sign_up("Kemper")
-        approver = await _join(gql, sign_up, auth_runtime, owner, "APPROVER")
-        approver2 = await _join(gql, sign_up, auth_runtime, owner, "APPROVER")
-        member = await _join(gql, sign_up, auth_runtime, owner, "MEMBER")
+        approver = await _join(gql, sign_up, mail_token, owner, "APPROVER")
+        approver2 = await _join(gql, sign_up, mail_token, owner, "APPROVER")
+        member = await _join(gql, sign_up, mail_token, owner, "MEMBER")
         await project_memberships(runtime, auth_runtime)
         return Team(api, owner, approver, approver2, member)
 
