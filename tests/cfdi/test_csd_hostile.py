@@ -131,3 +131,24 @@ def test_production_certificates_verify_against_shipped_authorities() -> None:
     for path in sorted(SAT_CERTS_DIR.glob("3000100000*.cer")):  # AC UAT: test only
         cert = x509.load_der_x509_certificate(path.read_bytes())
         assert not PRODUCTION.issued(cert) and TEST.issued(cert), path.name
+
+
+def _rewrap(numbers) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = numbers.private_key(unsafe_skip_rsa_key_validation=True)
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.BestAvailableEncryption(PASSWORD.encode()))
+
+
+def test_key_with_inconsistent_parameters_is_refused() -> None:
+    # OpenSSL's full validation is skipped (it holds the GIL ~50 ms): our checks must catch this.
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    cer, key = read_csd_files("eku9003173c9_csd_2023")
+    n = serialization.load_der_private_key(key, PASSWORD.encode()).private_numbers()
+    broken = rsa.RSAPrivateNumbers(p=n.p, q=n.q, d=n.d, dmp1=n.dmp1, dmq1=n.dmq1, iqmp=(n.iqmp + 1) % n.p,
+                                   public_numbers=n.public_numbers)
+    with pytest.raises(CsdError) as exc:
+        load_csd(cer, _rewrap(broken), PASSWORD, now=CSD_2023_NOW)
+    assert exc.value.code == "INVALID_KEY"
