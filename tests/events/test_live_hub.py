@@ -14,19 +14,12 @@ from shared import pubsub
 from shared.errors import AppError
 from shared.pubsub import LiveHub
 from shared.tokens import Principal
+from tests.events.helpers import until
 
 
 def _principal(org: uuid.UUID) -> Principal:
     return Principal(user_id=uuid.uuid4(), organization_id=org, permissions=frozenset(), token_id="t",
                      claims={"exp": 4102444800})  # 2100-01-01
-
-
-async def _until(predicate) -> None:
-    for _ in range(1000):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("never happened")
 
 
 @pytest.fixture
@@ -43,7 +36,7 @@ async def test_each_message_is_decoded_once_and_its_payload_computed_once(rt, hu
     monkeypatch.setattr(pubsub.json, "loads", lambda raw: decoded.append(raw) or real_loads(raw))
     streams = [hub.stream(channel, _principal(org)) for _ in range(3)]
     firsts = [asyncio.ensure_future(anext(s)) for s in streams]
-    await _until(lambda: hub.listening(channel) == 3)
+    await until(lambda: hub.listening(channel) == 3)
 
     await rt.redis.publish(channel, json.dumps({"n": 1}))
     messages = await asyncio.gather(*firsts)
@@ -62,7 +55,7 @@ async def test_a_subscriber_that_stops_reading_is_ended_and_the_others_go_on(rt,
     org, channel = uuid.uuid4(), f"live:test:{uuid.uuid4()}"
     stuck, reader = hub.stream(channel, _principal(org)), hub.stream(channel, _principal(org))
     first = [asyncio.ensure_future(anext(stuck)), asyncio.ensure_future(anext(reader))]
-    await _until(lambda: hub.listening(channel) == 2)
+    await until(lambda: hub.listening(channel) == 2)
     for n in range(7):
         await rt.redis.publish(channel, json.dumps({"n": n}))
     got = [(await first[1]).data["n"]] + [(await anext(reader)).data["n"] for _ in range(6)]

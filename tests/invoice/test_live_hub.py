@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from shared import embedded
 from shared.bus import AUTHORITY_CHANNEL, org_channel
 from shared.events import ApiKeyRevoked, MemberRemoved, MemberRoleChanged, make_event
+from tests.events.helpers import until
 from tests.invoice.conftest import make_invoice_app
 from tests.notification.conftest import serve_app
 
@@ -70,14 +71,6 @@ def error_of(msg: dict) -> dict:
     errors = msg["payload"] if msg["type"] == "error" else msg["payload"].get("errors")
     assert errors, msg
     return errors[0]
-
-
-async def until(predicate, what: str) -> None:
-    for _ in range(1000):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def publish_status(redis: Redis, org: uuid.UUID, invoice_id: str | None = None) -> str:

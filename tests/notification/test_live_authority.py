@@ -5,14 +5,13 @@ connection."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from websockets.asyncio.client import connect
 
 from shared.bus import AUTHORITY_CHANNEL, user_channel
 from shared.events import MemberRemoved, PasswordChanged
-from tests.events.helpers import emit_auth
+from tests.events.helpers import emit_auth, until
 from tests.notification.conftest import claims, serve_app
 from tests.notification.test_subscription import SUBSCRIPTION, _recv, fresh_app
 from workers.relay import relay_once
@@ -26,14 +25,6 @@ async def _open(host: str, token: str):
     return ws
 
 
-async def _until(predicate, what: str) -> None:
-    for _ in range(1000):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
-
-
 async def test_removed_member_stream_ends_and_others_go_on(rt, settings, notification_runtime_factory, auth_http, sign_up):
     removed, stays = await sign_up(), await sign_up()
     (r_user, r_org), (s_user, _) = claims(removed.token), claims(stays.token)
@@ -42,7 +33,7 @@ async def test_removed_member_stream_ends_and_others_go_on(rt, settings, notific
         live = app.state.runtime.live
         ws_removed, ws_stays = await _open(host, removed.token), await _open(host, stays.token)
         try:
-            await _until(lambda: live.listening(user_channel(r_user)) == 1 and live.listening(user_channel(s_user)) == 1
+            await until(lambda: live.listening(user_channel(r_user)) == 1 and live.listening(user_channel(s_user)) == 1
                          and live.subscribed(AUTHORITY_CHANNEL), "both subscribed")
             # An auth event that carries no authority change goes nowhere live.
             await emit_auth(rt, PasswordChanged(user_id=r_user, email="x@example.mx"), organization_id=r_org)
@@ -53,7 +44,7 @@ async def test_removed_member_stream_ends_and_others_go_on(rt, settings, notific
             errors = msg["payload"]["errors"] if msg["type"] == "next" else msg["payload"]
             assert errors[0]["extensions"] == {"code": "STALE_TOKEN", "reason": "MEMBER_REMOVED"}
             assert (await _recv(ws_removed))["type"] == "complete"
-            await _until(lambda: live.listening(user_channel(r_user)) == 0, "the removed member's stream released")
+            await until(lambda: live.listening(user_channel(r_user)) == 0, "the removed member's stream released")
             assert live.listening(user_channel(s_user)) == 1
             # Two subscriptions, two user channels, one connection: one Redis subscriber each.
             assert (await rt.redis.pubsub_numsub(user_channel(s_user)))[0][1] == 1
