@@ -23,6 +23,7 @@ Every GraphQL subscription of a process listens through its `LiveHub` (`Runtime.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
@@ -187,7 +188,8 @@ class LiveHub:
             self._dirty.set()
         subs.add(sub)
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="live-hub")
+            # A fresh context: the hub outlives the request that happened to start it (request id).
+            self._task = asyncio.create_task(self._run(), name="live-hub", context=contextvars.Context())
 
     def _leave(self, channel: str, sub: _Subscriber) -> None:
         p = sub.principal
