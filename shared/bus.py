@@ -2,8 +2,11 @@
 
 - Durable delivery: one Redis stream (`events`), read by each consumer through its own consumer
   group (at-least-once; consumers deduplicate by event id).
-- Live delivery: pub/sub channel per organization, for GraphQL subscriptions. Pub/sub is lossy by
-  nature; subscriptions are a view, the stream and the database stay the record.
+- Live delivery: pub/sub channel per organization (and per user), for GraphQL subscriptions, which
+  listen through one connection per process (`shared.pubsub.LiveHub`). Pub/sub is lossy by nature;
+  subscriptions are a view, the stream and the database stay the record.
+- Authority changes (member removed, role changed, API key revoked) also go live, on one channel
+  every process listens to, so open subscriptions end when what allowed them is gone.
 """
 
 from __future__ import annotations
@@ -20,12 +23,27 @@ EVENTS_STREAM = "events"
 STREAM_MAXLEN = 1_000_000  # approximate trim; consumers read far faster than this fills
 
 
+AUTHORITY_CHANNEL = "live:authority"
+# Auth events that end open subscriptions. They carry ids and role names only; every other auth
+# event stays on the durable stream (some carry e-mail links with single-use tokens).
+AUTHORITY_EVENTS = frozenset({"auth.member_removed", "auth.member_role_changed", "auth.api_key_revoked"})
+
+
 def org_channel(organization_id: uuid.UUID | str) -> str:
     return f"live:org:{organization_id}"
 
 
 def user_channel(user_id: uuid.UUID | str) -> str:
     return f"live:user:{user_id}"
+
+
+def live_channels(event: Event) -> list[str]:
+    """Where the relay publishes `event` for live subscriptions (besides the durable stream)."""
+    if event.type in AUTHORITY_EVENTS:
+        return [AUTHORITY_CHANNEL]
+    if event.organization_id is not None and not event.type.startswith("auth."):
+        return [org_channel(event.organization_id)]
+    return []
 
 
 async def publish_live(redis: Redis, channel: str, message: dict) -> None:

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     receipts_dir: str = ".data/receipts"
     receipt_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
 
+    # Open GraphQL subscriptions per process (shared/pubsub.py): past these a new one is refused
+    # with TOO_MANY_SUBSCRIPTIONS. A dashboard tab needs a handful; fan-out benches raise them.
+    subscriptions_max_per_user: int = Field(default=100, ge=1)
+    subscriptions_max_per_organization: int = Field(default=1000, ge=1)
+
     # Login throttling
     login_max_failures_per_account: int = 5
     login_max_failures_per_ip: int = 30

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.authz import MembershipVersions
 from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker
+from shared.pubsub import LiveHub
 from shared.tokens import TokenVerifier, http_jwks_source
 
 
@@ -22,8 +23,10 @@ class Runtime:
     redis: Redis
     verifier: TokenVerifier
     authz: MembershipVersions
+    live: LiveHub  # GraphQL subscriptions: one pub/sub connection for the process, started on first use
 
     async def close(self) -> None:
+        await self.live.close()
         await self.redis.aclose()
         await self.engine.dispose()
 
@@ -43,4 +46,6 @@ def build_runtime(service: str, settings: Settings, *, verifier: TokenVerifier |
             audience=settings.jwt_audience,
         ),
         authz=MembershipVersions(redis, cache_seconds=settings.authz_cache_seconds),
+        live=LiveHub(redis, max_per_user=settings.subscriptions_max_per_user,
+                     max_per_organization=settings.subscriptions_max_per_organization),
     )

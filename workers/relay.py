@@ -25,7 +25,7 @@ from sqlalchemy import MetaData, Table, bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import to_plain_url
-from shared.bus import EVENTS_STREAM, STREAM_MAXLEN, org_channel, stream_fields
+from shared.bus import EVENTS_STREAM, STREAM_MAXLEN, live_channels, stream_fields
 from shared.events import Event
 from shared.registry import outbox_schemas
 from shared.outbox import OUTBOX_CHANNEL, outbox_table
@@ -91,10 +91,8 @@ async def relay_schema(rt: Runtime, schema: str, *, after_publish: AfterPublish 
             async with rt.redis.pipeline(transaction=False) as pipe:
                 for ev in events:
                     pipe.xadd(EVENTS_STREAM, stream_fields(ev), maxlen=STREAM_MAXLEN, approximate=True)
-                    # Live channels feed dashboards; auth events carry e-mail links with
-                    # single-use tokens and stay on the durable stream only.
-                    if ev.organization_id is not None and not ev.type.startswith("auth."):
-                        pipe.publish(org_channel(ev.organization_id), json.dumps(ev.model_dump(mode="json")))
+                    for channel in live_channels(ev):  # dashboards; authority changes (shared.bus)
+                        pipe.publish(channel, json.dumps(ev.model_dump(mode="json")))
                 # Bounded: a hung Redis must not hold the schema's lock (and its rows) forever.
                 await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
             # Jobs the events ask for (stamping, cancelling): queued before the rows count as

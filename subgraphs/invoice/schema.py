@@ -16,7 +16,7 @@ import strawberry
 from strawberry.federation.schema_directives import Key
 from strawberry.types import Info
 
-from shared.bus import listen, org_channel
+from shared.bus import org_channel
 from shared.context import RequestContext
 from shared.errors import AppError, NotFoundError, Payload, payload_or_errors
 from shared.graphql import build_schema
@@ -724,22 +724,24 @@ def _status_event(msg: dict) -> InvoiceStatusEvent:
 
 @strawberry.type
 class Subscription:
+    # Both listen through the process's one pub/sub connection (shared/pubsub.py); the event object
+    # is built once per message for every subscriber of the organization.
     @strawberry.subscription(description="Status changes of one invoice.")
     async def invoice_status_changed(self, info: Ctx, id: strawberry.ID) -> AsyncGenerator[InvoiceStatusEvent, None]:
         p = await info.context.require(P.INVOICE_READ)
         wanted = str(_uuid(id))
         if await loaders.invoices(info.context, p.organization_id).load(uuid.UUID(wanted)) is None:
             raise NotFoundError("Factura no encontrada.")
-        async for msg in listen(info.context.runtime.redis, org_channel(p.organization_id)):
-            if msg.get("kind") == "invoice_status" and msg.get("invoiceId") == wanted:
-                yield _status_event(msg)
+        async for msg in info.context.runtime.live.stream(org_channel(p.organization_id), p):
+            if msg.data.get("kind") == "invoice_status" and msg.data.get("invoiceId") == wanted:
+                yield msg.shared(InvoiceStatusEvent, _status_event)
 
     @strawberry.subscription(description="Status changes of every invoice of the caller's organization.")
     async def invoice_events(self, info: Ctx) -> AsyncGenerator[InvoiceStatusEvent, None]:
         p = await info.context.require(P.INVOICE_READ)
-        async for msg in listen(info.context.runtime.redis, org_channel(p.organization_id)):
-            if msg.get("kind") == "invoice_status":
-                yield _status_event(msg)
+        async for msg in info.context.runtime.live.stream(org_channel(p.organization_id), p):
+            if msg.data.get("kind") == "invoice_status":
+                yield msg.shared(InvoiceStatusEvent, _status_event)
 
 
 schema = build_schema(query=Query, mutation=Mutation, subscription=Subscription,

@@ -12,7 +12,7 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from shared.bus import listen, user_channel
+from shared.bus import user_channel
 from shared.context import RequestContext
 from shared.errors import Payload, payload_or_errors
 from shared.graphql import build_schema
@@ -246,9 +246,10 @@ class Subscription:
     async def notification_received(self, info: Ctx) -> AsyncGenerator[Notification, None]:
         p = await info.context.principal()
         org = str(p.organization_id)
-        async for msg in listen(info.context.runtime.redis, user_channel(p.user_id)):
-            if msg.get("organizationId") == org:  # the same person's inbox in another organization stays there
-                yield Notification.from_message(msg)
+        # Through the process's one pub/sub connection (shared/pubsub.py).
+        async for msg in info.context.runtime.live.stream(user_channel(p.user_id), p):
+            if msg.data.get("organizationId") == org:  # the same person's inbox in another organization stays there
+                yield msg.shared(Notification, Notification.from_message)
 
 
 schema = build_schema(query=Query, mutation=Mutation, subscription=Subscription, types=[User])

@@ -141,11 +141,12 @@ def test_fiel_is_not_a_csd(with_ou: bool, fiel_usage: bool) -> None:
     assert _code(exc) == "NOT_A_CSD"
 
 
-def test_csd_shaped_synthetic_certificate_is_accepted() -> None:
+def test_csd_shaped_self_signed_certificate_is_refused() -> None:
+    # Shaped like a CSD in every way but not issued by SAT (see test_csd_hostile.py).
     cer, key = _fiel_like_pair(with_ou=True, fiel_usage=False)
-    csd = load_csd(cer, key, PASSWORD)
-    assert csd.certificate_number == "30001000000500000001"
-    assert csd.rfc == "AAA010101AAA"
+    with pytest.raises(CsdError) as exc:
+        load_csd(cer, key, PASSWORD)
+    assert _code(exc) == "CSD_NOT_ISSUED_BY_SAT"
 
 
 def test_sat_test_csds_are_recognised_as_csd() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from decimal import Decimal
 
@@ -47,3 +48,12 @@ async def stream_event_ids(redis, *, last: int = 5000) -> list[str]:
     """Event ids in the stream, oldest first (the tail is enough: tests look for their own)."""
     entries = await redis.xrevrange(EVENTS_STREAM, count=last)
     return [f[b"id"].decode() for _, f in reversed(entries)]
+
+
+async def until(predicate, what: str = "the condition") -> None:
+    """Wait (polling, up to ~10 s) until `predicate()` holds: e.g. a live subscription is listening."""
+    for _ in range(1000):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")

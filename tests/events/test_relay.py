@@ -182,3 +182,30 @@ async def test_the_loop_wakes_on_notify_without_waiting_for_the_sweep(rt):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_authority_changes_are_published_live_and_other_auth_events_are_not(rt):
+    from shared.bus import AUTHORITY_CHANNEL, listen
+    from shared.events import ApiKeyRevoked, MemberRoleChanged, PasswordChanged
+
+    org, user = uuid.uuid4(), uuid.uuid4()
+    got: list[dict] = []
+
+    async def collect():
+        async for msg in listen(rt.redis, AUTHORITY_CHANNEL):
+            got.append(msg)
+            if len(got) == 2:
+                return
+
+    task = asyncio.create_task(collect())
+    for _ in range(300):
+        if (await rt.redis.pubsub_numsub(AUTHORITY_CHANNEL))[0][1]:
+            break
+        await asyncio.sleep(0.01)
+    await emit_auth(rt, PasswordChanged(user_id=user, email="x@example.mx"), organization_id=org)
+    await emit_auth(rt, MemberRoleChanged(user_id=user, old_role="ADMIN", new_role="MEMBER"), organization_id=org)
+    await emit_auth(rt, ApiKeyRevoked(api_key_id=uuid.uuid4()), organization_id=org)
+    await relay_once(rt)
+    await asyncio.wait_for(task, 10)
+    assert [m["type"] for m in got] == ["auth.member_role_changed", "auth.api_key_revoked"]
+    assert got[0]["payload"]["user_id"] == str(user) and got[0]["organization_id"] == str(org)

@@ -74,9 +74,9 @@ async def test_csd_upload_errors_each_have_their_code(api, sign_up, runtime, cas
     elif case == "fiel":
         c, k = _fiel_like_pair(with_ou=False, fiel_usage=True)
         cer, key = base64.b64encode(c).decode(), base64.b64encode(k).decode()
-    elif case == "rfc_mismatch":
-        c, k = _fiel_like_pair(with_ou=True, fiel_usage=False)  # a valid CSD of AAA010101AAA
-        cer, key = base64.b64encode(c).decode(), base64.b64encode(k).decode()
+    elif case == "rfc_mismatch":  # EKU's valid CSD, uploaded by an issuer with another RFC
+        other = {**ISSUER, "rfc": "XIA190128J61", "legalName": "XENON INDUSTRIAL ARTICLES"}
+        assert (await api.ok(SAVE_ISSUER, {"i": other}, token=account.token))["saveIssuer"]["userErrors"] == []
     elif case == "garbage":
         cer = base64.b64encode(b"no es un certificado").decode()
     out = (await api.ok(UPLOAD_CSD, {"c": cer, "k": key, "p": password}, token=account.token))["uploadCsd"]
@@ -152,7 +152,8 @@ async def test_sat_catalog_search(api, sign_up):
 
 
 def _synthetic_csd(serial: str, rfc: str = "AAA010101AAA") -> tuple[str, str]:
-    """A self-signed certificate shaped like a CSD (OU, signing-only key usage), encrypted PKCS#8 key."""
+    """A certificate shaped like a CSD (OU, signing-only key usage) under the name of SAT's test
+    authority (recognised by name outside production), and its encrypted PKCS#8 key."""
     from datetime import datetime, timedelta, timezone
 
     from cryptography import x509
@@ -165,7 +166,9 @@ def _synthetic_csd(serial: str, rfc: str = "AAA010101AAA") -> tuple[str, str]:
                       x509.NameAttribute(x509.ObjectIdentifier("2.5.4.45"), rfc),
                       x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Sucursal 1")])
     now = datetime.now(timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+    sat_test_authority = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AC UAT"),
+                                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SERVICIO DE ADMINISTRACION TRIBUTARIA")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(sat_test_authority).public_key(key.public_key())
             .serial_number(int.from_bytes(serial.encode(), "big"))
             .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=365))
             .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True, key_encipherment=False,

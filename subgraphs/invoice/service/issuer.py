@@ -8,6 +8,7 @@ import re
 import uuid
 from datetime import datetime, timedelta
 
+import anyio.to_thread
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,7 +24,7 @@ from shared.runtime import Runtime
 from subgraphs.invoice import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.cfdi import catalogs
-from subgraphs.invoice.cfdi.csd import Csd, load_certificate
+from subgraphs.invoice.cfdi.csd import Csd, SatAuthorities, load_certificate
 from subgraphs.invoice.cfdi.rfc import valid_rfc  # one RFC check for every service
 from subgraphs.invoice.cfdi.rules import person_type
 from subgraphs.invoice.service.common import utcnow
@@ -133,7 +134,12 @@ def _b64(value: str, code: str, message: str, field: str) -> bytes:
 
 
 # Which `uploadCsd` argument a CSD error is about.
-_CSD_ERROR_FIELD = {"WRONG_PASSWORD": "password", "INVALID_KEY": "privateKey", "KEY_CERT_MISMATCH": "privateKey"}
+_CSD_ERROR_FIELD = {"WRONG_PASSWORD": "password", "INVALID_KEY": "privateKey", "KEY_CERT_MISMATCH": "privateKey",
+                    "CSD_KEY_UNSUPPORTED": "privateKey"}
+
+
+def _csd_input_error(exc: cfdi.CsdError) -> InputError:
+    return InputError.single(exc.code, exc.message, [_CSD_ERROR_FIELD.get(exc.code, "certificate")])
 
 
 async def upload_csd(rt: Runtime, org: uuid.UUID, actor: uuid.UUID | None, certificate_b64: str,
@@ -141,6 +147,15 @@ async def upload_csd(rt: Runtime, org: uuid.UUID, actor: uuid.UUID | None, certi
     """`uploadCsd(certificate, privateKey, password)`: errors name those arguments."""
     cer = _b64(certificate_b64, "INVALID_CERTIFICATE", "El certificado no es base64 válido.", "certificate")
     key = _b64(private_key_b64, "INVALID_KEY", "La llave privada no es base64 válida.", "privateKey")
+    async with rt.sessionmaker() as session:  # no CPU spent on a CSD that could not be used anyway
+        if await session.get(m.IssuerProfile, org) is None:
+            raise InputError.single("ISSUER_REQUIRED", "Primero configura los datos fiscales del emisor.", None)
+    try:
+        # Decrypting the key and checking the certificate cost CPU: off the event loop, and before
+        # the transaction, so no row stays locked meanwhile.
+        csd, plain = await anyio.to_thread.run_sync(_open_upload, cer, key, password, now, rt.settings.app_env)
+    except cfdi.CsdError as exc:
+        raise _csd_input_error(exc) from None
     async with transaction(rt.sessionmaker) as session:
         # Locking the issuer serialises uploads (one becomes active, never two) and keeps the RFC
         # from changing under the check below.
@@ -148,16 +163,13 @@ async def upload_csd(rt: Runtime, org: uuid.UUID, actor: uuid.UUID | None, certi
         if issuer is None:
             raise InputError.single("ISSUER_REQUIRED", "Primero configura los datos fiscales del emisor.", None)
         try:
-            csd = cfdi.load_csd(cer, key, password, now=now)
             cfdi.check_rfc(csd, issuer.rfc)
         except cfdi.CsdError as exc:
-            raise InputError.single(exc.code, exc.message, [_CSD_ERROR_FIELD.get(exc.code, "certificate")]) from None
+            raise _csd_input_error(exc) from None
         existing = await session.scalar(select(m.Certificate).where(
             m.Certificate.organization_id == org, m.Certificate.certificate_number == csd.certificate_number))
         if existing is not None:
             raise InputError.single("CSD_ALREADY_UPLOADED", "Este certificado ya está cargado.", ["certificate"])
-        plain = csd.private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption())
         sealed = seal(plain, context=_csd_context(org, csd.certificate_number), settings=rt.settings)
         has_active = await session.scalar(select(func.count()).select_from(m.Certificate).where(
             m.Certificate.organization_id == org, m.Certificate.active.is_(True)))
@@ -170,6 +182,13 @@ async def upload_csd(rt: Runtime, org: uuid.UUID, actor: uuid.UUID | None, certi
         session.add(row)
         await session.flush()
         return row
+
+
+def _open_upload(cer: bytes, key: bytes, password: str, now: datetime | None, app_env: str) -> tuple[Csd, bytes]:
+    """Runs in a worker thread: the uploaded CSD checked, and its key as unencrypted PKCS#8."""
+    csd = cfdi.load_csd(cer, key, password, now=now, authorities=SatAuthorities.for_environment(app_env))
+    return csd, csd.private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption())
 
 
 async def list_csds(session: AsyncSession, org: uuid.UUID) -> list[m.Certificate]:
@@ -205,7 +224,10 @@ def open_csd(row: m.Certificate, settings: Settings) -> Csd:
                      settings=settings)
         if len(_open_csds) >= _OPEN_CSDS_MAX:
             _open_csds.clear()
-        _open_csds[cache_key] = Csd(load_certificate(row.certificate_der), serialization.load_der_private_key(der, password=None),
+        # Validated when uploaded and sealed with authenticated encryption since: no need to pay
+        # OpenSSL's ~50 ms key validation (GIL held) again.
+        key = serialization.load_der_private_key(der, password=None, unsafe_skip_rsa_key_validation=True)
+        _open_csds[cache_key] = Csd(load_certificate(row.certificate_der), key,
                                     row.rfc, row.legal_name, row.certificate_number, row.valid_from, row.valid_to)
     return _open_csds[cache_key]
 

@@ -101,8 +101,11 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
             try:
                 engine = await build_engine_invoice(session, inv, issuer, inv.issued_at, lock_related=True)
                 # Everything SAT's matrices and schema would refuse is found here, never first by
-                # the PAC (rules, catalogs in force on the date, seal, lean XSD); off the event loop.
-                xml = await asyncio.to_thread(cfdi.prepare_for_stamping, engine, open_csd(csd_row, rt.settings), utcnow())
+                # the PAC (rules, catalogs in force on the date, seal, lean XSD); off the event loop,
+                # the stored key's first load (unseal, parse) included.
+                now = utcnow()
+                xml = await asyncio.to_thread(
+                    lambda: cfdi.prepare_for_stamping(engine, open_csd(csd_row, rt.settings), now))
             except cfdi.StampingRefused as exc:
                 first = exc.issues[0]
                 failure = (first.code, "; ".join(f"{i.code}: {i.message_es}" for i in exc.issues[:5]))
