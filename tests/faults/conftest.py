@@ -1,0 +1,83 @@
+"""Fault injection: the stack's own processes on loopback, on backends this suite may break.
+
+Each test that stops or kills Redis gets its own embedded Redis on a fixed port (restartable in
+place); the database is a private migrated one, so the worker's crons and consumers never act on
+other tests' rows. Postgres faults use a private embedded server (see `pg_server`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from shared import embedded
+from tests.stack import Mailbox, Stack
+
+
+class RedisServer:
+    """An embedded Redis that can be stopped, killed and started again on the same port."""
+
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.workdir, self.port = workdir, port or embedded.free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self) -> None:
+        # Persistent (AOF), as make dev and production run it: a restart keeps queue and stream.
+        self.proc, _ = embedded.start_redis(port=self.port, workdir=self.workdir, persistent=True)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def faults_database_url(database_url):
+    from tests.conftest import admin_database_url
+
+    with embedded.migrated_database(admin_database_url(), f"facturacion_faults_{os.getpid()}") as url:
+        yield url
+
+
+@pytest.fixture
+def stack_env(faults_database_url, redis_server):
+    return {**os.environ, "DATABASE_URL": faults_database_url, "REDIS_URL": redis_server.url, "APP_ENV": "test",
+            "LOGIN_MAX_FAILURES_PER_IP": "1000"}
+
+
+@pytest.fixture
+def fault_stack(stack_env, tmp_path):
+    st = Stack(stack_env, tmp_path / "logs")
+    (tmp_path / "logs").mkdir()
+    yield st
+    st.stop_all()
+
+
+@pytest.fixture
+def mailbox():
+    box = Mailbox()
+    yield box
+    box.stop()
+
+
+def wait_until(predicate, what: str, timeout: float = 30, interval: float = 0.1):
+    """Poll `predicate` until it returns something truthy; fail saying `what` never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
