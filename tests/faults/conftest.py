@@ -81,3 +81,34 @@ def wait_until(predicate, what: str, timeout: float = 30, interval: float = 0.1)
             return got
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
+
+
+SUBGRAPHS = ("auth", "invoice", "notification")
+
+
+@pytest.fixture
+def full_stack(fault_stack, redis_server, mailbox):
+    """Redis, every subgraph, the worker and the gateway, mail to `mailbox`; all breakable."""
+    from shared.embedded import free_port
+
+    redis_server.start()
+    ports = {s: free_port() for s in SUBGRAPHS}
+    gateway_port = free_port()
+    fault_stack.env.update({
+        "AUTH_JWKS_URL": f"http://127.0.0.1:{ports['auth']}/.well-known/jwks.json",
+        "INVOICE_SERVICE_URL": f"http://127.0.0.1:{ports['invoice']}", "GATEWAY_PORT": str(gateway_port),
+        "GATEWAY_HOST": "127.0.0.1", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port),
+        **{f"{s.upper()}_URL": f"http://127.0.0.1:{p}/graphql" for s, p in ports.items()}})
+    fault_stack.ports = ports
+    fault_stack.start_all(ports, gateway_port)
+    return fault_stack
+
+
+@pytest.fixture
+async def gateway(full_stack):
+    import httpx
+
+    from tests.graphql_client import GraphQLClient
+
+    async with httpx.AsyncClient(base_url=full_stack.urls["gateway"], timeout=30) as http:
+        yield GraphQLClient(http)
