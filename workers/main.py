@@ -59,7 +59,9 @@ class WorkerSettings:
     on_startup = startup
     on_shutdown = shutdown
     max_jobs = 20
-    job_timeout = 120
+    # Also how long a job whose worker was killed stays claimed before another worker re-runs it
+    # (arq keeps it "in progress" for job_timeout + 10 s); the fault suite shortens it.
+    job_timeout = int(os.environ.get("WORKER_JOB_TIMEOUT_SECONDS", "120"))
     health_check_interval = 10
     # Read at import (arq needs it before startup); REDIS_URL is validated again by get_settings().
     redis_settings = RedisSettings.from_dsn(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))

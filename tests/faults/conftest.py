@@ -112,3 +112,40 @@ async def gateway(full_stack):
 
     async with httpx.AsyncClient(base_url=full_stack.urls["gateway"], timeout=30) as http:
         yield GraphQLClient(http)
+
+
+# --- what the database and the sandbox PAC hold, for the "nothing lost, nothing twice" checks ----
+
+async def stamping_record(database_url: str, redis_url: str, invoice_ids: list[str]) -> dict:
+    """Per invoice: status, UUID, how many times it entered STAMPED and how many InvoiceStamped
+    events it emitted; plus every UUID the sandbox PAC ever issued (one record per timbre)."""
+    import asyncpg
+    from redis.asyncio import Redis
+
+    from shared.config import to_plain_url
+
+    conn = await asyncpg.connect(to_plain_url(database_url))
+    try:
+        rows = await conn.fetch(
+            """SELECT i.id::text AS id, i.status, i.uuid,
+                      (SELECT count(*) FROM invoice.invoice_events e WHERE e.invoice_id = i.id AND e.to_status = 'STAMPED') AS stamped,
+                      (SELECT count(*) FROM invoice.outbox o WHERE o.aggregate_id = 'invoice:' || i.id::text AND o.type = 'invoice.stamped') AS events,
+                      (SELECT count(*) FROM invoice.outbox o WHERE o.aggregate_id = 'invoice:' || i.id::text AND o.delivered_at IS NULL) AS undelivered
+               FROM invoice.invoices i WHERE i.id = ANY($1::uuid[])""", invoice_ids)
+    finally:
+        await conn.close()
+    redis = Redis.from_url(redis_url)
+    try:
+        pac_uuids = sorted([k.decode().rsplit(":", 1)[1] async for k in redis.scan_iter("pac:sandbox:cfdi:*")])
+    finally:
+        await redis.aclose()
+    return {"invoices": {r["id"]: dict(r) for r in rows}, "pac_uuids": pac_uuids}
+
+
+def assert_each_stamped_once(record: dict, invoice_ids: list[str]) -> None:
+    invoices = record["invoices"]
+    assert sorted(invoices) == sorted(invoice_ids)
+    for inv in invoices.values():
+        assert (inv["status"], inv["stamped"], inv["events"], inv["undelivered"]) == ("STAMPED", 1, 1, 0), inv
+    # One PAC record per stamp request, and it is the one we recorded: no second timbre anywhere.
+    assert sorted(inv["uuid"] for inv in invoices.values()) == record["pac_uuids"]
