@@ -25,6 +25,7 @@ from shared.config import get_settings
 from shared.logs import configure_logging
 from shared.runtime import build_runtime
 from workers import notifications, relay, stamping
+from workers.outage import retrying_on_outage
 
 log = logging.getLogger("workers.main")
 
@@ -54,7 +55,7 @@ async def shutdown(ctx) -> None:
 
 
 class WorkerSettings:
-    functions = [f for m in MODULES for f in getattr(m, "FUNCTIONS", [])]
+    functions = [retrying_on_outage(f) for m in MODULES for f in getattr(m, "FUNCTIONS", [])]
     cron_jobs = [c for m in MODULES for c in getattr(m, "CRON_JOBS", [])]
     on_startup = startup
     on_shutdown = shutdown

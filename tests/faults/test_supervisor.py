@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from tests.faults.conftest import wait_until
+from tests.faults.helpers import wait_until
 from tests.stack import ROOT
 
 SLEEPER = "import time\nwhile True: time.sleep(1)"

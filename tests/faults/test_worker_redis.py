@@ -8,7 +8,7 @@ import signal
 
 from arq.connections import RedisSettings, create_pool
 
-from tests.faults.conftest import wait_until
+from tests.faults.helpers import wait_until
 
 
 async def _run_job(redis_url: str, name: str, timeout: float = 30):
