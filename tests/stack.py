@@ -95,11 +95,10 @@ class Stack:
 
 
 class Mailbox:
-    """A real SMTP listener (aiosmtpd) that keeps every message it receives."""
+    """A real SMTP listener (aiosmtpd) that keeps every message it receives; it can be stopped and
+    started again on the same port (a mail server outage)."""
 
     def __init__(self):
-        from aiosmtpd.controller import Controller
-
         self.messages: list = []
         self.port = free_port()
         mailbox = self
@@ -113,7 +112,14 @@ class Mailbox:
                 mailbox.messages.append((envelope.rcpt_tos, msg))
                 return "250 OK"
 
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.handler = Handler()
+        self.controller = None
+        self.start()
+
+    def start(self):
+        from aiosmtpd.controller import Controller
+
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
         self.controller.start()
 
     def to(self, address: str) -> list:
@@ -130,4 +136,6 @@ class Mailbox:
         raise AssertionError(f"no mail for {address} after {timeout}s; got {[r for r, _ in self.messages]}")
 
     def stop(self):
-        self.controller.stop()
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None

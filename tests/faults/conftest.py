@@ -1,8 +1,8 @@
 """Fault injection: the stack's own processes on loopback, on backends this suite may break.
 
-Each test that stops or kills Redis gets its own embedded Redis on a fixed port (restartable in
-place); the database is a private migrated one, so the worker's crons and consumers never act on
-other tests' rows. Postgres faults use a private embedded server (see `pg_server`)."""
+Each test gets its own embedded Redis on a fixed port (restartable in place); the database is a
+private migrated one on a private embedded PostgreSQL (`pg_server`, never the machine's shared
+server), so tests may restart or kill it and the worker never acts on other tests' rows."""
 
 from __future__ import annotations
 
@@ -45,11 +45,10 @@ def redis_server(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def faults_database_url(database_url):
-    from tests.conftest import admin_database_url
-
-    with embedded.migrated_database(admin_database_url(), f"facturacion_faults_{os.getpid()}") as url:
-        yield url
+def faults_database_url(private_pg_database_url):
+    # The whole suite runs on a private embedded server: some tests restart or kill it, and a
+    # stack of five processes is better kept off a shared server's connection limit.
+    return private_pg_database_url
 
 
 @pytest.fixture

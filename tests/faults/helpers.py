@@ -10,6 +10,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from shared.config import to_plain_url
+from shared.migrations import SERVICES
 from tests.conftest import unique_email
 from tests.gateway_flows import STAMP, create_invoice, new_issuer
 
@@ -58,11 +59,13 @@ async def issue_and_request_stamps(gateway, n: int) -> tuple[str, list[str]]:
     return token, ids
 
 
-async def wait_outbox_drained(database_url: str, ids: list[str], timeout: float = 30) -> None:
+async def wait_outbox_drained(database_url: str, timeout: float = 30) -> None:
+    """Every service's outbox delivered (the relay caught up after the fault)."""
     conn = await asyncpg.connect(to_plain_url(database_url))
     try:
         for _ in range(int(timeout / 0.1)):
-            left = await conn.fetchval("SELECT count(*) FROM invoice.outbox WHERE delivered_at IS NULL")
+            left = sum([await conn.fetchval(f"SELECT count(*) FROM {s}.outbox WHERE delivered_at IS NULL")
+                        for s in SERVICES if await conn.fetchval("SELECT to_regclass($1)", f"{s}.outbox")])
             if left == 0:
                 return
             await asyncio.sleep(0.1)

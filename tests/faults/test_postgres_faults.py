@@ -12,11 +12,6 @@ from tests.faults.helpers import (WORKER_ENV, assert_each_stamped_once, issue_an
                                   wait_outbox_drained, wait_status)
 
 
-@pytest.fixture(scope="module")
-def faults_database_url(private_pg_database_url):
-    return private_pg_database_url  # this module's stack runs on the private, breakable server
-
-
 @pytest.mark.parametrize("fault", ["restart", "kill"])
 async def test_stamping_rides_out_postgres_going_away(fault, full_stack, gateway, redis_server, pg_server):
     full_stack.stop("worker")
@@ -30,5 +25,5 @@ async def test_stamping_rides_out_postgres_going_away(fault, full_stack, gateway
     pg_server.start()
 
     await wait_status(gateway, token, ids, "STAMPED")
-    await wait_outbox_drained(full_stack.env["DATABASE_URL"], ids)
+    await wait_outbox_drained(full_stack.env["DATABASE_URL"])
     assert_each_stamped_once(await stamping_record(full_stack.env["DATABASE_URL"], redis_server.url, ids), ids)

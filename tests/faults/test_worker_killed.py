@@ -25,7 +25,7 @@ async def test_worker_killed_mid_burst_stamps_each_invoice_once(full_stack, gate
     full_stack.start_worker(WORKER_ENV)
 
     await wait_status(gateway, token, ids, "STAMPED")
-    await wait_outbox_drained(full_stack.env["DATABASE_URL"], ids)
+    await wait_outbox_drained(full_stack.env["DATABASE_URL"])
     assert_each_stamped_once(await stamping_record(full_stack.env["DATABASE_URL"], redis_server.url, ids), ids)
 
 
@@ -53,7 +53,7 @@ async def test_worker_killed_after_the_pac_answered_recovers_the_same_timbre(ful
 
     full_stack.start_worker(WORKER_ENV)
     await wait_status(gateway, token, [invoice_id], "STAMPED")
-    await wait_outbox_drained(full_stack.env["DATABASE_URL"], [invoice_id])
+    await wait_outbox_drained(full_stack.env["DATABASE_URL"])
     record = await stamping_record(full_stack.env["DATABASE_URL"], redis_server.url, [invoice_id])
     assert_each_stamped_once(record, [invoice_id])  # the same timbre, never a second PAC request that stamped
     history = await gateway.ok("query($id: ID!) { invoice(id: $id) { history { toStatus reason } } }",
