@@ -40,12 +40,16 @@ class Program:
     _pump: threading.Thread | None = field(default=None, repr=False)
 
 
+# Loaded once here: a forked child (pump threads are running) must not dlopen before exec.
+try:
+    _LIBC = ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform == "linux" else None
+except OSError:
+    _LIBC = None
+
+
 def _die_with_parent() -> None:
     """preexec_fn: ask the kernel to SIGTERM this child when the supervisor dies (Linux only)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    _LIBC.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 class Supervisor:
@@ -78,7 +82,7 @@ class Supervisor:
     def _start(self, prog: Program) -> None:
         prog.proc = subprocess.Popen(prog.argv, env=prog.env, cwd=prog.cwd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                     preexec_fn=_die_with_parent if _LIBC is not None else None)
         prog.started_at, prog.restart_at = time.monotonic(), None
         prog._pump = threading.Thread(target=self._pump, args=(prog, prog.proc.stdout), daemon=True)
         prog._pump.start()

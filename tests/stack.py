@@ -18,6 +18,21 @@ from shared.embedded import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def wait_http_ok(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until `url` answers 200; fails at once if `proc` (the server behind it) exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"not healthy at {url}")
+
+
 class Stack:
     def __init__(self, env: dict[str, str], log_dir: Path):
         self.env, self.log_dir = env, log_dir
@@ -32,17 +47,10 @@ class Stack:
             self.wait(name, health)
 
     def wait(self, name: str, url: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.procs[name].poll() is not None:
-                raise RuntimeError(f"{name} exited early:\n{self.log(name)}")
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} not healthy at {url}:\n{self.log(name)}")
+        try:
+            wait_http_ok(url, self.procs[name], timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{name}: {exc}\n{self.log(name)}") from exc
 
     def log(self, name: str, tail: int = 4000) -> str:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")[-tail:]

@@ -33,8 +33,11 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     # A zombie is dead for our purpose (its parent has not reaped it yet).
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ", 1)[1][0] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_killed_process_is_restarted_and_sigterm_stops_everything(tmp_path):
@@ -60,3 +63,20 @@ def test_a_killed_process_is_restarted_and_sigterm_stops_everything(tmp_path):
         if sup.poll() is None:
             sup.kill()
             sup.wait()
+
+
+def test_the_supervisor_killed_outright_takes_its_programs_with_it(tmp_path):
+    out = open(tmp_path / "supervisor.log", "wb")
+    sup = subprocess.Popen([sys.executable, "-c", PROGRAM], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    log = lambda: (tmp_path / "supervisor.log").read_text()  # noqa: E731
+    try:
+        wait_until(lambda: started(log(), "alpha") and started(log(), "beta"), "both programs started")
+        children = started(log(), "alpha") + started(log(), "beta")
+        sup.kill()  # no handler runs: only the kernel (PR_SET_PDEATHSIG) can stop the children
+        sup.wait()
+        wait_until(lambda: not any(alive(p) for p in children), "children gone after the supervisor died")
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+            sup.wait()
+
