@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tests.faults.helpers import wait_until
 from tests.stack import ROOT
 
@@ -40,43 +42,41 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_a_killed_process_is_restarted_and_sigterm_stops_everything(tmp_path):
+@pytest.fixture
+def supervisor(tmp_path):
+    """The supervisor running alpha and beta, once both have started: (process, log reader)."""
     out = open(tmp_path / "supervisor.log", "wb")
     sup = subprocess.Popen([sys.executable, "-c", PROGRAM], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     log = lambda: (tmp_path / "supervisor.log").read_text()  # noqa: E731
     try:
         wait_until(lambda: started(log(), "alpha") and started(log(), "beta"), "both programs started")
-        alpha, beta = started(log(), "alpha")[0], started(log(), "beta")[0]
-
-        os.kill(alpha, signal.SIGKILL)  # a crash
-        wait_until(lambda: len(started(log(), "alpha")) == 2, "alpha restarted")
-        assert re.search(r"alpha exited \(code -9\); restarting in [\d.]+ s", log())
-        new_alpha = started(log(), "alpha")[1]
-        assert alive(new_alpha) and new_alpha != alpha
-        assert alive(beta) and started(log(), "beta") == [beta]  # untouched
-        assert sup.poll() is None
-
-        sup.send_signal(signal.SIGTERM)
-        assert sup.wait(20) == 0
-        assert not alive(new_alpha) and not alive(beta)
+        yield sup, log
     finally:
         if sup.poll() is None:
             sup.kill()
             sup.wait()
 
 
-def test_the_supervisor_killed_outright_takes_its_programs_with_it(tmp_path):
-    out = open(tmp_path / "supervisor.log", "wb")
-    sup = subprocess.Popen([sys.executable, "-c", PROGRAM], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    log = lambda: (tmp_path / "supervisor.log").read_text()  # noqa: E731
-    try:
-        wait_until(lambda: started(log(), "alpha") and started(log(), "beta"), "both programs started")
-        children = started(log(), "alpha") + started(log(), "beta")
-        sup.kill()  # no handler runs: only the kernel (PR_SET_PDEATHSIG) can stop the children
-        sup.wait()
-        wait_until(lambda: not any(alive(p) for p in children), "children gone after the supervisor died")
-    finally:
-        if sup.poll() is None:
-            sup.kill()
-            sup.wait()
+def test_a_killed_process_is_restarted_and_sigterm_stops_everything(supervisor):
+    sup, log = supervisor
+    alpha, beta = started(log(), "alpha")[0], started(log(), "beta")[0]
 
+    os.kill(alpha, signal.SIGKILL)  # a crash
+    wait_until(lambda: len(started(log(), "alpha")) == 2, "alpha restarted")
+    assert re.search(r"alpha exited \(code -9\); restarting in [\d.]+ s", log())
+    new_alpha = started(log(), "alpha")[1]
+    assert alive(new_alpha) and new_alpha != alpha
+    assert alive(beta) and started(log(), "beta") == [beta]  # untouched
+    assert sup.poll() is None
+
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(20) == 0
+    assert not alive(new_alpha) and not alive(beta)
+
+
+def test_the_supervisor_killed_outright_takes_its_programs_with_it(supervisor):
+    sup, log = supervisor
+    children = started(log(), "alpha") + started(log(), "beta")
+    sup.kill()  # no handler runs: only the kernel (PR_SET_PDEATHSIG) can stop the children
+    sup.wait()
+    wait_until(lambda: not any(alive(p) for p in children), "children gone after the supervisor died")
