@@ -14,8 +14,9 @@ from shared.migrations import SERVICES
 from tests.conftest import unique_email
 from tests.gateway_flows import STAMP, create_invoice, new_issuer
 
-# A killed worker's jobs are re-run once arq's claim on them lapses (job timeout + 10 s).
-WORKER_ENV = {"WORKER_JOB_TIMEOUT_SECONDS": "3", "PAC_SANDBOX_LATENCY_MS": "300"}
+# A killed worker's jobs are re-run once arq's claim on them lapses (job timeout + 10 s); the
+# timeout still leaves a loaded machine room for a stamp (a timed-out job is cancelled midway).
+WORKER_ENV = {"WORKER_JOB_TIMEOUT_SECONDS": "10", "PAC_SANDBOX_LATENCY_MS": "300"}
 
 
 def wait_until(predicate, what: str, timeout: float = 30, interval: float = 0.1):
