@@ -4,6 +4,7 @@ and the sandbox PAC hold for the "nothing lost, nothing twice" checks."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import asyncpg
@@ -81,7 +82,7 @@ async def stamping_record(database_url: str, redis_url: str, invoice_ids: list[s
     conn = await asyncpg.connect(to_plain_url(database_url))
     try:
         rows = await conn.fetch(
-            """SELECT i.id::text AS id, i.status, i.uuid,
+            """SELECT i.id::text AS id, i.status, i.uuid, i.series,
                       (SELECT count(*) FROM invoice.invoice_events e WHERE e.invoice_id = i.id AND e.to_status = 'STAMPED') AS stamped,
                       (SELECT count(*) FROM invoice.outbox o WHERE o.aggregate_id = 'invoice:' || i.id::text AND o.type = 'invoice.stamped') AS events,
                       (SELECT count(*) FROM invoice.outbox o WHERE o.aggregate_id = 'invoice:' || i.id::text AND o.delivered_at IS NULL) AS undelivered
@@ -90,7 +91,10 @@ async def stamping_record(database_url: str, redis_url: str, invoice_ids: list[s
         await conn.close()
     redis = Redis.from_url(redis_url)
     try:
-        pac_uuids = sorted([k.decode().rsplit(":", 1)[1] async for k in redis.scan_iter("pac:sandbox:cfdi:*")])
+        # Only this test's timbres: every test organization stamps with a series of its own.
+        series = {f'Serie="{r["series"]}"' for r in rows}
+        records = [json.loads(await redis.get(k)) async for k in redis.scan_iter("pac:sandbox:cfdi:*")]
+        pac_uuids = sorted(r["uuid"] for r in records if any(s in r["xml"] for s in series))
     finally:
         await redis.aclose()
     return {"invoices": {r["id"]: dict(r) for r in rows}, "pac_uuids": pac_uuids}

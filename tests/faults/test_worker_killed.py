@@ -15,10 +15,11 @@ from tests.faults.helpers import (WORKER_ENV, assert_each_stamped_once, count_pa
 
 async def test_worker_killed_mid_burst_stamps_each_invoice_once(full_stack, gateway, redis_server):
     full_stack.stop("worker")
-    full_stack.start_worker(WORKER_ENV)
+    slow_pac = {**WORKER_ENV, "PAC_SANDBOX_LATENCY_MS": "1500"}  # requests are still in flight at the kill
+    full_stack.start_worker(slow_pac)
     token, ids = await issue_and_request_stamps(gateway, 8)
     # Some stamped, some not: kill it with jobs in flight.
-    while await count_pac_records(redis_server.url) < 2:
+    while await count_pac_records(redis_server.url) < 1:
         await asyncio.sleep(0.05)
     full_stack.kill("worker")
     assert await count_pac_records(redis_server.url) < len(ids), "the burst ended before the kill"
