@@ -1,9 +1,10 @@
 """`make dev`: the whole stack on one machine, on embedded defaults when no URLs are given.
 
-Starts (through honcho, which owns signal handling and stops every child on Ctrl-C/SIGTERM):
-Redis (embedded, unless REDIS_URL), the mail catcher, every subgraph under uvicorn, the arq
-worker and the gateway; waits for each health check, prints one table of URLs and the demo
-credentials. PostgreSQL (embedded, unless DATABASE_URL) runs detached and is stopped on exit.
+Starts, under `shared.supervisor` (a crashed process is restarted with backoff, the others keep
+serving; Ctrl-C/SIGTERM stops them all): Redis (embedded, unless REDIS_URL), the mail catcher,
+every subgraph under uvicorn, the worker and the gateway; waits for each health check, prints one
+table of URLs and the demo credentials. PostgreSQL (embedded, unless DATABASE_URL) runs detached
+and is stopped on exit.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _seed_demo_issuer(env: dict[str, str], gateway_url: str) -> str:
 
 
 def main() -> int:
-    from honcho.manager import Manager
+    from shared.supervisor import Supervisor
 
     database_url, embedded_pg = _database_url()
     env = dict(os.environ)
@@ -113,19 +114,17 @@ def main() -> int:
     for schema in SERVICES:
         upgrade(schema, database_url)
 
-    manager = Manager()
+    manager = Supervisor()
     if redis_port:
-        manager.add_process("redis", " ".join(embedded.redis_command(redis_port, embedded.DATA / "redis")), env=env)
+        manager.add("redis", embedded.redis_command(redis_port, embedded.DATA / "redis"), env=env)
     if (ROOT / "subgraphs" / "notification" / "mailcatcher.py").exists():
-        manager.add_process("mail", f"{PY} -m subgraphs.notification.mailcatcher --port {mail_port} --http-port {mail_http} "
-                                    f"--dir {embedded.DATA / 'mail'}", env=env)
+        manager.add("mail", [PY, "-m", "subgraphs.notification.mailcatcher", "--port", str(mail_port),
+                             "--http-port", str(mail_http), "--dir", str(embedded.DATA / "mail")], env=env)
     for name, port in subgraphs.items():
-        # exec: uvicorn itself receives honcho's SIGTERM, so nothing is orphaned.
-        manager.add_process(name, f"exec {PY} -m uvicorn subgraphs.{name}.app:app --host 127.0.0.1 --port {port} "
-                                  "--no-access-log --no-proxy-headers --timeout-graceful-shutdown 5", env=env)
-    manager.add_process("worker", f"exec {PY} -m arq workers.main.WorkerSettings", env=env)
-    manager.add_process("gateway", f"exec {ROOT / 'supergraph' / 'gateway.sh'}",
-                        env={**env, "GATEWAY_PORT": str(gateway_port)})
+        manager.add(name, [PY, "-m", "uvicorn", f"subgraphs.{name}.app:app", "--host", "127.0.0.1", "--port", str(port),
+                           "--no-access-log", "--no-proxy-headers", "--timeout-graceful-shutdown", "5"], env=env)
+    manager.add("worker", [PY, "-m", "workers.main"], env=env)
+    manager.add("gateway", [str(ROOT / "supergraph" / "gateway.sh")], env={**env, "GATEWAY_PORT": str(gateway_port)})
 
     checks = {name: f"http://127.0.0.1:{port}/health/ready" for name, port in subgraphs.items()}
     checks["gateway"] = f"http://127.0.0.1:{gateway_port}/readiness"
@@ -140,7 +139,7 @@ def main() -> int:
                 demo_issuer = f"no se pudo configurar: {exc!r}"
         rows = [("gateway (GraphQL)", f"http://127.0.0.1:{gateway_port}/graphql", status["gateway"])]
         rows += [(f"subgraph {n}", f"http://127.0.0.1:{p}/graphql", status[n]) for n, p in subgraphs.items()]
-        if "mail" in manager._processes:
+        if "mail" in manager.programs:
             rows.append(("correo (mail catcher)", f"http://127.0.0.1:{mail_http}/", True))
         rows.append(("postgres", "embedded (.data/pg)" if embedded_pg else "DATABASE_URL", True))
         rows.append(("redis", env["REDIS_URL"], True))
@@ -154,12 +153,10 @@ def main() -> int:
 
     threading.Thread(target=announce, daemon=True).start()
     try:
-        manager.loop()
+        return manager.run()  # until Ctrl-C / SIGTERM; crashed processes are restarted meanwhile
     finally:
         if embedded_pg:
             embedded.stop_postgres("pg")
-    # Stopped on purpose (Ctrl-C / SIGTERM) is a clean exit; a crashed child is not.
-    return 0 if manager.returncode in (130, 143) else (manager.returncode or 0)
 
 
 if __name__ == "__main__":

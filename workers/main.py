@@ -1,22 +1,41 @@
 """arq worker: every background job of the platform, one module per concern.
 
-Run with `arq workers.main.WorkerSettings`. Each concern module exposes `FUNCTIONS` (job
-functions), optionally `CRON_JOBS`, `STARTUP` and `SHUTDOWN` hooks taking the arq ctx.
+Run with `python -m workers.main`. Each concern module exposes `FUNCTIONS` (job functions),
+optionally `CRON_JOBS`, `STARTUP` and `SHUTDOWN` hooks taking the arq ctx.
+
+The worker outlives Redis: at start it waits for Redis (backoff, logged) instead of giving up after
+arq's five tries, and a Redis that goes away while it runs (restart, crash, network) is ridden out:
+the failed poll is logged and retried with backoff, jobs already running finish, and nothing is
+lost (arq keeps the queue in Redis; our jobs are idempotent). `arq workers.main.WorkerSettings`
+still runs the same jobs, without that resilience.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
 import os
 
-from arq.connections import RedisSettings
+from arq.connections import RedisSettings, create_pool
+from arq.worker import Worker, get_kwargs
+from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
 from shared.config import get_settings
 from shared.logs import configure_logging
 from shared.runtime import build_runtime
 from workers import expense, notifications, relay, stamping
+from workers.outage import retrying_on_outage
+
+log = logging.getLogger("workers.main")
 
 # Concern modules; each owns its jobs. One worker process runs them all.
 MODULES = (relay, stamping, notifications, expense)
+
+# What "Redis is not there right now" looks like from redis-py (LOADING after a restart included:
+# BusyLoadingError is a ConnectionError).
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
 
 
 async def startup(ctx) -> None:
@@ -36,12 +55,78 @@ async def shutdown(ctx) -> None:
 
 
 class WorkerSettings:
-    functions = [f for m in MODULES for f in getattr(m, "FUNCTIONS", [])]
+    functions = [retrying_on_outage(f) for m in MODULES for f in getattr(m, "FUNCTIONS", [])]
     cron_jobs = [c for m in MODULES for c in getattr(m, "CRON_JOBS", [])]
     on_startup = startup
     on_shutdown = shutdown
     max_jobs = 20
-    job_timeout = 120
+    # Also how long a job whose worker was killed stays claimed before another worker re-runs it
+    # (arq keeps it "in progress" for job_timeout + 10 s); the fault suite shortens it.
+    job_timeout = int(os.environ.get("WORKER_JOB_TIMEOUT_SECONDS", "120"))
     health_check_interval = 10
     # Read at import (arq needs it before startup); REDIS_URL is validated again by get_settings().
     redis_settings = RedisSettings.from_dsn(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+class ResilientWorker(Worker):
+    """arq's Worker, waiting for Redis at start and riding out Redis outages while it runs."""
+
+    _backoff = BACKOFF_FIRST
+
+    async def _wait_for_backoff(self, what: str, exc: BaseException) -> None:
+        log.warning("redis no disponible (%s: %s); reintento en %.1f s", what, exc.__class__.__name__,
+                    self._backoff, extra={"event": "redis_unavailable"})
+        await asyncio.sleep(self._backoff)
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+
+    async def main(self) -> None:
+        while self._pool is None:
+            try:
+                self._pool = await create_pool(
+                    dataclasses.replace(self.redis_settings, conn_retries=0),
+                    job_deserializer=self.job_deserializer, job_serializer=self.job_serializer,
+                    default_queue_name=self.queue_name, expires_extra_ms=self.expires_extra_ms)
+            except REDIS_DOWN as exc:
+                await self._wait_for_backoff("esperando a Redis para arrancar", exc)
+        self._backoff = BACKOFF_FIRST
+        await super().main()
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except REDIS_DOWN as exc:
+            await self._wait_for_backoff("sondeo de trabajos", exc)
+        else:
+            if self._backoff != BACKOFF_FIRST:
+                log.info("redis disponible de nuevo", extra={"event": "redis_back"})
+                self._backoff = BACKOFF_FIRST
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # arq counts a job (slot + semaphore) before asking Redis whether it may start it; when
+        # Redis fails right there the slot would leak, and after `max_jobs` outages the worker
+        # would stop taking jobs. One id at a time, so a failure gives back exactly one slot.
+        for job_id in job_ids:
+            try:
+                await super().start_jobs([job_id])
+            except REDIS_DOWN:
+                self._release_sem_dec_counter_on_complete()
+                raise
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        except REDIS_DOWN as exc:  # stopping while Redis is down: still run our shutdown hooks
+            log.warning("redis no disponible al detener el worker: %s", exc.__class__.__name__)
+            if self.on_shutdown:
+                await self.on_shutdown(self.ctx)
+            await self.pool.close(close_connection_pool=True)
+            self._pool = None
+
+
+def main() -> None:
+    configure_logging("worker", os.environ.get("LOG_LEVEL", "INFO"))
+    ResilientWorker(**get_kwargs(WorkerSettings)).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -324,7 +324,7 @@ def _tokens(pair) -> AuthPayload:
 @strawberry.type
 class Query:
     @strawberry.field(description="The signed-in user.")
-    async def me(self, info: Ctx) -> User:
+    async def me(self, info: Ctx) -> User | None:
         p = await info.context.principal()
         row = await loaders.users(info.context, None).load(p.user_id)
         if row is None:
@@ -332,24 +332,24 @@ class Query:
         return User.from_row(row, mine=True)
 
     @strawberry.field(description="The organization of the current access token.")
-    async def organization(self, info: Ctx) -> Organization:
+    async def organization(self, info: Ctx) -> Organization | None:
         p = await info.context.principal()
         row = await loaders.organizations(info.context).load(p.organization_id)
         return Organization.from_row(row)
 
     @strawberry.field(description="Members of the current organization (needs members:read).")
-    async def members(self, info: Ctx, first: int | None = None, after: str | None = None) -> Connection[Membership]:
+    async def members(self, info: Ctx, first: int | None = None, after: str | None = None) -> Connection[Membership] | None:
         p = await info.context.principal()
         return await _members(info, p.organization_id, first, after)
 
     @strawberry.field(description="API keys of the current organization (needs org:manage).")
-    async def api_keys(self, info: Ctx) -> list[ApiKey]:
+    async def api_keys(self, info: Ctx) -> list[ApiKey] | None:
         p = await info.context.require(Permission.ORG_MANAGE)
         async with info.context.runtime.sessionmaker() as session:
             return [ApiKey.from_row(k) for k in await service.api_keys(session, p.organization_id)]
 
     @strawberry.field(description="Pending invitations of the current organization (needs org:manage).")
-    async def invitations(self, info: Ctx) -> list[Invitation]:
+    async def invitations(self, info: Ctx) -> list[Invitation] | None:
         p = await info.context.require(Permission.ORG_MANAGE)
         async with info.context.runtime.sessionmaker() as session:
             return [Invitation.from_row(i) for i in await service.pending_invitations(session, p.organization_id)]

@@ -274,7 +274,7 @@ class User:
         return cls(id=id)
 
     @strawberry.field(description="Submitted expenses whose next approval step this user may take.")
-    async def pending_approvals(self, info: Ctx, first: int | None = None, after: str | None = None) -> Connection[Expense]:
+    async def pending_approvals(self, info: Ctx, first: int | None = None, after: str | None = None) -> Connection[Expense] | None:
         return await _pending(info, _uuid(self.id), first, after)
 
 
@@ -423,7 +423,7 @@ async def _expense_payload(action) -> ExpensePayload:
 class Query:
     @strawberry.field(description="Expenses of the organization (yours only without expense:read).")
     async def expenses(self, info: Ctx, filter: ExpenseFilter | None = None, first: int | None = None,
-                       after: str | None = None) -> Connection[Expense]:
+                       after: str | None = None) -> Connection[Expense] | None:
         p = await info.context.principal()
         size = page_size(first)
         f = filter or ExpenseFilter()
@@ -444,7 +444,7 @@ class Query:
                 return None
 
     @strawberry.field
-    async def expense_reports(self, info: Ctx, first: int | None = None, after: str | None = None) -> Connection[ExpenseReport]:
+    async def expense_reports(self, info: Ctx, first: int | None = None, after: str | None = None) -> Connection[ExpenseReport] | None:
         p = await info.context.principal()
         size = page_size(first)
         async with info.context.runtime.sessionmaker() as session:
@@ -452,18 +452,18 @@ class Query:
         return build_connection(rows, size, to_node=ExpenseReport.from_row, key_of=_key, after=after)
 
     @strawberry.field(description="Submitted expenses whose next approval step you may take.")
-    async def pending_approvals(self, info: Ctx, first: int | None = None, after: str | None = None) -> Connection[Expense]:
+    async def pending_approvals(self, info: Ctx, first: int | None = None, after: str | None = None) -> Connection[Expense] | None:
         p = await info.context.principal()
         return await _pending(info, p.user_id, first, after)
 
     @strawberry.field
-    async def expense_categories(self, info: Ctx) -> list[ExpenseCategory]:
+    async def expense_categories(self, info: Ctx) -> list[ExpenseCategory] | None:
         p = await info.context.principal()
         async with info.context.runtime.sessionmaker() as session:
             return [ExpenseCategory.from_row(c) for c in await service.list_categories(session, p)]
 
     @strawberry.field
-    async def approval_policy(self, info: Ctx) -> ApprovalPolicy:
+    async def approval_policy(self, info: Ctx) -> ApprovalPolicy | None:
         p = await info.context.principal()
         async with info.context.runtime.sessionmaker() as session:
             return ApprovalPolicy.from_value(await service.approval_policy(session, p.organization_id))

@@ -355,7 +355,7 @@ class Invoice:
         return User(id=strawberry.ID(str(self.row.created_by))) if self.row.created_by else None
 
     @strawberry.field
-    def organization(self) -> Organization:
+    def organization(self) -> Organization | None:  # resolved by auth: nullable, see README
         return Organization(id=strawberry.ID(str(self.row.organization_id)))
 
     @strawberry.field(description="The stamped CFDI XML (null until STAMPED).")
@@ -552,7 +552,7 @@ class Query:
 
     @strawberry.field
     async def customers(self, info: Ctx, first: int | None = None, after: str | None = None,
-                        search: str | None = None) -> Connection[Customer]:
+                        search: str | None = None) -> Connection[Customer] | None:
         p = await info.context.require(P.INVOICE_READ)
         size = page_size(first)
         async with info.context.runtime.sessionmaker() as session:
@@ -576,7 +576,7 @@ class Query:
 
     @strawberry.field
     async def invoices(self, info: Ctx, filter: InvoiceFilter | None = None, first: int | None = None,
-                       after: str | None = None) -> Connection[Invoice]:
+                       after: str | None = None) -> Connection[Invoice] | None:
         p = await info.context.require(P.INVOICE_READ)
         size = page_size(first)
         filters = _plain(filter) if filter else {}
@@ -589,7 +589,7 @@ class Query:
                                 key_of=lambda r: [r.created_at.isoformat(), str(r.id)], after=after)
 
     @strawberry.field(description="Count and MXN total of invoices per month and status for a year.")
-    async def invoice_dashboard(self, info: Ctx, year: int) -> list[DashboardRow]:
+    async def invoice_dashboard(self, info: Ctx, year: int) -> list[DashboardRow] | None:
         p = await info.context.require(P.INVOICE_READ)
         async with info.context.runtime.sessionmaker() as session:
             rows = await service.dashboard(session, p.organization_id, year)
@@ -597,7 +597,7 @@ class Query:
 
     @strawberry.field(description="Search a SAT catalog: ClaveProdServ, ClaveUnidad, RegimenFiscal, UsoCFDI, FormaPago, "
                                   "MetodoPago, Moneda, CodigoPostal, ObjetoImp, Exportacion.")
-    async def sat_catalog(self, info: Ctx, name: str, search: str = "", first: int = 20) -> list[CatalogEntry]:
+    async def sat_catalog(self, info: Ctx, name: str, search: str = "", first: int = 20) -> list[CatalogEntry] | None:
         await info.context.principal()
         try:
             # Off the event loop: the first search of a catalog builds its index (~1 s for ClaveProdServ).

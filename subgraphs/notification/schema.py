@@ -107,7 +107,7 @@ class User:
         return p if str(p.user_id) == str(self.id) else None
 
     @strawberry.field(description="Your notification preferences (empty for anybody but yourself).")
-    async def notification_preferences(self, info: Ctx) -> list[NotificationPreference]:
+    async def notification_preferences(self, info: Ctx) -> list[NotificationPreference] | None:
         p = await self._mine(info)
         if p is None:
             return []
@@ -161,7 +161,7 @@ async def _unread(info: Ctx) -> int:
 class Query:
     @strawberry.field(description="Your inbox in the current organization, newest first (archived ones left out).")
     async def notifications(self, info: Ctx, first: int | None = None, after: str | None = None,
-                            unread_only: bool = False) -> Connection[Notification]:
+                            unread_only: bool = False) -> Connection[Notification] | None:
         p = await info.context.principal()
         size, cursor = page_size(first), decode_cursor(after, datetime.fromisoformat, uuid.UUID)
         async with info.context.runtime.sessionmaker() as session:
@@ -170,17 +170,17 @@ class Query:
                                 key_of=lambda r: [r.created_at.isoformat(), str(r.id)], after=after)
 
     @strawberry.field(description="How many of your notifications in the current organization are unread.")
-    async def unread_count(self, info: Ctx) -> int:
+    async def unread_count(self, info: Ctx) -> int | None:
         return await _unread(info)
 
     @strawberry.field(description="Your effective preferences per category and channel.")
-    async def notification_preferences(self, info: Ctx) -> list[NotificationPreference]:
+    async def notification_preferences(self, info: Ctx) -> list[NotificationPreference] | None:
         p = await info.context.principal()
         prefs = await loaders.preferences(info.context, p.organization_id).load(p.user_id)
         return [NotificationPreference.from_value(x) for x in prefs]
 
     @strawberry.field(description="The organization's notification settings and member defaults.")
-    async def organization_notification_settings(self, info: Ctx) -> OrganizationNotificationSettings:
+    async def organization_notification_settings(self, info: Ctx) -> OrganizationNotificationSettings | None:
         p = await info.context.principal()
         async with info.context.runtime.sessionmaker() as session:
             return OrganizationNotificationSettings.from_value(await service.organization_settings(session, p.organization_id))

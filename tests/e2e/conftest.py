@@ -7,111 +7,20 @@ and Redis, and stopped (whole process groups) at the end.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from shared.embedded import free_port
 from shared.registry import subgraphs
+from tests.gateway_flows import sign_up_by_mail  # noqa: F401 - e2e tests import it from here
+from tests.stack import ROOT, Mailbox, Stack
 
-ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_SECRET = "e2e-gateway-secret"
-
-
-class Stack:
-    def __init__(self, env: dict[str, str], log_dir: Path):
-        self.env, self.log_dir = env, log_dir
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.urls: dict[str, str] = {}
-
-    def start(self, name: str, cmd: list[str], health: str | None, env: dict | None = None) -> None:
-        log = open(self.log_dir / f"{name}.log", "wb")
-        self.procs[name] = subprocess.Popen(cmd, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-        if health:
-            self.wait(name, health)
-
-    def wait(self, name: str, url: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.procs[name].poll() is not None:
-                raise RuntimeError(f"{name} exited early:\n{self.log(name)}")
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} not healthy at {url}:\n{self.log(name)}")
-
-    def log(self, name: str) -> str:
-        return (self.log_dir / f"{name}.log").read_text(errors="replace")[-4000:]
-
-    def stop(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(10)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
-
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.stop(name)
 
 
 SERVICES = [s for s in os.environ.get("E2E_SERVICES", ",".join(s.name for s in subgraphs())).split(",")
             if (ROOT / "subgraphs" / s / "app.py").exists()]
-
-
-class Mailbox:
-    """A real SMTP listener (aiosmtpd) that keeps every message it receives."""
-
-    def __init__(self):
-        from aiosmtpd.controller import Controller
-
-        self.messages: list = []
-        self.port = free_port()
-        mailbox = self
-
-        class Handler:
-            async def handle_DATA(self, server, session, envelope):
-                import email
-                from email import policy
-
-                msg = email.message_from_bytes(envelope.original_content, policy=policy.default)
-                mailbox.messages.append((envelope.rcpt_tos, msg))
-                return "250 OK"
-
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def to(self, address: str) -> list:
-        return [m for rcpts, m in self.messages if address in rcpts]
-
-    async def wait_for(self, address: str, count: int = 1, timeout: float = 30):
-        import asyncio
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.to(address)) >= count:
-                return self.to(address)
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"no mail for {address} after {timeout}s; got {[r for r, _ in self.messages]}")
-
-    def stop(self):
-        self.controller.stop()
 
 
 @pytest.fixture(scope="session")
@@ -162,13 +71,7 @@ def stack(e2e_database_url, e2e_redis_url, tmp_path_factory, mailbox):
         env[f"{s.upper()}_URL"] = f"http://127.0.0.1:{p}/graphql"
     st = Stack(env, tmp_path_factory.mktemp("stack-logs"))
     try:
-        for s, p in ports.items():
-            st.start(s, [sys.executable, "-m", "uvicorn", f"subgraphs.{s}.app:app", "--host", "127.0.0.1",
-                         "--port", str(p), "--no-access-log", "--no-proxy-headers"], f"http://127.0.0.1:{p}/health/ready")
-            st.urls[s] = f"http://127.0.0.1:{p}"
-        st.start("worker", [sys.executable, "-m", "arq", "workers.main.WorkerSettings"], None)
-        st.start("gateway", [str(ROOT / "supergraph" / "gateway.sh")], f"http://127.0.0.1:{gateway_port}/readiness")
-        st.urls["gateway"] = f"http://127.0.0.1:{gateway_port}"
+        st.start_all(ports, gateway_port)
         yield st
     finally:
         st.stop_all()
@@ -215,18 +118,3 @@ async def subscribe(url: str, query: str, variables: dict | None, token: str):
     assert ack["type"] == "connection_ack", ack
     await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables or {}}}))
     return ws, Subscription(ws)
-
-
-async def sign_up_by_mail(gateway, mailbox, account: dict) -> dict:
-    """An account the way a person gets one through the gateway: signUp, the mailed link (received
-    by the SMTP listener), completeSignUp. Returns the tokens."""
-    import re
-
-    earlier = len(mailbox.to(account["email"]))  # e.g. an invitation that came first
-    await gateway.ok("mutation($i: SignUpInput!) { signUp(input: $i) { success } }", {"i": account})
-    message = (await mailbox.wait_for(account["email"], count=earlier + 1))[-1]
-    token = re.search(r"completar-registro\?token=([\w-]+)", message.get_body(preferencelist=("plain",)).get_content()).group(1)
-    done = await gateway.ok("""mutation($t: String!) { completeSignUp(token: $t) {
-        tokens { accessToken refreshToken organizationId } userErrors { code } } }""", {"t": token})
-    assert done["completeSignUp"]["userErrors"] == [], done
-    return done["completeSignUp"]["tokens"]

@@ -8,7 +8,6 @@ subscription and the CFDI by e-mail, downloads XML and PDF, and cancels it."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import httpx
 import pytest
@@ -17,45 +16,18 @@ from subgraphs.invoice.cfdi import verify_cfdi
 from subgraphs.invoice.pac import sandbox
 from tests.conftest import unique_email
 from tests.e2e.conftest import subscribe
-from tests.e2e.conftest import sign_up_by_mail
-from tests.invoice.conftest import CREATE_CUSTOMER, ISSUER, SAVE_ISSUER, UPLOAD_CSD, CSD_PASSWORD, concept, csd_files
+from tests.gateway_flows import create_invoice, new_issuer
 
 pytestmark = pytest.mark.e2e
-PASSWORD = "correcto-caballo-bateria"
-
-
-async def _new_issuer(gateway, mailbox, *, customer_email: str):
-    token = (await sign_up_by_mail(gateway, mailbox, {"email": unique_email("emisor"), "password": PASSWORD,
-                                                      "fullName": "Contadora Kemper", "organizationName": "Escuela Kemper Urgate"}))["accessToken"]
-    series = "E" + uuid.uuid4().hex[:8].upper()  # distinct CFDIs per test organization (same demo RFC)
-    saved = (await gateway.ok(SAVE_ISSUER, {"i": {**ISSUER, "defaultSeries": series}}, token=token))["saveIssuer"]
-    assert saved["userErrors"] == []
-    cer, key = csd_files()
-    up = (await gateway.ok(UPLOAD_CSD, {"c": cer, "k": key, "p": CSD_PASSWORD}, token=token))["uploadCsd"]
-    assert up["userErrors"] == [] and up["certificate"]["rfc"] == "EKU9003173C9"
-    customer = {"rfc": "XIA190128J61", "legalName": "XENON INDUSTRIAL ARTICLES", "taxRegime": "601",
-                "postalCode": "76343", "cfdiUse": "G03", "email": customer_email}
-    cust = (await gateway.ok(CREATE_CUSTOMER, {"i": customer}, token=token))["createCustomer"]
-    assert cust["userErrors"] == []
-    return token, cust["customer"]["id"]
-
-
-async def _create_invoice(gateway, token, customer_id, price: str) -> dict:
-    r = await gateway.ok("""mutation($i: InvoiceInput!) { createInvoice(input: $i) {
-        invoice { id status total } issues { code field } userErrors { code field message } } }""",
-                         {"i": {"customerId": customer_id, "paymentForm": "03", "paymentMethod": "PUE",
-                                "concepts": [concept(price=price)]}}, token=token)
-    assert r["createInvoice"]["userErrors"] == [], r
-    return r["createInvoice"]["invoice"]
 
 
 async def test_issue_stamp_watch_download_and_cancel_through_the_gateway(gateway, stack, mailbox):
     customer_email = unique_email("cliente")
-    token, customer_id = await _new_issuer(gateway, mailbox, customer_email=customer_email)
+    token, customer_id = await new_issuer(gateway, mailbox, customer_email=customer_email)
     s = await gateway.ok("mutation { updateOrganizationNotificationSettings(sendCfdiToCustomer: true) { userErrors { code } } }",
                          token=token)
     assert s["updateOrganizationNotificationSettings"]["userErrors"] == []
-    invoice = await _create_invoice(gateway, token, customer_id, price="500.00")
+    invoice = await create_invoice(gateway, token, customer_id, price="500.00")
     assert invoice["status"] == "DRAFT" and invoice["total"] == "580.00"
 
     status_ws, statuses = await subscribe(stack.urls["gateway"],
@@ -111,12 +83,12 @@ async def test_issue_stamp_watch_download_and_cancel_through_the_gateway(gateway
 
 
 async def test_user_with_email_off_for_invoicing_gets_only_the_in_app_notification(gateway, stack, mailbox):
-    token, customer_id = await _new_issuer(gateway, mailbox, customer_email=unique_email("cliente"))
+    token, customer_id = await new_issuer(gateway, mailbox, customer_email=unique_email("cliente"))
     me = (await gateway.ok("{ me { email } }", token=token))["me"]["email"]
     off = await gateway.ok("""mutation { updateNotificationPreference(category: INVOICING, channel: EMAIL, enabled: false) {
         userErrors { code } } }""", token=token)
     assert off["updateNotificationPreference"]["userErrors"] == []
-    invoice = await _create_invoice(gateway, token, customer_id, price="100.00")
+    invoice = await create_invoice(gateway, token, customer_id, price="100.00")
     await gateway.ok("""mutation($id: ID!) { stampInvoice(id: $id, idempotencyKey: "once") { invoice { status } } }""",
                      {"id": invoice["id"]}, token=token)
     for _ in range(150):

@@ -136,7 +136,7 @@ def test_app_services_share_one_image_and_check_readiness(services: dict) -> Non
         deps = _depends(svc)
         for infra in ("postgres", "redis"):
             assert deps.get(infra, {}).get("condition") == "service_healthy", (name, infra)
-    assert services["worker"]["command"] == ["arq", "workers.main.WorkerSettings"]
+    assert services["worker"]["command"] == ["python", "-m", "workers.main"]
 
 
 def test_app_environment(services: dict) -> None:

@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.stack import wait_http_ok
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NODE = shutil.which("node")
@@ -44,20 +46,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(url)
 
 
 def _make_keys(path: Path) -> dict:
@@ -127,7 +115,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             p = subprocess.Popen([sys.executable, "-m", "uvicorn", f"gateway_subgraphs:{name}_app", "--host", "127.0.0.1",
                                   "--port", str(ports[name]), "--log-level", "warning"], env=env, cwd=FIXTURES)
             procs.append(p)
-            _wait_http(f"http://127.0.0.1:{ports[name]}/.well-known/jwks.json", p)
+            wait_http_ok(f"http://127.0.0.1:{ports[name]}/.well-known/jwks.json", p)
         gw_port = _free_port()
         gw_env = {
             **os.environ,
@@ -142,7 +130,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         gateway = subprocess.Popen(["sh", str(ROOT / "supergraph" / "gateway.sh")], env=gw_env,
                                    stdout=open(tmp / "gateway.log", "w"), stderr=subprocess.STDOUT)
         procs.append(gateway)
-        _wait_http(f"http://127.0.0.1:{gw_port}/readiness", gateway)
+        wait_http_ok(f"http://127.0.0.1:{gw_port}/readiness", gateway)
         yield Stack(f"http://127.0.0.1:{gw_port}/graphql", keys, procs, gateway, json.loads((tmp / "pd.json").read_text()))
     finally:
         for p in reversed(procs):

@@ -43,6 +43,9 @@ HERE = Path(__file__).resolve().parent
 PAC_RFC = "SPR190613I52"  # the RFC the sandbox writes as RfcProvCertif
 _PREFIX = "pac:sandbox"
 _TTL = 90 * 24 * 3600
+# KEYS: seal, record; ARGV: uuid, record JSON, ttl. Atomic in Redis (a script runs alone).
+_CLAIM_SEAL = ("if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then "
+               "redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) return 1 end return 0")
 
 
 @lru_cache(maxsize=1)
@@ -124,10 +127,12 @@ class SandboxPac:
         record = {"uuid": tfd.uuid, "stamped_at": datetime.now(timezone.utc).isoformat(), "xml": out.decode("utf-8"),
                   "issuer_rfc": invoice.issuer.rfc, "status": "ACTIVE"}
         # Two concurrent requests for one CFDI: only the first record wins, the other gets it back.
-        won = await self.redis.set(f"{_PREFIX}:seal:{seal_hash}", tfd.uuid.encode(), nx=True, ex=_TTL)
+        # Seal and record are written in one step, as a real PAC commits a timbre: a caller killed
+        # (or timed out) halfway must not leave a seal whose timbre can never be found again.
+        won = await self.redis.eval(_CLAIM_SEAL, 2, f"{_PREFIX}:seal:{seal_hash}", f"{_PREFIX}:cfdi:{tfd.uuid}",
+                                    tfd.uuid.encode(), json.dumps(record).encode(), _TTL)
         if not won:
             return await self._previous((await self.redis.get(f"{_PREFIX}:seal:{seal_hash}")).decode())
-        await self.redis.set(f"{_PREFIX}:cfdi:{tfd.uuid}", json.dumps(record).encode(), ex=_TTL)
         return StampResult(tfd.uuid, datetime.fromisoformat(record["stamped_at"]), out,
                            signer().certificate_number)
 
