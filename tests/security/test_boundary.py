@@ -153,3 +153,38 @@ def test_lists_and_nested_values_are_bounded():
     found = value_problems({"a": ["ok", "b\x00"]}, Limits(), ["data"])
     assert [(path, p.code) for path, p in found] == [(["data", "a", "1"], "INVALID_CHARACTERS")]
     assert limits(max_length=5)["limits"].max_length == 5
+
+
+# --- a CSD whose serial does not fit NoCertificado (and its String(20) column) ------------------------
+
+def _csd_shaped_pair(serial: int) -> tuple[bytes, bytes]:
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "PRUEBA SA DE CV"),
+                      x509.NameAttribute(x509.ObjectIdentifier("2.5.4.45"), "AAA010101AAA"),
+                      x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Sucursal 1")])
+    now = datetime.now(timezone.utc)
+    usage = x509.KeyUsage(digital_signature=True, content_commitment=True, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                          encipher_only=False, decipher_only=False)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(serial).not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+            .add_extension(usage, critical=True).sign(key, hashes.SHA256()))
+    key_der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.BestAvailableEncryption(b"12345678a"))
+    return cert.public_bytes(serialization.Encoding.DER), key_der
+
+
+@pytest.mark.parametrize("serial", [int.from_bytes(b"3" * 19, "big"), 10**30, 7])
+def test_a_csd_serial_that_is_not_20_digits_is_refused(serial):
+    from subgraphs.invoice.cfdi.csd import CsdError, load_csd
+
+    cer, key = _csd_shaped_pair(serial)
+    with pytest.raises(CsdError):
+        load_csd(cer, key, "12345678a")
