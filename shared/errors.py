@@ -10,11 +10,16 @@ Two kinds, as GraphQL clients expect them:
 
 from __future__ import annotations
 
+import logging
 import socket
 from dataclasses import dataclass, field as dc_field
 
 import strawberry
 from graphql import GraphQLError
+
+from shared.logs import request_id_var
+
+log = logging.getLogger(__name__)
 
 
 # Every subgraph defines these same value types, so the supergraph needs them @shareable.
@@ -102,6 +107,7 @@ def is_expected_error(error: GraphQLError) -> bool:
 
 def _unavailable_types() -> tuple[type[BaseException], ...]:
     import asyncpg
+    import httpx
     import redis.exceptions
     import sqlalchemy.exc
 
@@ -113,6 +119,7 @@ def _unavailable_types() -> tuple[type[BaseException], ...]:
         asyncpg.exceptions.CrashShutdownError, asyncpg.exceptions.TooManyConnectionsError,
         asyncpg.exceptions.ConnectionDoesNotExistError,  # the server went away mid-statement
         redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+        httpx.TransportError,  # another service of ours (e.g. the auth JWKS) cannot be reached
     )
 
 
@@ -141,9 +148,16 @@ class Payload:
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
 
+def log_user_errors(errors: list[UserError]) -> None:
+    """A refused mutation is the client's business: one INFO line, never a traceback."""
+    log.info("user errors codes=%s fields=%s request_id=%s", ",".join(e.code for e in errors),
+             ";".join(".".join(e.field or []) for e in errors), request_id_var.get())
+
+
 async def payload_or_errors(payload_cls, action):
     """Run `action()`; if it raises `InputError`, answer `payload_cls(user_errors=...)` instead."""
     try:
         return await action()
     except InputError as exc:
+        log_user_errors(exc.errors)
         return payload_cls(user_errors=exc.errors)

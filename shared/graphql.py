@@ -38,6 +38,7 @@ from shared.config import Settings, get_settings
 from shared.context import RequestContext
 from shared.errors import (
     AppError, InputError, Payload, ServiceUnavailableError, UserError, is_expected_error, is_unavailable,
+    log_user_errors,
 )
 from shared.health import health_routes
 from shared.logs import RequestIdMiddleware, configure_logging, redacted_traceback, request_id_var
@@ -84,7 +85,9 @@ class InputBoundary(FieldExtension):
         payload = self.field.type if isinstance(self.field.type, type) else None
         if payload is not None and issubclass(payload, Payload):
             try:
-                return payload(user_errors=errors)
+                refusal = payload(user_errors=errors)
+                log_user_errors(errors)
+                return refusal
             except TypeError:  # a payload with other required fields: fall back to the error form
                 pass
         raise InputError(errors)

@@ -55,6 +55,20 @@ async def test_bad_token_logs_one_info_line_and_no_traceback(service_apps, caplo
     assert len(lines) == 1 and "rid-bad-token" in lines[0] and "\n" not in lines[0], caplog.text
 
 
+async def test_user_errors_log_one_info_line(service_apps, caplog):
+    _, http = service_apps["auth"]
+    caplog.set_level(logging.DEBUG)
+    mutation = """mutation($i: SignUpInput!) { signUp(input: $i) { userErrors { field code } } }"""
+    data = {"email": "nombre@example.mx", "password": "correcto-caballo-bateria", "fullName": "Ana\r\nBcc: x@y.mx",
+            "organizationName": "Hostil"}
+    body = (await http.post("/graphql", json={"query": mutation, "variables": {"i": data}},
+                            headers={"X-Request-Id": "rid-user-errors"})).json()
+    assert body["data"]["signUp"]["userErrors"] == [{"field": ["input", "fullName"], "code": "INVALID_CHARACTERS"}]
+    lines = [r for r in caplog.records if "INVALID_CHARACTERS" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO and "rid-user-errors" in lines[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
 SECRET = "$argon2id$v=19$m=65536,t=3,p=4$c2VjcmV0LXNhbHQ$SECRET-HASH-MUST-NOT-BE-LOGGED"
 
 
