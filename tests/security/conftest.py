@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import tempfile
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
+from shared import embedded
+from shared.config import load_settings
 from shared.runtime import build_runtime
 from shared.tokens import TokenVerifier
 from tests.auth.conftest import (  # noqa: F401 - fixtures re-exported for this package
@@ -17,6 +20,18 @@ from tests.conftest import running_app
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = sorted(p.parent.name for p in (ROOT / "subgraphs").glob("*/schema.py"))
+
+
+@pytest.fixture(scope="session")
+def settings(database_url):
+    """The run's database, but a Redis of its own: the sweep trips throttles (e.g. failed API-key
+    exchanges), and their locks must not leak into other tests."""
+    proc, redis_url = embedded.start_redis(workdir=Path(tempfile.mkdtemp(prefix="redis-security-")))
+    try:
+        yield load_settings(database_url=database_url, redis_url=redis_url, app_env="test")
+    finally:
+        proc.terminate()
+        proc.wait(5)
 
 
 def jwks_runtime_factory(auth_http):
