@@ -32,6 +32,7 @@ from subgraphs.invoice.lifecycle import Status
 
 Ctx = Info[RequestContext, None]
 # Far below the Integer column's 2^31: a series started this high still has a billion folios left.
+# (That it is positive is the service's rule, INVALID_FOLIO.)
 MAX_FIRST_FOLIO = 1_000_000_000
 # Base64 of a SAT .cer or .key is about 2 KB; generous for wrapped lines, bounded for everything else.
 CSD_FILE_LIMITS = limits(max_length=20_000, multiline=True)
@@ -632,7 +633,7 @@ class Mutation:
     @strawberry.mutation(description="Add a series (Serie) with its first folio.")
     async def create_series(
         self, info: Ctx, code: str,
-        next_folio: Annotated[int, strawberry.argument(metadata=limits(min=1, max=MAX_FIRST_FOLIO))] = 1,
+        next_folio: Annotated[int, strawberry.argument(metadata=limits(max=MAX_FIRST_FOLIO))] = 1,
     ) -> SeriesPayload:
         p = await info.context.require(P.ISSUER_MANAGE)
 
