@@ -607,7 +607,13 @@ class Query:
 
     @strawberry.field(description="Search a SAT catalog: ClaveProdServ, ClaveUnidad, RegimenFiscal, UsoCFDI, FormaPago, "
                                   "MetodoPago, Moneda, CodigoPostal, ObjetoImp, Exportacion.")
-    async def sat_catalog(self, info: Ctx, name: str, search: str = "", first: int = 20) -> list[CatalogEntry]:
+    async def sat_catalog(
+        self, info: Ctx, name: str,
+        # The catalog search answers its own limit (SEARCH_TOO_LONG past 100 characters); the
+        # boundary only keeps out control characters and absurd sizes.
+        search: Annotated[str, strawberry.argument(metadata=limits(max_length=20_000))] = "",
+        first: int = 20,
+    ) -> list[CatalogEntry]:
         await info.context.principal()
         try:
             # Off the event loop: the first search of a catalog builds its index (~1 s for ClaveProdServ).
