@@ -35,6 +35,7 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        hide_parameters=True,  # SQL parameters carry password hashes and sealed keys: never in logs
         # Statement timeout keeps a runaway query from holding a connection forever.
         connect_args={"server_settings": {"statement_timeout": "30000", "application_name": "facturacion"}},
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import traceback
 import uuid
 
 from pythonjsonlogger.json import JsonFormatter
@@ -40,6 +41,51 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     arq_logger = logging.getLogger("arq")
     arq_logger.handlers[:] = []
     arq_logger.propagate = True
+
+
+def _database_error_line(exc: BaseException) -> str | None:
+    """How a database error is logged: its type, SQLSTATE and statement, never its message when the
+    message may quote a value (client-side argument errors and SQLSTATE class 22 do: "invalid input
+    for query argument $1: '$argon2id$...'"). None for anything that is not a database error."""
+    module = type(exc).__module__.split(".")[0]
+    if module not in ("asyncpg", "sqlalchemy"):
+        return None
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    sqlstate = getattr(exc, "sqlstate", None)
+    message = getattr(exc, "message", None)  # asyncpg server errors: the server's own text
+    statement = getattr(exc, "statement", None)  # sqlalchemy: the SQL, with placeholders only
+    if statement:
+        return f"{name}: [SQL: {' '.join(str(statement).split())[:300]}] (message and parameters hidden)"
+    if sqlstate and message and not str(sqlstate).startswith("22"):
+        return f"{name}: [{sqlstate}] {message}"
+    return f"{name}: [{sqlstate or '-'}] (message hidden: it may quote parameters)"
+
+
+def redacted_traceback(exc: BaseException) -> str:
+    """`exc`'s traceback, cause and context chain included, as `traceback` prints it, except that
+    database errors' messages are replaced by `_database_error_line`."""
+    chain: list[tuple[BaseException, str | None]] = []
+    seen: set[int] = set()
+    link: str | None = None
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append((e, link))
+        if e.__cause__ is not None:
+            e, link = e.__cause__, "The above exception was the direct cause of the following exception:"
+        elif e.__context__ is not None and not e.__suppress_context__:
+            e, link = e.__context__, "During handling of the above exception, another exception occurred:"
+        else:
+            e = None
+    parts: list[str] = []
+    for e, link_to_next in reversed(chain):
+        line = _database_error_line(e)
+        if line is None:
+            line = "".join(traceback.format_exception_only(type(e), e)).rstrip()
+        parts.append("Traceback (most recent call last):\n" + "".join(traceback.format_tb(e.__traceback__)) + line)
+        if link_to_next:
+            parts.append(link_to_next)
+    return "\n\n".join(parts)
 
 
 class RequestIdMiddleware:

@@ -17,6 +17,7 @@ from shared.errors import InputError
 T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+MAX_CURSOR_LENGTH = 512  # ours are a timestamp or a name plus a UUID: ~100 characters
 
 
 @strawberry.federation.type(shareable=True)  # defined by every subgraph with a connection
@@ -54,11 +55,17 @@ def decode_cursor(cursor: str | None, *types) -> list[Any] | None:
     if cursor is None:
         return None
     try:
+        # Bounded before decoding, and only a flat list of scalars: a forged cursor must not cost
+        # a deep parse or reach the database as a structure.
+        if len(cursor) > MAX_CURSOR_LENGTH:
+            raise ValueError
         value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         if not isinstance(value, list) or (types and len(value) != len(types)):
             raise ValueError
+        if any(isinstance(v, (list, dict)) for v in value):
+            raise ValueError
         return [convert(v) for convert, v in zip(types, value)] if types else value
-    except (ValueError, TypeError, UnicodeDecodeError, AttributeError):
+    except (ValueError, TypeError, UnicodeDecodeError, AttributeError, RecursionError, OverflowError):
         raise InputError.single("INVALID_CURSOR", "El cursor no es válido.", ["after"]) from None
 
 

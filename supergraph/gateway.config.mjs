@@ -236,7 +236,11 @@ export const gatewayConfig = defineConfig({
     },
   },
   persistedDocuments: {
-    getPersistedOperation: (id) => persisted[String(id).replace(/^sha256:/, '').toLowerCase()] ?? null,
+    // Own keys only: an id such as "__proto__" must be unknown, not Object.prototype (a 500).
+    getPersistedOperation: (id) => {
+      const key = String(id).replace(/^sha256:/, '').toLowerCase();
+      return Object.hasOwn(persisted, key) ? persisted[key] : null;
+    },
     extractPersistedOperationId: (params) => {
       if (typeof params.documentId === 'string') return params.documentId;
       const pq = params.extensions?.persistedQuery;

@@ -15,6 +15,7 @@ from shared.errors import InputError, NotFoundError, Payload, payload_or_errors
 from shared.graphql import build_schema
 from shared.pagination import Connection, build_connection, decode_cursor, page_size
 from shared.permissions import Permission
+from shared.validation import column_limits
 from subgraphs.auth import loaders, service
 from subgraphs.auth import models as m
 
@@ -272,8 +273,8 @@ class UserPayload(Payload):
 class SignUpInput:
     email: str
     password: str
-    full_name: str
-    organization_name: str
+    full_name: str = strawberry.field(metadata=column_limits(m.User.full_name))
+    organization_name: str = strawberry.field(metadata=column_limits(m.Organization.name))
     locale: str = "es-MX"
 
 
@@ -292,7 +293,7 @@ class VerifyMfaInput:
 
 @strawberry.input
 class UpdateProfileInput:
-    full_name: str | None = None
+    full_name: str | None = strawberry.field(default=None, metadata=column_limits(m.User.full_name))
     locale: str | None = None
 
 

@@ -7,7 +7,7 @@ import uuid
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.types import Info
@@ -16,11 +16,15 @@ from shared.context import RequestContext
 from shared.errors import InputError, NotFoundError, Payload, payload_or_errors
 from shared.graphql import build_schema
 from shared.pagination import Connection, build_connection, decode_cursor, page_size
+from shared.validation import limits
 from subgraphs.expense import approval as ap
 from subgraphs.expense import loaders, service
 from subgraphs.expense import models as m
 
 Ctx = Info[RequestContext, None]
+
+# XML text spans lines; a CFDI with thousands of concepts is still well under 2 MB.
+SupplierCfdiXml = Annotated[str, strawberry.argument(metadata=limits(max_length=2_000_000, multiline=True))]
 
 
 def _uuid(value: Any) -> uuid.UUID:
@@ -513,12 +517,12 @@ class Mutation:
         return await _expense_payload(lambda: service.reimburse_expense(info.context.runtime, p, _uuid(id), comment))
 
     @strawberry.mutation(description="Create a draft expense from a supplier's stamped CFDI 4.0 (XML text).")
-    async def import_supplier_cfdi(self, info: Ctx, xml: str) -> ExpensePayload:
+    async def import_supplier_cfdi(self, info: Ctx, xml: SupplierCfdiXml) -> ExpensePayload:
         p = await info.context.principal()
         return await _expense_payload(lambda: service.import_supplier_cfdi(info.context.runtime, p, xml))
 
     @strawberry.mutation(description="Back an existing draft or rejected expense with the supplier's CFDI.")
-    async def attach_supplier_cfdi(self, info: Ctx, expense_id: strawberry.ID, xml: str) -> ExpensePayload:
+    async def attach_supplier_cfdi(self, info: Ctx, expense_id: strawberry.ID, xml: SupplierCfdiXml) -> ExpensePayload:
         p = await info.context.principal()
         return await _expense_payload(lambda: service.attach_supplier_cfdi(info.context.runtime, p, _uuid(expense_id), xml))
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.federation.schema_directives import Key
@@ -22,6 +22,7 @@ from shared.errors import AppError, NotFoundError, Payload, payload_or_errors
 from shared.graphql import build_schema
 from shared.pagination import Connection, build_connection, decode_cursor, page_size
 from shared.permissions import Permission as P
+from shared.validation import DEFAULT_MAX_YEAR, DEFAULT_MIN_YEAR, column_limits, limits
 from subgraphs.invoice import loaders, service
 from subgraphs.invoice import models as m
 from subgraphs.invoice.cfdi import search_catalog
@@ -30,6 +31,11 @@ from subgraphs.invoice.draft import Draft
 from subgraphs.invoice.lifecycle import Status
 
 Ctx = Info[RequestContext, None]
+# Far below the Integer column's 2^31: a series started this high still has a billion folios left.
+# (That it is positive is the service's rule, INVALID_FOLIO.)
+MAX_FIRST_FOLIO = 1_000_000_000
+# Base64 of a SAT .cer or .key is about 2 KB; generous for wrapped lines, bounded for everything else.
+CSD_FILE_LIMITS = limits(max_length=20_000, multiline=True)
 DOWNLOAD_TTL = timedelta(hours=1)
 
 
@@ -138,7 +144,8 @@ class Issuer:
 @strawberry.input
 class IssuerInput:
     rfc: str = strawberry.field(description="Emisor/@Rfc")
-    legal_name: str = strawberry.field(description="Emisor/@Nombre (as in the Constancia de Situación Fiscal)")
+    legal_name: str = strawberry.field(description="Emisor/@Nombre (as in the Constancia de Situación Fiscal)",
+                                       metadata=column_limits(m.IssuerProfile.legal_name))
     tax_regime: str = strawberry.field(description="RegimenFiscal (c_RegimenFiscal), e.g. 601")
     postal_code: str = strawberry.field(description="LugarExpedicion (c_CodigoPostal)")
     default_series: str | None = strawberry.field(default=None, description="Serie, default A")
@@ -220,7 +227,7 @@ class Customer:
 @strawberry.input
 class CustomerInput:
     rfc: str = strawberry.field(description="Receptor/@Rfc")
-    legal_name: str = strawberry.field(description="Receptor/@Nombre")
+    legal_name: str = strawberry.field(description="Receptor/@Nombre", metadata=column_limits(m.Customer.legal_name))
     tax_regime: str = strawberry.field(description="RegimenFiscalReceptor (c_RegimenFiscal)")
     postal_code: str = strawberry.field(description="DomicilioFiscalReceptor (c_CodigoPostal)")
     cfdi_use: str | None = strawberry.field(default=None, description="Default UsoCFDI (c_UsoCFDI), G03 if empty")
@@ -231,7 +238,7 @@ class CustomerInput:
 @strawberry.input
 class CustomerUpdateInput:
     rfc: str | None = None
-    legal_name: str | None = None
+    legal_name: str | None = strawberry.field(default=None, metadata=column_limits(m.Customer.legal_name))
     tax_regime: str | None = None
     postal_code: str | None = None
     cfdi_use: str | None = None
@@ -406,7 +413,7 @@ class RelatedCfdiInput:
 class GlobalInformationInput:
     periodicity: str = strawberry.field(description="Periodicidad (c_Periodicidad)")
     months: str = strawberry.field(description="Meses (c_Meses)")
-    year: int = strawberry.field(description="Año")
+    year: int = strawberry.field(description="Año", metadata=limits(min=DEFAULT_MIN_YEAR, max=DEFAULT_MAX_YEAR))
 
 
 @strawberry.input
@@ -419,7 +426,7 @@ class PaymentDocumentInput:
 class PaymentInput:
     paid_at: datetime = strawberry.field(description="FechaPago")
     payment_form: str = strawberry.field(description="FormaDePagoP (c_FormaPago)")
-    currency: str = strawberry.field(default="MXN", description="MonedaP")
+    currency: str = strawberry.field(default="MXN", description="MonedaP", metadata=column_limits(m.Invoice.currency))
     exchange_rate: Decimal | None = strawberry.field(default=None, description="TipoCambioP")
     operation_number: str | None = strawberry.field(default=None, description="NumOperacion")
     related_documents: list[PaymentDocumentInput] = strawberry.field(default_factory=list,
@@ -431,7 +438,8 @@ class InvoiceInput:
     type: InvoiceType = strawberry.field(default=InvoiceType.INCOME, description="TipoDeComprobante")
     customer_id: strawberry.ID | None = strawberry.field(default=None, description="Receptor; omit for a global invoice")
     series: str | None = strawberry.field(default=None, description="Serie (issuer default if omitted)")
-    currency: str | None = strawberry.field(default=None, description="Moneda, default MXN")
+    currency: str | None = strawberry.field(default=None, description="Moneda, default MXN",
+                                            metadata=column_limits(m.Invoice.currency))
     exchange_rate: Decimal | None = strawberry.field(default=None, description="TipoCambio")
     payment_form: str | None = strawberry.field(default=None, description="FormaPago (c_FormaPago); 99 with PPD")
     payment_method: str | None = strawberry.field(default=None, description="MetodoPago: PUE or PPD")
@@ -448,7 +456,7 @@ class InvoiceInput:
 class InvoiceUpdateInput:
     customer_id: strawberry.ID | None = None
     series: str | None = None
-    currency: str | None = None
+    currency: str | None = strawberry.field(default=None, metadata=column_limits(m.Invoice.currency))
     exchange_rate: Decimal | None = None
     payment_form: str | None = None
     payment_method: str | None = None
@@ -589,7 +597,9 @@ class Query:
                                 key_of=lambda r: [r.created_at.isoformat(), str(r.id)], after=after)
 
     @strawberry.field(description="Count and MXN total of invoices per month and status for a year.")
-    async def invoice_dashboard(self, info: Ctx, year: int) -> list[DashboardRow] | None:
+    async def invoice_dashboard(
+        self, info: Ctx, year: Annotated[int, strawberry.argument(metadata=limits(min=DEFAULT_MIN_YEAR, max=DEFAULT_MAX_YEAR))],
+    ) -> list[DashboardRow] | None:
         p = await info.context.require(P.INVOICE_READ)
         async with info.context.runtime.sessionmaker() as session:
             rows = await service.dashboard(session, p.organization_id, year)
@@ -597,7 +607,13 @@ class Query:
 
     @strawberry.field(description="Search a SAT catalog: ClaveProdServ, ClaveUnidad, RegimenFiscal, UsoCFDI, FormaPago, "
                                   "MetodoPago, Moneda, CodigoPostal, ObjetoImp, Exportacion.")
-    async def sat_catalog(self, info: Ctx, name: str, search: str = "", first: int = 20) -> list[CatalogEntry] | None:
+    async def sat_catalog(
+        self, info: Ctx, name: str,
+        # The catalog search answers its own limit (SEARCH_TOO_LONG past 100 characters); the
+        # boundary only keeps out control characters and absurd sizes.
+        search: Annotated[str, strawberry.argument(metadata=limits(max_length=20_000))] = "",
+        first: int = 20,
+    ) -> list[CatalogEntry] | None:
         await info.context.principal()
         try:
             # Off the event loop: the first search of a catalog builds its index (~1 s for ClaveProdServ).
@@ -621,7 +637,10 @@ class Mutation:
         return await payload_or_errors(IssuerPayload, run)
 
     @strawberry.mutation(description="Add a series (Serie) with its first folio.")
-    async def create_series(self, info: Ctx, code: str, next_folio: int = 1) -> SeriesPayload:
+    async def create_series(
+        self, info: Ctx, code: str,
+        next_folio: Annotated[int, strawberry.argument(metadata=limits(max=MAX_FIRST_FOLIO))] = 1,
+    ) -> SeriesPayload:
         p = await info.context.require(P.ISSUER_MANAGE)
 
         async def run():
@@ -631,7 +650,9 @@ class Mutation:
 
     @strawberry.mutation(description="Upload a CSD: base64 of the .cer (DER) and the encrypted PKCS#8 .key, and its "
                                      "password (used once to open the key; never stored).")
-    async def upload_csd(self, info: Ctx, certificate: str, private_key: str, password: str) -> CertificatePayload:
+    async def upload_csd(self, info: Ctx, certificate: Annotated[str, strawberry.argument(metadata=CSD_FILE_LIMITS)],
+                         private_key: Annotated[str, strawberry.argument(metadata=CSD_FILE_LIMITS)],
+                         password: str) -> CertificatePayload:
         p = await info.context.require(P.ISSUER_MANAGE)
 
         async def run():

@@ -223,6 +223,12 @@ def test_persisted_documents(stack: Stack) -> None:
     assert status == 200 and body["data"]["me"]["id"] == "u1", body
     _, body = stack.post({"documentId": "0" * 64})
     assert body.get("errors") and not body.get("data")
+    unknown = [e["extensions"]["code"] for e in body["errors"]]
+    assert unknown[0].startswith("PERSISTED_QUERY_NOT_"), body  # Hive says _NOT_IN_LIST, the Router _NOT_FOUND
+    # Ids that name a property of every JS object are unknown ids too, not a 500.
+    for forged in ("__proto__", "constructor", "toString", "sha256:__proto__"):
+        status, body = stack.post({"documentId": forged})
+        assert status < 500 and [e["extensions"]["code"] for e in body["errors"]] == unknown, body
 
 
 async def _ws_subscribe(url: str, token: str | None) -> list[dict]:

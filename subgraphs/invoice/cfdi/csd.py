@@ -350,7 +350,11 @@ def load_csd(cer_der: bytes, key_der: bytes, password: str | bytes, now: datetim
     if moment > valid_to:
         raise CsdError(CsdError.CERTIFICATE_EXPIRED, f"El certificado venció el {valid_to:%Y-%m-%d}.")
     legal_name = _subject_value(cert, _OID_NAME) or _subject_value(cert, NameOID.COMMON_NAME)
-    return Csd(cert, key, certificate_rfc(cert), legal_name, certificate_number(cert), valid_from, valid_to)
+    number = certificate_number(cert)
+    if not (len(number) == 20 and number.isascii() and number.isdigit()):  # cfdv40.xsd NoCertificado: [0-9]{20}
+        raise CsdError(CsdError.INVALID_CERTIFICATE,
+                       "El número de certificado no tiene los 20 dígitos de un CSD del SAT (NoCertificado).")
+    return Csd(cert, key, certificate_rfc(cert), legal_name, number, valid_from, valid_to)
 
 
 def check_rfc(csd: Csd, expected_rfc: str) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db import transaction
 from shared.errors import InputError, UserError
 from shared.runtime import Runtime
+from shared.validation import fits_money
 from subgraphs.invoice import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.cfdi.rules import PUBLICO_EN_GENERAL
@@ -92,6 +93,10 @@ def _apply_totals(inv: m.Invoice, engine: cfdi.Invoice) -> None:
     inv.total = engine.total or Decimal(0)
     if engine.voucher_type == "P" and engine.payments is not None:
         inv.total = engine.payments.totals.total_amount
+    # Each amount is within its column, but their products and sums may not be.
+    if not all(map(fits_money, (inv.subtotal, inv.discount, inv.total_transferred, inv.total_withheld, inv.total))):
+        raise InputError.single("AMOUNT_TOO_LARGE", "Los importes de la factura exceden el máximo admitido "
+                                "(999,999,999,999.999999).", ["input", "concepts"])
 
 
 async def evaluate(session: AsyncSession, inv: m.Invoice, issuer: m.IssuerProfile) -> cfdi.Invoice:

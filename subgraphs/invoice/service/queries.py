@@ -11,6 +11,7 @@ from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.runtime import Runtime
+from shared.validation import INT32_MAX
 from subgraphs.invoice import models as m
 from subgraphs.invoice.cfdi.totals import round_money
 from subgraphs.invoice.lifecycle import Status
@@ -44,7 +45,7 @@ async def invoices_page(session: AsyncSession, org: uuid.UUID, *, filters: dict,
         s = filters["search"].strip()
         like = f"%{s}%"
         conds = [m.Invoice.customer_name.ilike(like), m.Invoice.customer_rfc.ilike(like), m.Invoice.uuid.ilike(like)]
-        if s.isdigit():
+        if s.isascii() and s.isdigit() and int(s) <= INT32_MAX:  # a folio is a 32-bit integer column
             conds.append(m.Invoice.folio == int(s))
         q = q.where(or_(*conds))
     if after:
