@@ -119,6 +119,7 @@ class Faults:
         self.released = threading.Event()
         self.lock = threading.Lock()
         self.calls: dict[str, int] = {}
+        self.quirks: set[str] = set()  # documented provider behaviours a test switches on
 
     def inject(self, kind: str, op: str = "stamp", times: int = 1) -> None:
         with self.lock:
@@ -133,6 +134,7 @@ class Faults:
     def clear(self) -> None:
         with self.lock:
             self.queue.clear()
+            self.quirks.clear()
 
     async def hang(self) -> None:
         while not self.released.is_set():

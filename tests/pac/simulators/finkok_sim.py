@@ -2,7 +2,7 @@
 phpcfdi/finkok: same envelopes, same result element names, Finkok's incidence codes.
 
 Documented quirk reproduced on purpose: `stamp` of an already stamped CFDI answers incidence 307
-and may or may not include the earlier timbre (`omit_previous_xml`); `stamped` always returns it.
+and may or may not include the earlier timbre (quirk "omit_previous_xml"); `stamped` always does.
 """
 
 from __future__ import annotations
@@ -66,13 +66,13 @@ def _incidence(code: str, message: str) -> dict:
                                             "WorkProcessId": "sim"})]}
 
 
-def finkok_app(ledger: SatLedger, engine: StampingEngine, users: dict[str, str], faults: Faults,
-               *, omit_previous_xml: bool = False) -> Starlette:
+def finkok_app(ledger: SatLedger, engine: StampingEngine, users: dict[str, str], faults: Faults) -> Starlette:
+    """`faults.quirks`: "omit_previous_xml" makes `stamp` answer 307 without the earlier timbre."""
     receipts: dict[str, str] = {}
 
     def stamp_result(rec, previous: bool, quick: bool = False) -> dict:
         if previous:
-            data = {} if (omit_previous_xml or quick) else {"xml": rec.xml.decode(), "UUID": rec.uuid}
+            data = {} if ("omit_previous_xml" in faults.quirks or quick) else {"xml": rec.xml.decode(), "UUID": rec.uuid}
             return {**data, **_incidence("307", "El CFDI contiene un timbre previo")}
         return {"xml": rec.xml.decode(), "UUID": rec.uuid, "CodEstatus": "Comprobante timbrado satisfactoriamente",
                 "Incidencias": []}
