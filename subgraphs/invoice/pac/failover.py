@@ -56,6 +56,15 @@ class FailoverPac:
         self.pacs, self.redis, self.cooldown = list(pacs), redis, cooldown_seconds
         self.by_name = {p.name: p for p in pacs}
 
+    async def aclose(self) -> None:
+        for pac in self.pacs:
+            close = getattr(pac, "aclose", None)
+            if close is not None:
+                await close()
+        sat = next((p.sat for p in self.pacs if getattr(p, "sat", None) is not None), None)
+        if sat is not None:
+            await sat.aclose()
+
     # --- bookkeeping ----------------------------------------------------------------------------
     def _attempt_key(self, key: str) -> str:
         return f"{_PREFIX}:attempt:{key}"

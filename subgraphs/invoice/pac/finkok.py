@@ -24,7 +24,7 @@ from subgraphs.invoice.cfdi.csd import Csd
 
 from .base import CancelResult, PacError, StampResult
 from .sat_status import CfdiStatus
-from .transport import PacInDoubt, Timeouts, new_client, parse_answer, send, stamp_from_xml
+from .transport import HttpAdapter, PacInDoubt, Timeouts, parse_answer, send, stamp_from_xml
 
 TEST_URL = "https://demo-facturacion.finkok.com"
 PRODUCTION_URL = "https://facturacion.finkok.com"
@@ -110,17 +110,14 @@ def _text(root, name: str) -> str:
     return (el.text or "").strip() if el is not None else ""
 
 
-class FinkokPac:
+class FinkokPac(HttpAdapter):
     name = "finkok"
 
     def __init__(self, account: FinkokAccount, *, url: str = TEST_URL, csd: Csd | None = None,
                  sat=None, client: httpx.AsyncClient | None = None, timeouts: Timeouts = Timeouts()):
         """`csd`: the issuer's CSD, needed to cancel and to answer cancellations as receiver."""
         self.account, self.url, self.csd, self.sat = account, url.rstrip("/"), csd, sat
-        self.client = client or new_client(timeouts)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
+        super().__init__(client, timeouts)
 
     # --- SOAP plumbing --------------------------------------------------------------------------
     def _operation(self, ns: str, op: str, fields: list[tuple[str, str | None]]) -> tuple[etree._Element, bytes]:

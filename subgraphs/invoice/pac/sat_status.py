@@ -18,7 +18,7 @@ import httpx
 from lxml import etree
 
 from .base import PacError
-from .transport import Timeouts, new_client, parse_answer, send
+from .transport import HttpAdapter, Timeouts, parse_answer, send
 
 PRODUCTION_URL = "https://consultaqr.facturaelectronica.sat.gob.mx/ConsultaCFDIService.svc"
 SOAP_ACTION = "http://tempuri.org/IConsultaCFDIService/Consulta"
@@ -78,7 +78,7 @@ def _text(root, name: str) -> str:
     return (found[0].text or "").strip() if found else ""
 
 
-class SatStatusService:
+class SatStatusService(HttpAdapter):
     """Async client of ConsultaCFDIService; `url` points at SAT or at a local simulator."""
 
     name = "SAT"
@@ -86,10 +86,7 @@ class SatStatusService:
     def __init__(self, url: str = PRODUCTION_URL, *, client: httpx.AsyncClient | None = None,
                  timeouts: Timeouts = Timeouts(read=15.0)):
         self.url = url
-        self.client = client or new_client(timeouts)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
+        super().__init__(client, timeouts)
 
     async def status(self, uuid: str, issuer_rfc: str, receiver_rfc: str, total: Decimal,
                      seal: str = "") -> CfdiStatus:

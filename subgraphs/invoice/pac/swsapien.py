@@ -27,7 +27,7 @@ from subgraphs.invoice.cfdi.csd import Csd
 
 from .base import CancelResult, PacError, StampResult
 from .finkok import cancel_outcome
-from .transport import PacInDoubt, Timeouts, new_client, send, stamp_from_xml
+from .transport import HttpAdapter, PacInDoubt, Timeouts, send, stamp_from_xml
 
 TEST_URL = "https://services.test.sw.com.mx"
 PRODUCTION_URL = "https://services.sw.com.mx"
@@ -76,17 +76,14 @@ class SwAccount:
     password: str | None = None
 
 
-class SwSapienPac:
+class SwSapienPac(HttpAdapter):
     name = "swsapien"
 
     def __init__(self, account: SwAccount, *, url: str = TEST_URL, csd: Csd | None = None, sat=None,
                  client: httpx.AsyncClient | None = None, timeouts: Timeouts = Timeouts()):
         self.account, self.url, self.csd, self.sat = account, url.rstrip("/"), csd, sat
-        self.client = client or new_client(timeouts)
+        super().__init__(client, timeouts)
         self._token, self._expires = account.token, float("inf") if account.token else 0.0
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
     # --- plumbing -------------------------------------------------------------------------------
     async def _bearer(self, renew: bool = False) -> str:

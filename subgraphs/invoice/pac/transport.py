@@ -47,6 +47,18 @@ def new_client(timeouts: Timeouts) -> httpx.AsyncClient:
                              limits=httpx.Limits(max_connections=20, max_keepalive_connections=10))
 
 
+class HttpAdapter:
+    """An adapter's HTTP client: its own pool, or one the caller shares between adapters (and closes)."""
+
+    def __init__(self, client: httpx.AsyncClient | None, timeouts: Timeouts):
+        self._owns_client = client is None
+        self.client = client or new_client(timeouts)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+
 async def send(client: httpx.AsyncClient, provider: str, method: str, url: str, *,
                soap: bool = False, **kwargs) -> httpx.Response:
     """The provider's response, or a transient PacError telling whether the work may have been done.
