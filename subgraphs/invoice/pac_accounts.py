@@ -19,6 +19,7 @@ from shared.runtime import Runtime
 from subgraphs.invoice import models as m
 from subgraphs.invoice.cfdi.csd import Csd
 
+from .pac.base import PacError
 from .pac.accounts import PacAccount, PacSettings, build_pac, open_account, seal_account
 
 MAX_ACCOUNTS = len(("finkok", "swsapien"))
@@ -83,3 +84,54 @@ async def organization_pac(rt: Runtime, session: AsyncSession, org: uuid.UUID, r
     accounts = [open_account(r.account_sealed, organization_id=org, provider=r.provider, settings=rt.settings)
                 for r in rows]
     return build_pac(accounts, settings or PacSettings(), redis, csd=csd)
+
+
+# --- receiver side: cancellation requests against the organization's received CFDIs ----------
+
+def _as_input(exc: PacError) -> InputError:
+    """The PAC's refusal as the client sees it (same shape as cancelInvoice's PAC errors)."""
+    return InputError.single(f"PAC_{exc.code}" if exc.code[:1].isdigit() else exc.code, exc.message, None)
+
+
+async def _receiver_pac(rt: Runtime, org: uuid.UUID, redis: Redis, settings: PacSettings | None):
+    """(PAC, receiver RFC): the organization answers with its own CSD through its own PAC accounts."""
+    from subgraphs.invoice import service  # the service imports this module's neighbours; import late
+
+    async with rt.sessionmaker() as session:
+        issuer = await service.get_issuer(session, org)
+        csd_row = await service.active_csd(session, org)
+        if issuer is None or csd_row is None:
+            raise InputError.single("CSD_REQUIRED", "Configura el emisor y activa un CSD para responder solicitudes.",
+                                    None)
+        pac = await organization_pac(rt, session, org, redis, csd=service.open_csd(csd_row, rt.settings),
+                                     settings=settings)
+    if pac is None:
+        raise InputError.single("PAC_NOT_CONFIGURED",
+                                "Registra una cuenta de PAC (Finkok o SW Sapien) para consultar solicitudes.", None)
+    return pac, issuer.rfc
+
+
+async def cancellation_requests(rt: Runtime, org: uuid.UUID, redis: Redis, *,
+                                settings: PacSettings | None = None) -> list[str]:
+    """UUIDs of CFDIs received by the organization whose issuers asked SAT to cancel them."""
+    pac, rfc = await _receiver_pac(rt, org, redis, settings)
+    try:
+        return await pac.pending_cancellations(rfc)
+    except PacError as exc:
+        raise _as_input(exc) from None
+    finally:
+        await pac.aclose()
+
+
+async def answer_cancellation_requests(rt: Runtime, org: uuid.UUID, redis: Redis, answers: dict[str, bool], *,
+                                       settings: PacSettings | None = None) -> dict[str, str]:
+    """Accept (True) or reject (False) each request; SAT's code per UUID (1000 = recorded)."""
+    if not answers:
+        raise InputError.single("REQUIRED", "Indica al menos una solicitud.", ["answers"])
+    pac, rfc = await _receiver_pac(rt, org, redis, settings)
+    try:
+        return await pac.answer_cancellations(rfc, answers)
+    except PacError as exc:
+        raise _as_input(exc) from None
+    finally:
+        await pac.aclose()

@@ -13,7 +13,14 @@ from shared.errors import InputError
 from subgraphs.invoice import models as m
 from subgraphs.invoice.pac.accounts import PacAccount, PacSettings
 from subgraphs.invoice.pac_accounts import list_pac_accounts, organization_pac, set_pac_accounts
-from tests.invoice.conftest import auth_app, auth_http, auth_settings, invoice_app, invoice_http, runtime  # noqa: F401
+from subgraphs.invoice import cfdi
+from tests.invoice.conftest import (  # noqa: F401 - fixtures
+    api, auth_app, auth_http, auth_settings, gql, invoice_app, invoice_http, ip, new_org, org, runtime, sign_up,
+)
+
+from .simulators.core import Record
+
+from tests.cfdi.conftest import make_invoice
 
 from .conftest import FINKOK_PASSWORD, FINKOK_USER, SW_TOKEN
 
@@ -71,3 +78,48 @@ async def test_a_sealed_account_copied_to_another_organization_cannot_be_opened(
         await session.commit()
         with pytest.raises(SecretDecryptionError):
             await organization_pac(runtime, session, other, redis, csd=None)
+
+
+SET = """mutation($a: [PacAccountInput!]!) { setPacAccounts(accounts: $a) {
+  pacAccounts { position provider usernameHint } userErrors { field code message } } }"""
+LIST = "{ pacAccounts { position provider usernameHint } }"
+REQUESTS = "{ cancellationRequests }"
+ANSWER = """mutation($a: [CancellationAnswerInput!]!) { answerCancellationRequests(answers: $a) {
+  answers { uuid code } userErrors { field code message } } }"""
+
+
+def received_cfdi_with_cancellation_request(sims, csd_receiver) -> str:
+    """A CFDI XIA190128J61 issued to EKU9003173C9 (our test organization) through another PAC,
+    whose issuer has asked SAT to cancel it."""
+    invoice = cfdi.compute_totals(make_invoice(
+        issuer=cfdi.Issuer("XIA190128J61", "XENON INDUSTRIAL ARTICLES", "601"),
+        receiver=cfdi.Receiver("EKU9003173C9", "ESCUELA KEMPER URGATE", "42501", "601", "G03"),
+        folio=uuid.uuid4().hex[:10]))
+    tree = cfdi.build_tree(invoice)
+    cfdi.sign_cfdi(tree, csd_receiver)
+    record = Record(str(uuid.uuid4()).upper(), cfdi.to_bytes(tree), "XIA190128J61", "EKU9003173C9", invoice.total,
+                    invoice, "other-pac", cancellation_status="En proceso")
+    sims.ledger.register(record)
+    return record.uuid
+
+
+async def test_graphql_accounts_and_received_cancellation_requests(org, sims, monkeypatch, csd_receiver):
+    monkeypatch.setenv("FINKOK_URL", sims.finkok.url)
+    monkeypatch.setenv("SAT_STATUS_URL", f"{sims.sat.url}/ConsultaCFDIService.svc")
+    bad = (await org.ok(SET, {"a": [{"provider": "FINKOK", "username": FINKOK_USER}]}))["setPacAccounts"]
+    assert bad["userErrors"][0]["field"] == ["accounts", "0", "password"] and bad["pacAccounts"] is None
+    no_pac = await org.execute(REQUESTS)
+    assert no_pac.errors and no_pac.errors[0]["extensions"]["code"] == "PAC_NOT_CONFIGURED"
+
+    out = (await org.ok(SET, {"a": [{"provider": "FINKOK", "username": FINKOK_USER,
+                                     "password": FINKOK_PASSWORD}]}))["setPacAccounts"]
+    assert out["userErrors"] == [] and out["pacAccounts"] == [{"position": 0, "provider": "FINKOK",
+                                                               "usernameHint": "sim…om"}]
+    assert (await org.ok(LIST))["pacAccounts"] == out["pacAccounts"]
+
+    uuid_ = received_cfdi_with_cancellation_request(sims, csd_receiver)
+    assert uuid_ in (await org.ok(REQUESTS))["cancellationRequests"]
+    answered = (await org.ok(ANSWER, {"a": [{"uuid": uuid_.lower(), "accept": False}]}))["answerCancellationRequests"]
+    assert answered == {"answers": [{"uuid": uuid_, "code": "1000"}], "userErrors": []}
+    assert sims.ledger.get(uuid_).cancellation_status == "Solicitud rechazada"
+    assert uuid_ not in (await org.ok(REQUESTS))["cancellationRequests"]
