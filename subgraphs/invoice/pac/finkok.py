@@ -156,9 +156,10 @@ class FinkokPac(HttpAdapter):
         root = await self._stamp_call("quick_stamp" if quick else "stamp", xml)
         stamped = _text(root, "xml")
         incidences = self._incidences(root)
-        if stamped and not incidences:
+        previous = any(code == "307" for code, _ in incidences)
+        if stamped and not previous:  # other incidences beside a timbre are warnings
             return stamp_from_xml(PROVIDER, stamped.encode("utf-8"), previously_stamped=False)
-        if any(code == "307" for code, _ in incidences):
+        if previous:
             if stamped:
                 return stamp_from_xml(PROVIDER, stamped.encode("utf-8"), previously_stamped=True)
             previous = await self.stamped(xml)
