@@ -7,6 +7,8 @@ An empty list means "use the service's default PAC" (PAC_PROVIDER, the sandbox u
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 from sqlalchemy import delete, func, select
@@ -84,6 +86,20 @@ async def organization_pac(rt: Runtime, session: AsyncSession, org: uuid.UUID, r
     accounts = [open_account(r.account_sealed, organization_id=org, provider=r.provider, settings=rt.settings)
                 for r in rows]
     return build_pac(accounts, settings or PacSettings(), redis, csd=csd)
+
+
+@asynccontextmanager
+async def chosen_pac(rt: Runtime, session: AsyncSession, org: uuid.UUID, default, *, injected: bool,
+                     csd: Csd | None) -> AsyncIterator[tuple[object, bool]]:
+    """(PAC, own) for one call of the invoice service: a PAC the caller injected (tests, a worker's
+    ctx) wins, then the organization's own accounts, then the service's default PAC. `own` is True
+    for the organization's accounts, which take the idempotency key and the CFDI's expression."""
+    own = None if injected else await organization_pac(rt, session, org, rt.redis, csd=csd)
+    try:
+        yield (own, True) if own is not None else (default, False)
+    finally:
+        if own is not None:
+            await own.aclose()
 
 
 # --- receiver side: cancellation requests against the organization's received CFDIs ----------
