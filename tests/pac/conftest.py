@@ -102,13 +102,17 @@ def sims():
         s.stop()
 
 
+def reset(sims: Simulators) -> None:
+    """Each test starts with no queued fault, quirk or forced acceptance, and no peer seen."""
+    for f in (sims.finkok_faults, sims.sw_faults, sims.sat_faults):
+        f.clear()
+    sims.ledger.force_acceptance = False
+
+
 @pytest.fixture(autouse=True)
 def _clean_faults(request):
     if "sims" in request.fixturenames:
-        sims = request.getfixturevalue("sims")
-        for f in (sims.finkok_faults, sims.sw_faults, sims.sat_faults):
-            f.clear()
-        sims.ledger.force_acceptance = False
+        reset(request.getfixturevalue("sims"))
 
 
 @dataclass
@@ -153,6 +157,8 @@ async def target(request, csd_issuer):
     if mode == "real" and not _real_available(provider):
         pytest.skip(f"{provider}: no test-environment credentials in the environment")
     sims = request.getfixturevalue("sims") if mode == "sim" else None
+    if sims is not None:
+        reset(sims)
     sat = SatStatusService(f"{sims.sat.url}/ConsultaCFDIService.svc", timeouts=SIM_TIMEOUTS) if sims else None
     pac = build_adapter(provider, mode, csd_issuer, sims, sat)
     yield Target(provider, pac, sims)

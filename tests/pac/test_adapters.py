@@ -33,6 +33,13 @@ async def test_stamp_returns_the_cfdi_with_a_valid_timbre(target, new_cfdi):
         assert len(timbres_for(target, xml)) == 1
 
 
+async def test_calls_reuse_one_connection(target, new_cfdi):
+    faults = target.faults()
+    for _ in range(3):
+        await target.pac.stamp(new_cfdi())
+    assert len(faults.peers) == 1
+
+
 async def test_sending_the_same_cfdi_again_recovers_the_same_timbre(target, new_cfdi):
     xml = new_cfdi()
     first = await target.pac.stamp(xml, idempotency_key="same-" + seal_of(xml)[-12:])

@@ -24,6 +24,7 @@ from subgraphs.invoice.cfdi.csd import Csd
 
 from .base import CancelResult, PacError, StampResult
 from .sat_status import CfdiStatus
+from . import transport
 from .transport import HttpAdapter, PacInDoubt, Timeouts, parse_answer, send, stamp_from_xml
 
 TEST_URL = "https://demo-facturacion.finkok.com"
@@ -36,18 +37,8 @@ PROVIDER = "Finkok"
 
 # Stamping incidences (Finkok "tipificación"). True = worth retrying later, False = fix the CFDI or account.
 STAMP_CODES: dict[str, tuple[bool, str]] = {
+    **transport.STAMP_CODES,
     "300": (False, "Usuario o contraseña de Finkok inválidos."),
-    "301": (False, "XML mal formado."),
-    "302": (False, "Sello mal formado o inválido."),
-    "303": (False, "El sello no corresponde al emisor."),
-    "304": (False, "Certificado revocado o caduco."),
-    "305": (False, "La fecha de emisión no está dentro de la vigencia del CSD del emisor."),
-    "306": (False, "El certificado no es de tipo CSD."),
-    "307": (False, "El CFDI contiene un timbre previo."),
-    "308": (False, "Certificado no expedido por el SAT."),
-    "401": (False, "Fecha y hora de generación fuera de rango (72 horas)."),
-    "402": (False, "El RFC del emisor no está en la lista de contribuyentes obligados (LCO)."),
-    "403": (False, "La fecha de emisión no es posterior al 1 de enero de 2012."),
     "702": (False, "El RFC del emisor no está registrado en la cuenta de Finkok."),
     "703": (False, "La cuenta de Finkok está suspendida."),
     "704": (False, "Error con la contraseña de la llave privada."),
@@ -59,9 +50,7 @@ STAMP_CODES: dict[str, tuple[bool, str]] = {
 }
 # Per-UUID answers to a cancellation request.
 CANCEL_CODES: dict[str, tuple[bool, str]] = {
-    "203": (False, "El folio fiscal no corresponde al RFC del emisor."),
-    "204": (False, "El folio fiscal no aplica para cancelación."),
-    "205": (False, "El folio fiscal no existe."),
+    **transport.CANCEL_CODES,
     "708": (True, "Finkok no pudo conectarse con el SAT."),
     "711": (False, "Error con el certificado al cancelar."),
     "no_cancelable": (False, "El CFDI no es cancelable (tiene documentos relacionados vigentes)."),

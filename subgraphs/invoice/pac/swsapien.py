@@ -27,6 +27,7 @@ from subgraphs.invoice.cfdi.csd import Csd
 
 from .base import CancelResult, PacError, StampResult
 from .finkok import cancel_outcome
+from . import transport
 from .transport import HttpAdapter, PacInDoubt, Timeouts, send, stamp_from_xml
 
 TEST_URL = "https://services.test.sw.com.mx"
@@ -38,20 +39,8 @@ CODES: dict[str, tuple[bool, str]] = {
     "AU4101": (False, "El token de SW Sapien está vacío."),
     "AU4102": (False, "El token de SW Sapien no es válido o expiró."),
     "AU2000": (False, "Usuario o contraseña de SW Sapien inválidos."),
-    "301": (False, "XML mal formado."),
-    "302": (False, "Sello mal formado o inválido."),
-    "303": (False, "El sello no corresponde al emisor."),
-    "304": (False, "Certificado revocado o caduco."),
-    "305": (False, "La fecha de emisión no está dentro de la vigencia del CSD del emisor."),
-    "306": (False, "El certificado no es de tipo CSD."),
-    "307": (False, "El comprobante contiene un timbre previo."),
-    "308": (False, "Certificado no expedido por el SAT."),
-    "401": (False, "Fecha y hora de generación fuera de rango (72 horas)."),
-    "402": (False, "El RFC del emisor no está en la lista de contribuyentes obligados (LCO)."),
-    "403": (False, "La fecha de emisión no es posterior al 1 de enero de 2012."),
-    "203": (False, "El folio fiscal no corresponde al RFC del emisor."),
-    "204": (False, "El folio fiscal no aplica para cancelación."),
-    "205": (False, "El folio fiscal no existe."),
+    **transport.STAMP_CODES,
+    **transport.CANCEL_CODES,
     "CACFDI33": (False, "Datos de cancelación incompletos o inválidos."),
     "CASD": (True, "SW Sapien no pudo comunicarse con el SAT."),
     "SWCUSTOMID": (False, "El identificador de la solicitud ya se usó con otro comprobante."),

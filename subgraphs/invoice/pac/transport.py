@@ -25,6 +25,28 @@ from .base import PacError, StampResult
 MEXICO_CITY = ZoneInfo("America/Mexico_City")
 
 
+# Stamping codes every PAC shares (SAT's PAC validations): code -> (temporary?, es-MX message).
+STAMP_CODES: dict[str, tuple[bool, str]] = {
+    "301": (False, "XML mal formado."),
+    "302": (False, "Sello mal formado o inválido."),
+    "303": (False, "El sello no corresponde al emisor."),
+    "304": (False, "Certificado revocado o caduco."),
+    "305": (False, "La fecha de emisión no está dentro de la vigencia del CSD del emisor."),
+    "306": (False, "El certificado no es de tipo CSD."),
+    "307": (False, "El CFDI contiene un timbre previo."),
+    "308": (False, "Certificado no expedido por el SAT."),
+    "401": (False, "Fecha y hora de generación fuera de rango (72 horas)."),
+    "402": (False, "El RFC del emisor no está en la lista de contribuyentes obligados (LCO)."),
+    "403": (False, "La fecha de emisión no es posterior al 1 de enero de 2012."),
+}
+# What SAT answers per folio to a cancellation request (201/202 are success).
+CANCEL_CODES: dict[str, tuple[bool, str]] = {
+    "203": (False, "El folio fiscal no corresponde al RFC del emisor."),
+    "204": (False, "El folio fiscal no aplica para cancelación."),
+    "205": (False, "El folio fiscal no existe."),
+}
+
+
 class PacInDoubt(PacError):
     """The call failed after the request may have reached the provider (timeout, dropped link, 500)."""
 

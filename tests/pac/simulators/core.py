@@ -120,13 +120,16 @@ class Faults:
         self.lock = threading.Lock()
         self.calls: dict[str, int] = {}
         self.quirks: set[str] = set()  # documented provider behaviours a test switches on
+        self.peers: set[tuple[str, int]] = set()  # client (host, port) seen: one per kept-alive connection
 
     def inject(self, kind: str, op: str = "stamp", times: int = 1) -> None:
         with self.lock:
             self.queue.setdefault(op, deque()).extend([kind] * times)
 
-    def take(self, op: str) -> str | None:
+    def take(self, op: str, peer=None) -> str | None:
         with self.lock:
+            if peer is not None:
+                self.peers.add((peer.host, peer.port))
             self.calls[op] = self.calls.get(op, 0) + 1
             q = self.queue.get(op)
             return q.popleft() if q else None
@@ -135,6 +138,7 @@ class Faults:
         with self.lock:
             self.queue.clear()
             self.quirks.clear()
+            self.peers.clear()
 
     async def hang(self) -> None:
         while not self.released.is_set():

@@ -87,7 +87,7 @@ def finkok_app(ledger: SatLedger, engine: StampingEngine, users: dict[str, str],
             return _fault("Operación desconocida")
         call = calls[0]
         op = etree.QName(call).localname
-        fault = faults.take(op)
+        fault = faults.take(op, request.client)
         if fault in ("500", "503"):
             return Response(b"", int(fault))
         if fault == "hang":

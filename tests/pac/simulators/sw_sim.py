@@ -49,7 +49,7 @@ def sw_app(ledger: SatLedger, engine: StampingEngine, users: dict[str, str], tok
     def guarded(op: str):
         def wrap(handler):
             async def endpoint(request: Request) -> Response:
-                fault = faults.take(op)
+                fault = faults.take(op, request.client)
                 if fault in ("500", "503"):
                     return Response(b"", int(fault))
                 if fault == "hang":
