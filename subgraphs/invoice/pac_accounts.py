@@ -22,6 +22,7 @@ from subgraphs.invoice import models as m
 from subgraphs.invoice.cfdi.csd import Csd
 
 from .pac.base import PacError
+from .pac.transport import shared_client
 from .pac.accounts import PacAccount, PacSettings, build_pac, open_account, seal_account
 
 MAX_ACCOUNTS = len(("finkok", "swsapien"))
@@ -85,7 +86,8 @@ async def organization_pac(rt: Runtime, session: AsyncSession, org: uuid.UUID, r
         return None
     accounts = [open_account(r.account_sealed, organization_id=org, provider=r.provider, settings=rt.settings)
                 for r in rows]
-    return build_pac(accounts, settings or PacSettings(), redis, csd=csd)
+    settings = settings or PacSettings()
+    return build_pac(accounts, settings, redis, csd=csd, client=shared_client(settings.timeouts))
 
 
 @asynccontextmanager

@@ -37,7 +37,9 @@ async def stamped_invoice(org, job_ctx, key: str) -> dict:
 
 async def test_stamps_with_the_first_pac_and_fails_over_to_the_second(org_with_pacs, sims, job_ctx, redis):
     first = await stamped_invoice(org_with_pacs, job_ctx, "org-first")
-    assert sims.ledger.get(first["uuid"]).pac == "finkok"
+    also_first = await stamped_invoice(org_with_pacs, job_ctx, "org-first-2")
+    assert sims.ledger.get(first["uuid"]).pac == sims.ledger.get(also_first["uuid"]).pac == "finkok"
+    assert len(sims.finkok_faults.peers) == 1  # one kept-alive connection across invoices
     sims.finkok_faults.inject("503")
     second = await stamped_invoice(org_with_pacs, job_ctx, "org-second")
     assert sims.ledger.get(second["uuid"]).pac == "swsapien"

@@ -10,6 +10,8 @@ PAC until it answers again and says whether it stamped it (see failover.py).
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
@@ -67,6 +69,20 @@ def new_client(timeouts: Timeouts) -> httpx.AsyncClient:
     """Keep-alive pool: one TLS handshake per provider and worker, not one per CFDI."""
     return httpx.AsyncClient(timeout=timeouts.httpx(), follow_redirects=False,
                              limits=httpx.Limits(max_connections=20, max_keepalive_connections=10))
+
+
+_shared: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Timeouts, httpx.AsyncClient]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def shared_client(timeouts: Timeouts) -> httpx.AsyncClient:
+    """One pooled client per event loop (a worker process) and timeout setting, so the PACs built
+    for each invoice reuse the same kept-alive connections instead of a handshake per CFDI."""
+    per_loop = _shared.setdefault(asyncio.get_running_loop(), {})
+    client = per_loop.get(timeouts)
+    if client is None or client.is_closed:
+        client = per_loop[timeouts] = new_client(timeouts)
+    return client
 
 
 class HttpAdapter:
