@@ -5,7 +5,7 @@ the invoice service talks to (a FailoverPac when the organization lists more tha
 Environment (all optional):
   PAC_ENVIRONMENT=test|production       picks each provider's default endpoint
   FINKOK_URL, SW_URL, SAT_STATUS_URL    override an endpoint (a simulator, a proxy)
-  PAC_CONNECT_TIMEOUT_SECONDS=5  PAC_READ_TIMEOUT_SECONDS=30  PAC_FAILOVER_COOLDOWN_SECONDS=60
+  PAC_CONNECT_TIMEOUT_SECONDS=5  PAC_READ_TIMEOUT_SECONDS=20  PAC_FAILOVER_COOLDOWN_SECONDS=60
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class PacSettings(BaseSettings):
     sw_url: str | None = None
     sat_status_url: str = sat_status.PRODUCTION_URL  # SAT has one public endpoint
     pac_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-    pac_read_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    # Below PAC_TIMEOUT_SECONDS (30 s), which bounds a whole stamping call (recover + stamp).
+    pac_read_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
     pac_failover_cooldown_seconds: int = Field(default=60, ge=1, le=3600)
 
     def url(self, provider: str) -> str:
