@@ -1,4 +1,6 @@
-"""An organization's PAC accounts in Postgres: sealed, ordered, replaced atomically, per tenant,
+"""(Beside the invoice tests so they share the session's invoice and auth apps.)
+
+An organization's PAC accounts in Postgres: sealed, ordered, replaced atomically, per tenant,
 and opened into the FailoverPac the worker stamps with."""
 
 from __future__ import annotations
@@ -10,19 +12,15 @@ from sqlalchemy import select
 
 from shared.crypto import SecretDecryptionError
 from shared.errors import InputError
+from subgraphs.invoice import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.pac.accounts import PacAccount, PacSettings
 from subgraphs.invoice.pac_accounts import list_pac_accounts, organization_pac, set_pac_accounts
-from subgraphs.invoice import cfdi
-from tests.invoice.conftest import (  # noqa: F401 - fixtures
-    api, auth_app, auth_http, auth_settings, gql, invoice_app, invoice_http, ip, new_org, org, runtime, sign_up,
-)
-
-from .simulators.core import Record
-
 from tests.cfdi.conftest import make_invoice
-
-from .conftest import FINKOK_PASSWORD, FINKOK_USER, SW_TOKEN
+from tests.pac.conftest import (  # noqa: F401 - fixtures: the PAC simulators and test CSDs
+    FINKOK_PASSWORD, FINKOK_USER, SW_TOKEN, _clean_faults, csd_issuer, csd_receiver, new_cfdi, redis, sims,
+)
+from tests.pac.simulators.core import Record
 
 
 async def test_accounts_are_stored_sealed_in_order_and_replaced(runtime):

@@ -6,14 +6,12 @@ from __future__ import annotations
 import pytest
 from arq import Retry
 
-from tests.invoice.conftest import (  # noqa: F401 - fixtures
-    CANCEL, api, auth_app, auth_http, auth_settings, gql, invoice_app, invoice_http, ip, job_ctx, new_org, org,
-    runtime, sign_up,
+from tests.invoice.conftest import CANCEL
+from tests.invoice.test_pac_accounts import SET
+from tests.pac.conftest import (  # noqa: F401 - fixtures: the PAC simulators
+    FINKOK_PASSWORD, FINKOK_USER, SW_TOKEN, _clean_faults, csd_issuer, redis, sims,
 )
 from workers.stamping import cancel_invoice_job, poll_cancellation_job, stamp_invoice_job
-
-from .conftest import FINKOK_PASSWORD, FINKOK_USER, SW_TOKEN
-from .test_org_accounts import SET
 
 
 @pytest.fixture
