@@ -6,6 +6,7 @@ An empty list means "use the service's default PAC" (PAC_PROVIDER, the sandbox u
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -121,7 +122,8 @@ async def _receiver_pac(rt: Runtime, org: uuid.UUID, redis: Redis, settings: Pac
         if issuer is None or csd_row is None:
             raise InputError.single("CSD_REQUIRED", "Configura el emisor y activa un CSD para responder solicitudes.",
                                     None)
-        pac = await organization_pac(rt, session, org, redis, csd=service.open_csd(csd_row, rt.settings),
+        csd = await asyncio.to_thread(service.open_csd, csd_row, rt.settings)  # key loading stays off the loop
+        pac = await organization_pac(rt, session, org, redis, csd=csd,
                                      settings=settings)
     if pac is None:
         raise InputError.single("PAC_NOT_CONFIGURED",

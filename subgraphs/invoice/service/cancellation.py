@@ -6,6 +6,7 @@ CANCELLATION_REJECTED, or CANCELLATION_FAILED when the PAC refuses), seen on the
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from sqlalchemy import select
@@ -75,8 +76,8 @@ async def run_cancellation(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int =
         issuer = await get_issuer(session, inv.organization_id)
         csd_row = await active_csd(session, inv.organization_id)
         try:
-            async with chosen_pac(rt, session, inv.organization_id, pac, injected=injected,
-                                  csd=open_csd(csd_row, rt.settings) if csd_row else None) as (chosen, own):
+            csd = await asyncio.to_thread(open_csd, csd_row, rt.settings) if csd_row else None  # off the loop
+            async with chosen_pac(rt, session, inv.organization_id, pac, injected=injected, csd=csd) as (chosen, own):
                 cfdi_ref = {"receiver_rfc": inv.customer_rfc, "total": inv.total} if own else {}
                 answer = await ask_pac(chosen.cancel(inv.uuid, issuer.rfc, inv.cancellation_reason,
                                                      inv.replacement_uuid, **cfdi_ref), inv.id)

@@ -118,7 +118,7 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
             if xml is not None:
                 try:
                     async with chosen_pac(rt, session, inv.organization_id, pac, injected=injected,
-                                          csd=open_csd(csd_row, rt.settings)) as (chosen, own):
+                                          csd=None) as (chosen, own):  # stamping needs no CSD
                         call = chosen.stamp(xml, idempotency_key=inv.stamp_idempotency_key) if own else chosen.stamp(xml)
                         result = await ask_pac(call, inv.id)
                 except PacError as exc:
