@@ -155,3 +155,21 @@ class InvoiceEvent(Base):
     to_status: Mapped[str] = mapped_column(String(30))
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
+
+
+class PacAccount(Base):
+    """One PAC account of an organization, in its order of preference (position 0 stamps first).
+    Credentials are sealed with the KEK, bound to the organization and provider (pac/accounts.py)."""
+
+    __tablename__ = "pac_accounts"
+    __table_args__ = (UniqueConstraint("organization_id", "provider", name="uq_pac_accounts_org_provider"),
+                      UniqueConstraint("organization_id", "position", name="uq_pac_accounts_org_position"))
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(20))
+    username_hint: Mapped[str] = mapped_column(String(40))  # shown back to the user, never the secret
+    account_sealed: Mapped[str] = mapped_column(Text)
+    kek_id: Mapped[str] = mapped_column(String(40))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = _created()

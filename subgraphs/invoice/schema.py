@@ -29,6 +29,7 @@ from subgraphs.invoice.cfdi import search_catalog
 from subgraphs.invoice.cfdi.catalogs import CatalogSearchError, UnknownCatalogError
 from subgraphs.invoice.draft import Draft
 from subgraphs.invoice.lifecycle import Status
+from subgraphs.invoice.pac_schema import PacMutations, PacQueries
 
 Ctx = Info[RequestContext, None]
 # Far below the Integer column's 2^31: a series started this high still has a billion folios left.
@@ -544,7 +545,7 @@ def _invoice_payload(row: m.Invoice) -> InvoicePayload:
 # --- root types ----------------------------------------------------------------------------------
 
 @strawberry.type
-class Query:
+class Query(PacQueries):
     @strawberry.field(description="The organization's issuer profile (Emisor), null until configured.")
     async def issuer(self, info: Ctx) -> Issuer | None:
         p = await info.context.require(P.INVOICE_READ)
@@ -626,7 +627,7 @@ class Query:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(PacMutations):
     @strawberry.mutation(description="Create or update the issuer profile (Emisor, LugarExpedicion).")
     async def save_issuer(self, info: Ctx, input: IssuerInput) -> IssuerPayload:
         p = await info.context.require(P.ISSUER_MANAGE)

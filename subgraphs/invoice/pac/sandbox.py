@@ -63,6 +63,33 @@ def certificate_lookup(number: str) -> x509.Certificate | None:
     return s.certificate if number == s.certificate_number else None
 
 
+def check_stampable(root, now: datetime):
+    """What every PAC checks before stamping (XSD, Sello, CSD of the issuer, 72 h window), as the
+    PacError a PAC answers with; the parsed invoice when the CFDI can be stamped."""
+    if root.find(f"{{{CFDI_NS}}}Complemento/{{{TFD_NS}}}TimbreFiscalDigital") is not None:
+        raise PacError("307", "El comprobante ya contiene un timbre previo.")
+    issues = validate_xsd(root, mode="lean")
+    if issues:
+        raise PacError("301", f"El XML no cumple con el esquema: {issues[0].message}")
+    try:
+        cert = x509.load_der_x509_certificate(base64.b64decode("".join((root.get("Certificado") or "").split())))
+    except ValueError as exc:
+        raise PacError("303", "El certificado del emisor no es válido.") from exc
+    if not verify_signature(cert, cadena_original(root).encode("utf-8"), root.get("Sello") or ""):
+        raise PacError("302", "El sello del emisor no es válido.")
+    invoice = parse_tree(root)
+    if certificate_rfc(cert) != invoice.issuer.rfc.upper():
+        raise PacError("303", "El certificado no corresponde al RFC del emisor.")
+    if not is_csd_certificate(cert):
+        raise PacError("306", "El certificado no es de tipo CSD (¿es una e.firma/FIEL?).")
+    if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
+        raise PacError("305", "La fecha de emisión no está dentro de la vigencia del CSD del emisor.")
+    window = issue_date_window(invoice, now)
+    if window:
+        raise PacError("401", "El rango de la fecha de generación no debe ser mayor a 72 horas.")
+    return invoice
+
+
 class SandboxPac:
     def __init__(self, redis: Redis):
         self.redis = redis
@@ -86,7 +113,7 @@ class SandboxPac:
             code = fail.split(":", 1)[1] or "CFDI40999"
             raise PacError(code, f"El PAC rechazó el comprobante (código {code}).")
 
-    async def stamp(self, xml: bytes) -> StampResult:
+    async def stamp(self, xml: bytes, *, idempotency_key: str | None = None) -> StampResult:
         try:
             root = parse_xml(xml)
         except UnsafeXmlError as exc:
@@ -98,28 +125,7 @@ class SandboxPac:
         known = await self.redis.get(f"{_PREFIX}:seal:{seal_hash}")
         if known:
             return await self._previous(known.decode())
-        if root.find(f"{{{CFDI_NS}}}Complemento/{{{TFD_NS}}}TimbreFiscalDigital") is not None:
-            raise PacError("307", "El comprobante ya contiene un timbre previo.")
-        issues = validate_xsd(root, mode="lean")
-        if issues:
-            raise PacError("301", f"El XML no cumple con el esquema: {issues[0].message}")
-        try:
-            cert = x509.load_der_x509_certificate(base64.b64decode("".join((root.get("Certificado") or "").split())))
-        except ValueError as exc:
-            raise PacError("303", "El certificado del emisor no es válido.") from exc
-        if not verify_signature(cert, cadena_original(root).encode("utf-8"), seal):
-            raise PacError("302", "El sello del emisor no es válido.")
-        invoice = parse_tree(root)
-        if certificate_rfc(cert) != invoice.issuer.rfc.upper():
-            raise PacError("303", "El certificado no corresponde al RFC del emisor.")
-        if not is_csd_certificate(cert):
-            raise PacError("306", "El certificado no es de tipo CSD (¿es una e.firma/FIEL?).")
-        if not (cert.not_valid_before_utc <= datetime.now(timezone.utc) <= cert.not_valid_after_utc):
-            raise PacError("305", "La fecha de emisión no está dentro de la vigencia del CSD del emisor.")
-        window = issue_date_window(invoice, datetime.now(timezone.utc))
-        if window:
-            raise PacError("401", "El rango de la fecha de generación no debe ser mayor a 72 horas.")
-
+        invoice = check_stampable(root, datetime.now(timezone.utc))
         stamped_at = datetime.now(timezone.utc).astimezone(place_timezone(invoice.place_of_issue)).replace(
             tzinfo=None, microsecond=0)
         tfd = stamp_cfdi(root, signer(), PAC_RFC, stamped_at)

@@ -6,6 +6,7 @@ CANCELLATION_REJECTED, or CANCELLATION_FAILED when the PAC refuses), seen on the
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from sqlalchemy import select
@@ -17,8 +18,9 @@ from subgraphs.invoice import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.lifecycle import CANCELLABLE, VALID, Status
 from subgraphs.invoice.pac import PacError, get_pac
+from subgraphs.invoice.pac_accounts import chosen_pac
 from subgraphs.invoice.service.common import ask_pac, locked, publish_status, record_transition, utcnow
-from subgraphs.invoice.service.issuer import get_issuer
+from subgraphs.invoice.service.issuer import active_csd, get_issuer, open_csd
 from subgraphs.invoice.service.queries import invoice_by_uuid
 
 # Statuses where asking again with the same reason answers what is already under way.
@@ -63,7 +65,7 @@ async def run_cancellation(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int =
                            pac=None) -> tuple[str, bool]:
     """The worker's part: ask the PAC to cancel an invoice in CANCELLING. Returns (status, retry);
     idempotent, and safe with several workers (row lock, skipped when busy)."""
-    pac = pac or get_pac(rt.redis)
+    injected, pac = pac is not None, pac or get_pac(rt.redis)
     async with transaction(rt.sessionmaker) as session:
         inv = await session.scalar(select(m.Invoice).where(m.Invoice.id == invoice_id)
                                    .with_for_update(skip_locked=True))
@@ -72,9 +74,13 @@ async def run_cancellation(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int =
         if inv.status != Status.CANCELLING:
             return inv.status, False
         issuer = await get_issuer(session, inv.organization_id)
+        csd_row = await active_csd(session, inv.organization_id)
         try:
-            answer = await ask_pac(pac.cancel(inv.uuid, issuer.rfc, inv.cancellation_reason, inv.replacement_uuid),
-                                   inv.id)
+            csd = await asyncio.to_thread(open_csd, csd_row, rt.settings) if csd_row else None  # off the loop
+            async with chosen_pac(rt, session, inv.organization_id, pac, injected=injected, csd=csd) as (chosen, own):
+                cfdi_ref = {"receiver_rfc": inv.customer_rfc, "total": inv.total} if own else {}
+                answer = await ask_pac(chosen.cancel(inv.uuid, issuer.rfc, inv.cancellation_reason,
+                                                     inv.replacement_uuid, **cfdi_ref), inv.id)
         except PacError as exc:
             if exc.transient and attempt < max_attempts:
                 inv.pac_code, inv.pac_message = exc.code, exc.message
@@ -100,13 +106,16 @@ async def run_cancellation(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int =
 
 async def poll_cancellation(rt: Runtime, invoice_id: uuid.UUID, *, pac=None) -> str:
     """Ask the PAC about a cancellation waiting for the receiver's answer."""
-    pac = pac or get_pac(rt.redis)
+    injected, pac = pac is not None, pac or get_pac(rt.redis)
     async with transaction(rt.sessionmaker) as session:
         inv = await session.scalar(select(m.Invoice).where(m.Invoice.id == invoice_id)
                                    .with_for_update(skip_locked=True))
         if inv is None or inv.status != Status.CANCELLATION_PENDING:
             return inv.status if inv else "BUSY_OR_MISSING"
-        status = await pac.status(inv.uuid)
+        async with chosen_pac(rt, session, inv.organization_id, pac, injected=injected, csd=None) as (chosen, own):
+            issuer = await get_issuer(session, inv.organization_id) if own else None
+            status = await (chosen.status(inv.uuid, issuer_rfc=issuer.rfc, receiver_rfc=inv.customer_rfc,
+                                          total=inv.total) if own else chosen.status(inv.uuid))
         if status == "CANCELLED":
             inv.cancelled_at = utcnow()
             await record_transition(session, inv, Status.CANCELLED, None, "El receptor aceptó la cancelación",

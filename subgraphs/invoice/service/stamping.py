@@ -22,6 +22,7 @@ from subgraphs.invoice import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.lifecycle import EDITABLE, Status
 from subgraphs.invoice.pac import PacError, get_pac
+from subgraphs.invoice.pac_accounts import chosen_pac
 from subgraphs.invoice.service.common import ask_pac, locked, publish_status, record_transition, utcnow
 from subgraphs.invoice.service.documents import EVENT_LINK_TTL, document_path
 from subgraphs.invoice.service.drafts import build_engine_invoice, evaluate
@@ -80,7 +81,7 @@ class StampOutcome:
 
 async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1, max_attempts: int = 5, pac=None) -> StampOutcome:
     """Stamp one invoice in STAMPING. Idempotent, and safe with several workers (row lock)."""
-    pac = pac or get_pac(rt.redis)
+    injected, pac = pac is not None, pac or get_pac(rt.redis)
     retry = False
     async with transaction(rt.sessionmaker) as session:
         inv = await session.scalar(select(m.Invoice).where(m.Invoice.id == invoice_id)
@@ -116,7 +117,10 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
                 failure = ("SEAL_ERROR", "No se pudo generar o sellar el comprobante con el CSD activo.")
             if xml is not None:
                 try:
-                    result = await ask_pac(pac.stamp(xml), inv.id)
+                    async with chosen_pac(rt, session, inv.organization_id, pac, injected=injected,
+                                          csd=None) as (chosen, own):  # stamping needs no CSD
+                        call = chosen.stamp(xml, idempotency_key=inv.stamp_idempotency_key) if own else chosen.stamp(xml)
+                        result = await ask_pac(call, inv.id)
                 except PacError as exc:
                     if exc.transient and attempt < max_attempts and inv.stamp_attempts < MAX_TOTAL_ATTEMPTS:
                         inv.pac_code, inv.pac_message = exc.code, exc.message
