@@ -10,7 +10,7 @@ NODE_STAMP := supergraph/node_modules/.installed
 MCP_NODE_STAMP := tests/mcp_node/node_modules/.installed
 SERVICES_WITH_SCHEMA := $(notdir $(patsubst %/schema.py,%,$(wildcard subgraphs/*/schema.py)))
 
-.PHONY: install dev test schema check-schema bench clean
+.PHONY: install dev test test-n8n schema check-schema bench clean
 
 install: $(PY_STAMP) $(NODE_STAMP) $(MCP_NODE_STAMP)
 
@@ -53,3 +53,9 @@ bench: install
 
 clean:
 	rm -rf $(VENV) supergraph/node_modules .data
+
+# Not part of `make test`: installs the n8n npm package (large) and runs the first example
+# workflow headless against a stack already running (`make dev` in another terminal).
+test-n8n: install
+	test -x examples/n8n/node_modules/.bin/n8n || npm install --prefix examples/n8n --no-audit --no-fund --loglevel=error --no-save n8n
+	$(BIN)/python examples/n8n/smoke.py

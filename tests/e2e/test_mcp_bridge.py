@@ -197,3 +197,15 @@ def test_the_npm_sdk_client_lists_tools_and_calls_one(bridge, org):
     assert "invoice_stamp" in result["tools"]
     assert result["noRef"] is True
     assert result["call"]["isError"] is False and any(r["code"] == "PUE" for r in result["call"]["structuredContent"]["items"])
+
+
+async def test_every_tool_call_is_one_json_log_line_without_the_key(bridge, org, stack):
+    async with mcp_session(bridge, {"Authorization": f"Bearer {org['full']}"}) as s:
+        await s.call_tool("invoice_status", {"id": str(uuid.uuid4())})
+    lines = [json.loads(line) for line in stack.log("mcp-bridge").splitlines() if line.startswith("{")]
+    calls = [rec for rec in lines if rec.get("message") == "tool call" and rec.get("tool") == "invoice_status"]
+    assert calls, lines[-5:]
+    last = calls[-1]
+    assert last["api_key_id"] and last["organization_id"] and last["outcome"].startswith("tool_error")
+    assert isinstance(last["duration_ms"], float)
+    assert org["full"] not in stack.log("mcp-bridge")  # the key itself is never logged
