@@ -21,11 +21,10 @@ from starlette.routing import Route
 
 from mcp_bridge.config import BridgeSettings, get_bridge_settings
 from mcp_bridge.gateway import GatewayClient, GatewayUnavailable, InvalidApiKey
-from mcp_bridge.operations import OPERATIONS_DIR, exposed, load_tool_operations
+from mcp_bridge.operations import exposed, load_tool_operations
 from mcp_bridge.tools import ToolCatalog
 
 log = logging.getLogger("mcp_bridge")
-SUPERGRAPH = OPERATIONS_DIR.parent / "supergraph.graphql"
 INSTRUCTIONS = (
     "Facturación electrónica CFDI 4.0 y gastos de una organización mexicana. Las herramientas de "
     "lectura no cambian nada; invoice_stamp e invoice_cancel actúan ante el SAT: llámalas primero sin "
@@ -118,12 +117,13 @@ async def _unauthorized(scope, receive, send, error: str, message: str, code: st
 def create_app(settings: BridgeSettings | None = None) -> Starlette:
     settings = settings or get_bridge_settings()
     gateway = GatewayClient(settings)
-    ops = exposed(load_tool_operations(), settings.mcp_mutations)
-    catalog = ToolCatalog(ops, SUPERGRAPH.read_text(encoding="utf-8"), gateway,
+    operations_dir = settings.mcp_schema_dir / "operations"
+    ops = exposed(load_tool_operations(operations_dir), settings.mcp_mutations)
+    catalog = ToolCatalog(ops, (settings.mcp_schema_dir / "supergraph.graphql").read_text(encoding="utf-8"), gateway,
                           rate_limit_per_minute=settings.mcp_rate_limit_per_minute,
                           max_wait_seconds=settings.mcp_max_wait_seconds,
                           graphql_query_tool=settings.mcp_graphql_query_tool,
-                          preview_document=(OPERATIONS_DIR / "InvoicePreview.graphql").read_text(encoding="utf-8"))
+                          preview_document=(operations_dir / "InvoicePreview.graphql").read_text(encoding="utf-8"))
     server = BridgeServer(catalog)
     # host="0.0.0.0": no DNS-rebinding host check (callers authenticate with a key, never cookies,
     # and the bridge is reached by service names in deployments).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -14,6 +15,9 @@ class BridgeSettings(BaseSettings):
 
     app_env: Literal["development", "test", "production"] = "development"
     gateway_url: str = "http://127.0.0.1:4000/graphql"
+    # The operation files that become tools and the supergraph they are typed against (the
+    # container image copies `schema/` here; a checkout uses its own).
+    mcp_schema_dir: Path = Path(__file__).resolve().parent.parent / "schema"
     # Which mutations become tools: none (read-only bridge), curated (the vetted list), or all.
     mcp_mutations: Literal["none", "curated", "all"] = "curated"
     # A read-only tool that runs any query document with the key's permissions (off by default:
