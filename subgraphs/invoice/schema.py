@@ -438,7 +438,8 @@ class InvoiceInput:
     type: InvoiceType = strawberry.field(default=InvoiceType.INCOME, description="Kind of CFDI (TipoDeComprobante): INCOME for a sale, EGRESS for a credit note, PAYMENT for a payment receipt.")
     customer_id: strawberry.ID | None = strawberry.field(default=None, description="Id of the customer who receives it (Receptor); omit only for a global invoice to the general public.")
     series: str | None = strawberry.field(default=None, description="Series (Serie); the issuer's default when omitted. The folio is assigned automatically.")
-    currency: str | None = strawberry.field(default=None, description="Currency (Moneda, c_Moneda), MXN when omitted.")
+    currency: str | None = strawberry.field(default=None, description="Currency (Moneda, c_Moneda), MXN when omitted.",
+                                            metadata=column_limits(m.Invoice.currency))
     exchange_rate: Decimal | None = strawberry.field(default=None, description="MXN per unit of the currency when it is not MXN (TipoCambio).")
     payment_form: str | None = strawberry.field(default=None, description="How it is or will be paid (FormaPago, c_FormaPago), e.g. 03 transfer, 01 cash; 99 'por definir' with PPD.")
     payment_method: str | None = strawberry.field(default=None, description="PUE paid in one payment now, or PPD paid later or in installments (MetodoPago).")

@@ -27,7 +27,8 @@ from tests.conftest import unique_email
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 NODE_CLIENT = ROOT / "tests" / "mcp_node" / "client.mjs"
-FULL = ["invoice:read", "invoice:issue", "invoice:cancel", "customer:manage"]
+FULL = ["invoice:read", "invoice:issue", "invoice:cancel", "customer:manage", "expense:submit", "expense:read",
+        "expense:approve"]
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +71,12 @@ def _payload(result) -> dict:
 
 
 @pytest.fixture(scope="module")
-async def org(stack, bridge):
+async def org(stack, bridge, mailbox):
     from tests.graphql_client import GraphQLClient
 
     async with httpx.AsyncClient(base_url=stack.urls["gateway"], timeout=30) as http:
         gw = GraphQLClient(http)
-        token, customer_id = await _new_issuer(gw, customer_email=unique_email("cliente-mcp"))
+        token, customer_id = await _new_issuer(gw, mailbox, customer_email=unique_email("cliente-mcp"))
         full = await _api_key(gw, token, FULL)
         read_only = await _api_key(gw, token, ["invoice:read"])
     return {"token": token, "customer_id": customer_id, "full": full, "read_only": read_only}
@@ -98,7 +99,8 @@ async def test_tools_schemas_are_inlined_with_enums_and_descriptions(bridge, org
     async with mcp_session(bridge, {"Authorization": f"Bearer {org['full']}"}) as s:
         tools = {t.name: t for t in (await s.list_tools()).tools}
     expected = {"invoices_search", "invoice_get", "invoice_create", "invoice_stamp", "invoice_status", "invoice_cancel",
-                "invoice_download_links", "customers_search", "customer_create", "sat_catalog_search", "notifications_list"}
+                "invoice_download_links", "customers_search", "customer_create", "sat_catalog_search", "notifications_list",
+                "expenses_search", "expense_create", "expense_import_cfdi", "expense_submit", "expense_approve"}
     assert expected <= set(tools)
     for tool in tools.values():
         assert tool.description and len(tool.description) > 30
@@ -217,3 +219,20 @@ async def test_every_tool_call_is_one_json_log_line_without_the_key(bridge, org,
     assert last["api_key_id"] and last["organization_id"] and last["outcome"].startswith("tool_error")
     assert isinstance(last["duration_ms"], float)
     assert org["full"] not in stack.log("mcp-bridge")  # the key itself is never logged
+
+
+async def test_expense_tools_create_submit_and_refuse_self_approval(bridge, org):
+    async with mcp_session(bridge, {"X-API-Key": org["full"]}) as s:
+        created = await s.call_tool("expense_create", {"input": {"amount": "1250.50", "currency": "MXN", "date": "2026-11-30",
+                                    "merchantName": "Papelería Kemper", "description": "Papel y tóner", "paymentMethod": "COMPANY_CARD"}})
+        assert not created.is_error, created.content[0].text
+        expense = _payload(created)["expense"]
+        assert expense["status"] == "DRAFT" and expense["amount"].startswith("1250.5")
+        submitted = _payload(await s.call_tool("expense_submit", {"id": expense["id"], "comment": "urgente"}))
+        assert submitted["expense"]["status"] == "SUBMITTED"
+        own = await s.call_tool("expense_approve", {"id": expense["id"]})
+        assert own.is_error and "SELF" in own.content[0].text.upper()  # no self-approval, said as code + message
+        found = _payload(await s.call_tool("expenses_search", {"filter": {"mine": True}}))
+        assert expense["id"] in [e["node"]["id"] for e in found["edges"]]
+        bad = await s.call_tool("expense_import_cfdi", {"xml": "<no-es-un-cfdi/>"})
+        assert bad.is_error and "CFDI_" in bad.content[0].text
