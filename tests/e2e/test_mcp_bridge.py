@@ -21,7 +21,7 @@ import pytest
 
 from mcp_bridge.jsonschema import walk
 from shared.embedded import free_port
-from tests.e2e.test_invoicing_through_gateway import _new_issuer
+from tests.gateway_flows import new_issuer
 from tests.conftest import unique_email
 
 pytestmark = pytest.mark.e2e
@@ -76,7 +76,7 @@ async def org(stack, bridge, mailbox):
 
     async with httpx.AsyncClient(base_url=stack.urls["gateway"], timeout=30) as http:
         gw = GraphQLClient(http)
-        token, customer_id = await _new_issuer(gw, mailbox, customer_email=unique_email("cliente-mcp"))
+        token, customer_id = await new_issuer(gw, mailbox, customer_email=unique_email("cliente-mcp"))
         full = await _api_key(gw, token, FULL)
         read_only = await _api_key(gw, token, ["invoice:read"])
     return {"token": token, "customer_id": customer_id, "full": full, "read_only": read_only}
