@@ -13,6 +13,7 @@ COPY pyproject.toml ./
 COPY shared ./shared
 COPY subgraphs ./subgraphs
 COPY workers ./workers
+COPY mcp_bridge ./mcp_bridge
 RUN pip install .
 
 FROM python:3.11-slim
@@ -27,8 +28,11 @@ RUN groupadd --system --gid 10001 app \
  && mkdir -p /data/receipts && chown app:app /data/receipts
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
+# The MCP bridge turns schema/operations/*.graphql into tools, typed by schema/supergraph.graphql.
+COPY schema /app/schema
+ENV MCP_SCHEMA_DIR=/app/schema
 USER 10001:10001
-EXPOSE 4001 4002 4003 4004
+EXPOSE 4001 4002 4003 4004 4005
 # Overridden per service in compose.yaml.
 # --no-proxy-headers: uvicorn must never take the client address from X-Forwarded-For itself; only
 # shared/client_address.py decides, and only for requests carrying the gateway's secret.

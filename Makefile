@@ -7,11 +7,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY_STAMP   := $(VENV)/.installed
 NODE_STAMP := supergraph/node_modules/.installed
+MCP_NODE_STAMP := tests/mcp_node/node_modules/.installed
 SERVICES_WITH_SCHEMA := $(notdir $(patsubst %/schema.py,%,$(wildcard subgraphs/*/schema.py)))
 
-.PHONY: install dev test schema check-schema bench clean
+.PHONY: install dev test test-n8n schema check-schema bench clean
 
-install: $(PY_STAMP) $(NODE_STAMP)
+install: $(PY_STAMP) $(NODE_STAMP) $(MCP_NODE_STAMP)
 
 $(PY_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,11 @@ $(PY_STAMP): pyproject.toml
 
 $(NODE_STAMP): supergraph/package.json supergraph/package-lock.json
 	npm ci --prefix supergraph --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The npm MCP SDK client the bridge's tests drive (a client we did not write).
+$(MCP_NODE_STAMP): tests/mcp_node/package.json tests/mcp_node/package-lock.json
+	npm ci --prefix tests/mcp_node --no-audit --no-fund --loglevel=error
 	touch $@
 
 dev: install
@@ -47,3 +53,9 @@ bench: install
 
 clean:
 	rm -rf $(VENV) supergraph/node_modules .data
+
+# Not part of `make test`: installs the n8n npm package (large) and runs the first example
+# workflow headless against a stack already running (`make dev` in another terminal).
+test-n8n: install
+	test -x examples/n8n/node_modules/.bin/n8n || npm install --prefix examples/n8n --no-audit --no-fund --loglevel=error --no-save n8n
+	$(BIN)/python examples/n8n/smoke.py

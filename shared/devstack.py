@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from shared import embedded
-from shared.registry import service, subgraphs as registered_subgraphs
+from shared.registry import bridges, service, subgraphs as registered_subgraphs
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -125,9 +125,14 @@ def main() -> int:
                            "--no-access-log", "--no-proxy-headers", "--timeout-graceful-shutdown", "5"], env=env)
     manager.add("worker", [PY, "-m", "workers.main"], env=env)
     manager.add("gateway", [str(ROOT / "supergraph" / "gateway.sh")], env={**env, "GATEWAY_PORT": str(gateway_port)})
+    bridge_ports = {b.name: _port(b.name, b.port) for b in bridges()}
+    for b in bridges():  # clients of the gateway (the MCP bridge)
+        manager.add(b.name, [PY, "-m", b.module], env={
+            **env, "GATEWAY_URL": f"http://127.0.0.1:{gateway_port}/graphql", "MCP_BRIDGE_PORT": str(bridge_ports[b.name])})
 
     checks = {name: f"http://127.0.0.1:{port}/health/ready" for name, port in subgraphs.items()}
     checks["gateway"] = f"http://127.0.0.1:{gateway_port}/readiness"
+    checks.update({name: f"http://127.0.0.1:{port}/health/live" for name, port in bridge_ports.items()})
 
     def announce():
         status = _wait_healthy(checks)
@@ -139,6 +144,7 @@ def main() -> int:
                 demo_issuer = f"no se pudo configurar: {exc!r}"
         rows = [("gateway (GraphQL)", f"http://127.0.0.1:{gateway_port}/graphql", status["gateway"])]
         rows += [(f"subgraph {n}", f"http://127.0.0.1:{p}/graphql", status[n]) for n, p in subgraphs.items()]
+        rows += [(f"{n} (MCP para n8n)", f"http://127.0.0.1:{p}/mcp", status[n]) for n, p in bridge_ports.items()]
         if "mail" in manager.programs:
             rows.append(("correo (mail catcher)", f"http://127.0.0.1:{mail_http}/", True))
         rows.append(("postgres", "embedded (.data/pg)" if embedded_pg else "DATABASE_URL", True))

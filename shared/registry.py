@@ -33,6 +33,7 @@ class Service:
     schema: bool = False  # owns a Postgres schema versioned by subgraphs/<name>/migrations
     outbox: bool = False  # has an outbox table the relay drains
     planned: bool = False  # port reserved, not built yet: nothing starts or composes it
+    module: str | None = None  # what `python -m` runs, for services that are not subgraphs/<name>/app.py
 
     @property
     def url_env(self) -> str:
@@ -48,13 +49,17 @@ SERVICES: tuple[Service, ...] = (
     Service("invoice", "subgraph", 4002, schema=True, outbox=True),
     Service("expense", "subgraph", 4003, schema=True, outbox=True),
     Service("notification", "subgraph", 4004, schema=True, outbox=True),
-    Service("mcp", "bridge", 4005, planned=True),  # MCP bridge for AI agents (reserved)
+    Service("mcp", "bridge", 4005, module="mcp_bridge"),  # MCP bridge for n8n and AI agents (a gateway client)
     Service("worker", "worker"),  # arq: stamping, e-mail, event relay and consumers
 )
 
 
 def subgraphs() -> list[Service]:
     return [s for s in SERVICES if s.kind == "subgraph" and not s.planned]
+
+
+def bridges() -> list[Service]:
+    return [s for s in SERVICES if s.kind == "bridge" and not s.planned]
 
 
 def service(name: str) -> Service:

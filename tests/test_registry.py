@@ -54,3 +54,5 @@ def test_compose_runs_every_registered_service() -> None:
         assert cmd[cmd.index("--port") + 1] == str(s.port), s.name
         assert re.fullmatch(rf"http://{s.name}:{s.port}/graphql", router_env[s.url_env]), s.name
     assert "worker" in services
+    for b in registry.bridges():
+        assert services[b.name]["command"][-1] == b.module and services[b.name].get("healthcheck"), b.name

@@ -312,16 +312,16 @@ class FiscalProfile:
 
 @strawberry.input
 class ExpenseInput:
-    amount: Decimal | None = None
-    currency: str | None = None
-    exchange_rate: Decimal | None = None
-    date: date | None = None
-    category_id: strawberry.ID | None = None
-    merchant_name: str | None = None
-    merchant_rfc: str | None = None
-    description: str | None = None
-    payment_method: PaymentMethod | None = None
-    project_tag: str | None = None
+    amount: Decimal | None = strawberry.field(default=None, description="Total paid, taxes included, decimal string in `currency`, e.g. \"1250.50\".")
+    currency: str | None = strawberry.field(default=None, description="Currency of the amount (c_Moneda), MXN when omitted.")
+    exchange_rate: Decimal | None = strawberry.field(default=None, description="MXN per unit of the currency; required when it is not MXN.")
+    date: date | None = strawberry.field(default=None, description="Day the expense was paid (YYYY-MM-DD).")
+    category_id: strawberry.ID | None = strawberry.field(default=None, description="One of the organization's expense categories (expenseCategories).")
+    merchant_name: str | None = strawberry.field(default=None, description="Who was paid: the supplier or shop name.")
+    merchant_rfc: str | None = strawberry.field(default=None, description="The supplier's RFC when known (needed for a deductible expense).")
+    description: str | None = strawberry.field(default=None, description="What was bought and why.")
+    payment_method: PaymentMethod | None = strawberry.field(default=None, description="How it was paid.")
+    project_tag: str | None = strawberry.field(default=None, description="Project or cost centre to charge it to.")
 
     def to_data(self) -> service.ExpenseData:
         return service.ExpenseData(
@@ -344,14 +344,14 @@ def _category_id(value, field: list[str] | None = None) -> uuid.UUID | None:
 
 @strawberry.input
 class ExpenseFilter:
-    status: ExpenseStatus | None = None
-    category_id: strawberry.ID | None = None
-    submitter_id: strawberry.ID | None = None
-    report_id: strawberry.ID | None = None
-    project_tag: str | None = None
-    date_from: date | None = None
-    date_to: date | None = None
-    mine: bool = False
+    status: ExpenseStatus | None = strawberry.field(default=None, description="Only expenses in this status.")
+    category_id: strawberry.ID | None = strawberry.field(default=None, description="Only this category.")
+    submitter_id: strawberry.ID | None = strawberry.field(default=None, description="Only expenses this user recorded.")
+    report_id: strawberry.ID | None = strawberry.field(default=None, description="Only expenses of this report.")
+    project_tag: str | None = strawberry.field(default=None, description="Only expenses charged to this project or cost centre.")
+    date_from: date | None = strawberry.field(default=None, description="Paid on or after this day (YYYY-MM-DD).")
+    date_to: date | None = strawberry.field(default=None, description="Paid on or before this day (YYYY-MM-DD).")
+    mine: bool = strawberry.field(default=False, description="Only your own expenses.")
 
 
 @strawberry.input

@@ -195,13 +195,13 @@ class Product:
 
 @strawberry.input
 class ProductInput:
-    product_code: str = strawberry.field(description="ClaveProdServ")
-    description: str = strawberry.field(description="Descripcion")
-    unit_code: str = strawberry.field(description="ClaveUnidad")
-    unit_price: Decimal = strawberry.field(description="ValorUnitario")
-    unit: str | None = strawberry.field(default=None, description="Unidad")
-    tax_object: str = strawberry.field(default="02", description="ObjetoImp (c_ObjetoImp)")
-    taxes: list[TaxInput] = strawberry.field(default_factory=list)
+    product_code: str = strawberry.field(description="SAT product/service key, 8 digits (ClaveProdServ, c_ClaveProdServ), e.g. 84111506.")
+    description: str = strawberry.field(description="What is sold, as it will print on the invoice (Descripcion).")
+    unit_code: str = strawberry.field(description="SAT unit key (ClaveUnidad, c_ClaveUnidad), e.g. E48 service unit, H87 piece.")
+    unit_price: Decimal = strawberry.field(description="Price per unit before taxes, decimal string (ValorUnitario).")
+    unit: str | None = strawberry.field(default=None, description="Free-text unit name (Unidad), optional.")
+    tax_object: str = strawberry.field(default="02", description="Whether it is subject to tax (ObjetoImp, c_ObjetoImp): 01 no, 02 yes.")
+    taxes: list[TaxInput] = strawberry.field(default_factory=list, description="Taxes usually applied to it.")
 
 
 @strawberry.type(description="A customer (Receptor).")
@@ -227,24 +227,24 @@ class Customer:
 
 @strawberry.input
 class CustomerInput:
-    rfc: str = strawberry.field(description="Receptor/@Rfc")
-    legal_name: str = strawberry.field(description="Receptor/@Nombre", metadata=column_limits(m.Customer.legal_name))
-    tax_regime: str = strawberry.field(description="RegimenFiscalReceptor (c_RegimenFiscal)")
-    postal_code: str = strawberry.field(description="DomicilioFiscalReceptor (c_CodigoPostal)")
-    cfdi_use: str | None = strawberry.field(default=None, description="Default UsoCFDI (c_UsoCFDI), G03 if empty")
-    email: str | None = None
-    products: list[ProductInput] | None = None
+    rfc: str = strawberry.field(description="Receiver's RFC, 12 characters for companies, 13 for people (Receptor/@Rfc).")
+    legal_name: str = strawberry.field(description="Name exactly as on the receiver's tax certificate (constancia de situación fiscal), without the company type such as SA de CV (Receptor/@Nombre).", metadata=column_limits(m.Customer.legal_name))
+    tax_regime: str = strawberry.field(description="Receiver's tax regime, 3 digits (RegimenFiscalReceptor, c_RegimenFiscal), e.g. 601 general de ley personas morales.")
+    postal_code: str = strawberry.field(description="Postal code of the receiver's fiscal address, 5 digits (DomicilioFiscalReceptor, c_CodigoPostal).")
+    cfdi_use: str | None = strawberry.field(default=None, description="Default CFDI use for this customer (UsoCFDI, c_UsoCFDI), G03 gastos en general if empty.")
+    email: str | None = strawberry.field(default=None, description="Where stamped invoices are e-mailed (when the organization sends CFDIs to customers).")
+    products: list[ProductInput] | None = strawberry.field(default=None, description="Products or services usually billed to this customer.")
 
 
-@strawberry.input
+@strawberry.input(description="Changes to a customer: only the fields given change.")
 class CustomerUpdateInput:
-    rfc: str | None = None
-    legal_name: str | None = strawberry.field(default=None, metadata=column_limits(m.Customer.legal_name))
-    tax_regime: str | None = None
-    postal_code: str | None = None
-    cfdi_use: str | None = None
-    email: str | None = None
-    products: list[ProductInput] | None = None
+    rfc: str | None = strawberry.field(default=None, description="Receiver's RFC (Receptor/@Rfc).")
+    legal_name: str | None = strawberry.field(default=None, description="Name exactly as on the tax certificate, without the company type (Receptor/@Nombre).", metadata=column_limits(m.Customer.legal_name))
+    tax_regime: str | None = strawberry.field(default=None, description="Receiver's tax regime (RegimenFiscalReceptor, c_RegimenFiscal).")
+    postal_code: str | None = strawberry.field(default=None, description="Postal code of the fiscal address (DomicilioFiscalReceptor).")
+    cfdi_use: str | None = strawberry.field(default=None, description="Default CFDI use (UsoCFDI, c_UsoCFDI).")
+    email: str | None = strawberry.field(default=None, description="Where stamped invoices are e-mailed.")
+    products: list[ProductInput] | None = strawberry.field(default=None, description="Replaces the list of usual products.")
 
 
 # --- invoices ------------------------------------------------------------------------------------
@@ -392,65 +392,65 @@ class Invoice:
 
 @strawberry.input
 class ConceptInput:
-    product_code: str = strawberry.field(description="ClaveProdServ (c_ClaveProdServ)")
-    quantity: Decimal = strawberry.field(description="Cantidad")
-    unit_code: str = strawberry.field(description="ClaveUnidad (c_ClaveUnidad)")
-    description: str = strawberry.field(description="Descripcion")
-    unit_price: Decimal = strawberry.field(description="ValorUnitario")
-    unit: str | None = strawberry.field(default=None, description="Unidad")
-    discount: Decimal | None = strawberry.field(default=None, description="Descuento")
-    tax_object: str | None = strawberry.field(default=None, description="ObjetoImp; 02 when taxes are given, else 01")
-    identification: str | None = strawberry.field(default=None, description="NoIdentificacion")
-    taxes: list[TaxInput] = strawberry.field(default_factory=list)
+    product_code: str = strawberry.field(description="SAT product/service key, 8 digits (ClaveProdServ, c_ClaveProdServ), e.g. 84111506 servicios de facturación; search it with satCatalog(name: \"ClaveProdServ\").")
+    quantity: Decimal = strawberry.field(description="How many units, decimal string greater than zero (Cantidad).")
+    unit_code: str = strawberry.field(description="SAT unit key (ClaveUnidad, c_ClaveUnidad), e.g. E48 service unit, H87 piece, KGM kilogram.")
+    description: str = strawberry.field(description="What is sold, as it will print on the invoice (Descripcion).")
+    unit_price: Decimal = strawberry.field(description="Price per unit before taxes, decimal string, e.g. \"1500.00\" (ValorUnitario).")
+    unit: str | None = strawberry.field(default=None, description="Free-text unit name (Unidad), optional.")
+    discount: Decimal | None = strawberry.field(default=None, description="Discount on this line's amount, decimal string (Descuento), optional.")
+    tax_object: str | None = strawberry.field(default=None, description="Whether the line is subject to tax (ObjetoImp, c_ObjetoImp): 02 when taxes are given, otherwise 01.")
+    identification: str | None = strawberry.field(default=None, description="Your own product code or SKU (NoIdentificacion), optional.")
+    taxes: list[TaxInput] = strawberry.field(default_factory=list, description="Taxes of this line; e.g. IVA 16%: {tax: \"002\", factorType: \"Tasa\", rate: \"0.160000\"}.")
 
 
 @strawberry.input
 class RelatedCfdiInput:
-    relation_type: str = strawberry.field(description="TipoRelacion (c_TipoRelacion), e.g. 01 nota de crédito")
-    uuids: list[str] = strawberry.field(description="CfdiRelacionado/@UUID")
+    relation_type: str = strawberry.field(description="How they relate (TipoRelacion, c_TipoRelacion), e.g. 01 credit note of the documents, 04 substitution of cancelled CFDIs.")
+    uuids: list[str] = strawberry.field(description="Folios fiscales (UUIDs) of the related CFDIs (CfdiRelacionado/@UUID).")
 
 
 @strawberry.input
 class GlobalInformationInput:
-    periodicity: str = strawberry.field(description="Periodicidad (c_Periodicidad)")
-    months: str = strawberry.field(description="Meses (c_Meses)")
-    year: int = strawberry.field(description="Año", metadata=limits(min=DEFAULT_MIN_YEAR, max=DEFAULT_MAX_YEAR))
+    periodicity: str = strawberry.field(description="Period the global invoice covers (Periodicidad, c_Periodicidad): 01 daily, 02 weekly, 03 fortnightly, 04 monthly, 05 bimonthly.")
+    months: str = strawberry.field(description="Month or bimester covered (Meses, c_Meses), 01-12 or 13-18 for bimesters.")
+    year: int = strawberry.field(description="Year covered (Año).", metadata=limits(min=DEFAULT_MIN_YEAR, max=DEFAULT_MAX_YEAR))
 
 
 @strawberry.input
 class PaymentDocumentInput:
-    invoice_id: strawberry.ID = strawberry.field(description="A stamped PPD invoice of this organization (IdDocumento)")
-    amount_paid: Decimal = strawberry.field(description="ImpPagado; ImpSaldoAnt and NumParcialidad are computed")
+    invoice_id: strawberry.ID = strawberry.field(description="Id of a stamped PPD invoice of this organization that this payment pays (IdDocumento).")
+    amount_paid: Decimal = strawberry.field(description="Amount paid of that invoice, in its currency (ImpPagado); the previous balance and installment number are computed.")
 
 
 @strawberry.input
 class PaymentInput:
-    paid_at: datetime = strawberry.field(description="FechaPago")
-    payment_form: str = strawberry.field(description="FormaDePagoP (c_FormaPago)")
-    currency: str = strawberry.field(default="MXN", description="MonedaP", metadata=column_limits(m.Invoice.currency))
-    exchange_rate: Decimal | None = strawberry.field(default=None, description="TipoCambioP")
-    operation_number: str | None = strawberry.field(default=None, description="NumOperacion")
+    paid_at: datetime = strawberry.field(description="When the money was received (FechaPago).")
+    payment_form: str = strawberry.field(description="How it was paid (FormaDePagoP, c_FormaPago), e.g. 03 transfer; never 99.")
+    currency: str = strawberry.field(default="MXN", description="Currency of the payment (MonedaP, c_Moneda).", metadata=column_limits(m.Invoice.currency))
+    exchange_rate: Decimal | None = strawberry.field(default=None, description="MXN per unit of that currency when not MXN (TipoCambioP).")
+    operation_number: str | None = strawberry.field(default=None, description="Bank reference of the payment (NumOperacion), optional.")
     related_documents: list[PaymentDocumentInput] = strawberry.field(default_factory=list,
                                                                      description="DoctoRelacionado")
 
 
 @strawberry.input
 class InvoiceInput:
-    type: InvoiceType = strawberry.field(default=InvoiceType.INCOME, description="TipoDeComprobante")
-    customer_id: strawberry.ID | None = strawberry.field(default=None, description="Receptor; omit for a global invoice")
-    series: str | None = strawberry.field(default=None, description="Serie (issuer default if omitted)")
-    currency: str | None = strawberry.field(default=None, description="Moneda, default MXN",
+    type: InvoiceType = strawberry.field(default=InvoiceType.INCOME, description="Kind of CFDI (TipoDeComprobante): INCOME for a sale, EGRESS for a credit note, PAYMENT for a payment receipt.")
+    customer_id: strawberry.ID | None = strawberry.field(default=None, description="Id of the customer who receives it (Receptor); omit only for a global invoice to the general public.")
+    series: str | None = strawberry.field(default=None, description="Series (Serie); the issuer's default when omitted. The folio is assigned automatically.")
+    currency: str | None = strawberry.field(default=None, description="Currency (Moneda, c_Moneda), MXN when omitted.",
                                             metadata=column_limits(m.Invoice.currency))
-    exchange_rate: Decimal | None = strawberry.field(default=None, description="TipoCambio")
-    payment_form: str | None = strawberry.field(default=None, description="FormaPago (c_FormaPago); 99 with PPD")
-    payment_method: str | None = strawberry.field(default=None, description="MetodoPago: PUE or PPD")
-    payment_conditions: str | None = strawberry.field(default=None, description="CondicionesDePago")
-    cfdi_use: str | None = strawberry.field(default=None, description="UsoCFDI (customer default if omitted)")
-    exportation: str | None = strawberry.field(default=None, description="Exportacion, default 01")
-    concepts: list[ConceptInput] | None = strawberry.field(default=None, description="Conceptos")
-    related: list[RelatedCfdiInput] | None = strawberry.field(default=None, description="CfdiRelacionados")
-    global_information: GlobalInformationInput | None = strawberry.field(default=None, description="InformacionGlobal")
-    payments: list[PaymentInput] | None = strawberry.field(default=None, description="Pagos 2.0 (type P)")
+    exchange_rate: Decimal | None = strawberry.field(default=None, description="MXN per unit of the currency when it is not MXN (TipoCambio).")
+    payment_form: str | None = strawberry.field(default=None, description="How it is or will be paid (FormaPago, c_FormaPago), e.g. 03 transfer, 01 cash; 99 'por definir' with PPD.")
+    payment_method: str | None = strawberry.field(default=None, description="PUE paid in one payment now, or PPD paid later or in installments (MetodoPago).")
+    payment_conditions: str | None = strawberry.field(default=None, description="Free-text payment terms, e.g. 'Contado' or '30 días' (CondicionesDePago), optional.")
+    cfdi_use: str | None = strawberry.field(default=None, description="What the receiver uses it for (UsoCFDI, c_UsoCFDI); the customer's default when omitted.")
+    exportation: str | None = strawberry.field(default=None, description="Export key (Exportacion, c_Exportacion), 01 'no aplica' when omitted.")
+    concepts: list[ConceptInput] | None = strawberry.field(default=None, description="The lines of the invoice (Conceptos): at least one.")
+    related: list[RelatedCfdiInput] | None = strawberry.field(default=None, description="Related CFDIs (CfdiRelacionados), e.g. the invoices a credit note refers to.")
+    global_information: GlobalInformationInput | None = strawberry.field(default=None, description="Only for a global invoice to the general public (InformacionGlobal).")
+    payments: list[PaymentInput] | None = strawberry.field(default=None, description="Only for type PAYMENT: the payments received (Pagos 2.0).")
 
 
 @strawberry.input
@@ -472,12 +472,12 @@ class InvoiceUpdateInput:
 
 @strawberry.input
 class InvoiceFilter:
-    status: InvoiceStatus | None = None
-    customer_id: strawberry.ID | None = None
-    type: InvoiceType | None = None
-    date_from: datetime | None = None
-    date_to: datetime | None = None
-    search: str | None = strawberry.field(default=None, description="Customer name/RFC, UUID or folio")
+    status: InvoiceStatus | None = strawberry.field(default=None, description="Only invoices in this status.")
+    customer_id: strawberry.ID | None = strawberry.field(default=None, description="Only invoices to this customer.")
+    type: InvoiceType | None = strawberry.field(default=None, description="Only this kind of CFDI.")
+    date_from: datetime | None = strawberry.field(default=None, description="Created at or after this moment (ISO 8601).")
+    date_to: datetime | None = strawberry.field(default=None, description="Created before this moment (ISO 8601).")
+    search: str | None = strawberry.field(default=None, description="Customer name or RFC, folio fiscal (UUID) or folio number.")
 
 
 @strawberry.type
