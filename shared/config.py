@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # the invoice service itself, which is what local runs expose.
     documents_public_url: str | None = None
     app_base_url: str = "http://127.0.0.1:3000"
+    # false: this instance serves only its signed-link routes (/documents/*, /receipts/*) and
+    # health, for the copy that is published beside the gateway (compose's *-links services).
+    serve_graphql: bool = True
     # Proof that a request came through our gateway, which then also appended the client's address
     # to X-Forwarded-For (shared/client_address.py). Unset: X-Forwarded-For is never believed.
     gateway_shared_secret: str = ""

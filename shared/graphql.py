@@ -311,6 +311,10 @@ def create_service_app(
         cfg = settings or get_settings()
         if cfg.app_env != "test":  # under pytest, its own log capture stays in charge
             configure_logging(service, cfg.log_level)
+        if not cfg.serve_graphql:
+            # A public-links instance (signed document/receipt links published to the internet):
+            # only its own routes and health, never the GraphQL API, which stays behind the gateway.
+            app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/graphql"]
         rt = runtime_factory(service, cfg)
         holder["runtime"] = rt
         app.state.runtime = rt

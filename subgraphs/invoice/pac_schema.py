@@ -70,14 +70,14 @@ def _account(row) -> PacAccount:
 @strawberry.type
 class PacQueries:
     @strawberry.field(description="The organization's PAC accounts in order of preference.")
-    async def pac_accounts(self, info: Ctx) -> list[PacAccount]:
+    async def pac_accounts(self, info: Ctx) -> list[PacAccount] | None:
         p = await info.context.require(P.ISSUER_MANAGE)
         async with info.context.runtime.sessionmaker() as session:
             return [_account(r) for r in await use.list_pac_accounts(session, p.organization_id)]
 
     @strawberry.field(description="Folios fiscales (UUID) received by the organization whose issuers asked to "
                                   "cancel them, waiting for our acceptance or rejection (asked to the PAC).")
-    async def cancellation_requests(self, info: Ctx) -> list[str]:
+    async def cancellation_requests(self, info: Ctx) -> list[str] | None:
         p = await info.context.require(P.INVOICE_CANCEL)
         return await use.cancellation_requests(info.context.runtime, p.organization_id, info.context.runtime.redis)
 

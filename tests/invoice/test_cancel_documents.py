@@ -252,3 +252,22 @@ async def test_paying_a_document_cancelled_after_the_draft_fails_to_stamp(org, j
     else:  # ... by the worker, with the reason kept
         assert await stamp_invoice_job(job_ctx, draft["id"]) == "STAMP_FAILED"
         assert (await org.get(draft["id"]))["pacCode"] == "DOCUMENT_NOT_PAYABLE"
+
+
+async def test_a_links_only_instance_serves_signed_documents_but_no_graphql(org, job_ctx, invoice_http, settings, auth_http):
+    """compose publishes `invoice-links` (SERVE_GRAPHQL=false), never the subgraph's own port."""
+    from tests.conftest import running_app
+    from tests.invoice.conftest import make_invoice_app
+
+    inv = await _stamped(org, job_ctx)
+    q = "query($id: ID!) { invoice(id: $id) { downloadUrls { xml } } }"
+    xml_url = urlsplit((await org.ok(q, {"id": inv["id"]}))["invoice"]["downloadUrls"]["xml"])
+    links_app = make_invoice_app(settings.model_copy(update={"serve_graphql": False}), auth_http)
+    async with running_app(links_app) as links:
+        assert (await links.post("/graphql", json={"query": "{ __typename }"})).status_code == 404
+        assert (await links.get("/graphql")).status_code == 404
+        r = await links.get(f"{xml_url.path}?{xml_url.query}")
+        assert r.status_code == 200 and r.content.decode() == inv["xml"]
+        assert (await links.get("/health/live")).status_code == 200
+    # the full subgraph still answers GraphQL
+    assert (await invoice_http.post("/graphql", json={"query": "{ __typename }"})).status_code == 200

@@ -139,6 +139,18 @@ def test_app_services_share_one_image_and_check_readiness(services: dict) -> Non
     assert services["worker"]["command"] == ["python", "-m", "workers.main"]
 
 
+def test_no_subgraph_publishes_its_graphql_port(services: dict) -> None:
+    """GraphQL is reachable only through the gateway (which checks limits and the client
+    address); signed links are published by the -links copies, which do not serve /graphql."""
+    for name in APP_SERVICES:
+        assert not services[name].get("ports"), f"{name} publishes a port: its /graphql would bypass the gateway"
+        assert "--no-proxy-headers" in services[name]["command"], name
+    for name, owner in (("invoice-links", "invoice"), ("expense-links", "expense")):
+        svc = services[name]
+        assert svc["environment"]["SERVE_GRAPHQL"] == "false", name
+        assert svc["command"][:2] == ["uvicorn", f"subgraphs.{owner}.app:app"] and svc.get("ports"), name
+
+
 def test_app_environment(services: dict) -> None:
     env = services["auth"]["environment"]
     for key in ("DATABASE_URL", "REDIS_URL", "JWT_ISSUER", "JWT_AUDIENCE", "KEY_ENCRYPTION_KEY", "SMTP_HOST", "SMTP_PORT"):
