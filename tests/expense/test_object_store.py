@@ -4,33 +4,20 @@ client may retry, with nothing recorded and no credential in the logs."""
 
 from __future__ import annotations
 
-import io
 import logging
-from urllib.parse import urlsplit
 
 import pytest
-from PIL import Image
 
 from shared.config import SettingsError, load_settings
 from shared.object_store import LocalStore, ObjectStoreError, S3Store, receipts_store
 from tests.conftest import in_process_jwks_runtime_factory, running_app
 from tests.expense.conftest import S3_BUCKET, S3_KEY_ID, S3_SECRET, s3_settings
+from tests.expense.test_receipts import jpeg, path_of
 
-REQUEST = """mutation($id: ID!, $s: Int!) { requestReceiptUpload(expenseId: $id, contentType: "image/png", size: $s) {
+REQUEST = """mutation($id: ID!, $s: Int!) { requestReceiptUpload(expenseId: $id, contentType: "image/jpeg", size: $s) {
   receiptId uploadUrl userErrors { code } } }"""
 CREATE = "mutation { createExpense(input: {amount: \"10.00\", date: \"2026-11-20\", paymentMethod: CASH}) { expense { id } } }"
 DOWNLOAD = "query($id: ID!) { expense(id: $id) { receipts { downloadUrl } } }"
-
-
-def png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (1, 2, 3)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def path_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.path}?{parts.query}"
 
 
 def test_local_is_the_default_and_s3_needs_a_bucket(settings):
@@ -65,7 +52,7 @@ async def test_a_failing_store_is_a_503_with_nothing_recorded_and_no_secret_logg
     broken = create_app(s3_settings(settings, s3_endpoint, bucket="no-such-bucket"),
                         runtime_factory=in_process_jwks_runtime_factory(auth_http))
     e = (await team.ok(team.member, CREATE))["createExpense"]["expense"]
-    image = png()
+    image = jpeg()
     up = (await team.ok(team.member, REQUEST, {"id": e["id"], "s": len(image)}))["requestReceiptUpload"]
     caplog.set_level(logging.DEBUG)
     async with running_app(broken) as broken_http:
