@@ -12,7 +12,7 @@ import sys
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Development-only key-encryption key; production refuses to start with it.
@@ -59,9 +59,17 @@ class Settings(BaseSettings):
     # to X-Forwarded-For (shared/client_address.py). Unset: X-Forwarded-For is never believed.
     gateway_shared_secret: str = ""
     # Receipts: signed upload/download links point at the expense service (an ingress in
-    # production); files live in this directory (the object store's local-filesystem backend).
+    # production), which alone talks to the object store (shared/object_store.py): this directory
+    # by default, or an S3-compatible bucket with RECEIPTS_STORE=s3.
     expense_public_url: str = "http://127.0.0.1:4003"
+    receipts_store: Literal["local", "s3"] = "local"
     receipts_dir: str = ".data/receipts"
+    # S3-compatible store. No endpoint = AWS; empty keys = boto3's credential chain (instance role).
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")  # SecretStr: never shown in reprs or logs
     receipt_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
 
     # Open GraphQL subscriptions per process (shared/pubsub.py): past these a new one is refused
@@ -115,6 +123,8 @@ class Settings(BaseSettings):
     def _production_needs_real_secrets(self) -> "Settings":
         if self.app_env == "production" and self.key_encryption_key == _DEV_KEK:
             raise ValueError("KEY_ENCRYPTION_KEY must be set in production (never the dev key)")
+        if self.receipts_store == "s3" and not self.s3_bucket:
+            raise ValueError("RECEIPTS_STORE=s3 needs S3_BUCKET")
         return self
 
 

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from shared.config import Settings
 from shared.crypto import verify_signed_path
 from shared.graphql import create_service_app
+from shared.object_store import ObjectStoreError
 from shared.runtime import Runtime, build_runtime
 from subgraphs.expense import service
 from subgraphs.expense.schema import schema
@@ -68,7 +69,11 @@ async def download(request: Request) -> Response:
     receipt_id = _signed_receipt_id(request, service.download_path, service.DOWNLOAD_PURPOSE)
     if receipt_id is None:
         return _refusal(403, "INVALID_SIGNATURE", "Enlace inválido o vencido.")
-    found = await service.receipt_file(rt, receipt_id)
+    try:
+        found = await service.receipt_file(rt, receipt_id)
+    except ObjectStoreError as exc:
+        log.warning("receipt %s not readable (%s)", receipt_id, exc)
+        return _refusal(503, "STORE_UNAVAILABLE", "El comprobante no está disponible por ahora; intenta de nuevo.")
     if found is None:
         return _refusal(404, "NOT_FOUND", "Comprobante no encontrado.")
     r, data = found

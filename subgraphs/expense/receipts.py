@@ -1,5 +1,5 @@
-"""What a receipt file really is, decided from its bytes (never from its name or Content-Type),
-and the object store that keeps it. Pure functions plus a small filesystem store.
+"""What a receipt file really is, decided from its bytes (never from its name or Content-Type).
+Pure functions; where the bytes are kept is shared/object_store.py.
 
 Accepted: JPEG, PNG, WebP, PDF, XML (a CFDI). A PDF whose compressed streams would inflate past
 `MAX_INFLATED_BYTES` (a "zip bomb") is refused without inflating it all; XML goes through the
@@ -8,11 +8,8 @@ hardened parser (no DTD, no entities, no network).
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import zlib
-from pathlib import Path
 
 from subgraphs.invoice.cfdi.xmlsafe import UnsafeXmlError, parse_xml
 
@@ -92,29 +89,3 @@ def check_receipt(data: bytes, declared_type: str, max_bytes: int) -> str:
         except UnsafeXmlError:
             raise ReceiptRefused("RECEIPT_XML_INVALID", "El XML está mal formado o usa construcciones no permitidas.") from None
     return actual
-
-
-class LocalStore:
-    """The object store's filesystem backend: keys are relative paths under `root`, written
-    atomically (temp file + rename) so a reader never sees half a file."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root).resolve()
-
-    def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root not in path.parents:
-            raise ValueError("key escapes the store")
-        return path
-
-    def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-
-    def get(self, key: str) -> bytes | None:
-        path = self._path(key)
-        return path.read_bytes() if path.is_file() else None

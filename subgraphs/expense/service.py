@@ -5,6 +5,7 @@ roles come from this service's projection of auth's membership events, read in t
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,16 +23,19 @@ from shared.db import transaction
 from shared.errors import ForbiddenError, InputError, NotFoundError, UserError
 from shared.events import ExpenseApproved, ExpenseReimbursed, ExpenseRejected, ExpenseSubmitted, NextApproval
 from shared.members import role_of
+from shared.object_store import ObjectStoreError, receipts_store
 from shared.outbox import emit
 from shared.permissions import ALL_PERMISSIONS, ROLE_PERMISSIONS, ROLES, Permission as P
 from shared.runtime import Runtime
 from shared.tokens import Principal
 from subgraphs.expense import approval as ap
 from subgraphs.expense import models as m
-from subgraphs.expense.receipts import LocalStore, ReceiptRefused, check_receipt, normalize_declared_type
+from subgraphs.expense.receipts import ReceiptRefused, check_receipt, normalize_declared_type
 from subgraphs.expense.supplier_cfdi import CfdiRefused, SupplierCfdi, read_supplier_cfdi
 from subgraphs.invoice.cfdi.catalogs import contains as in_catalog
 from subgraphs.invoice.cfdi.rfc import valid_rfc
+
+log = logging.getLogger(__name__)
 
 PAYMENT_METHODS = ("CASH", "COMPANY_CARD", "PERSONAL_CARD", "TRANSFER", "OTHER")
 MAX_COMMENT = 2000
@@ -606,10 +610,6 @@ DOWNLOAD_TTL = timedelta(hours=1)
 UPLOAD_PURPOSE, DOWNLOAD_PURPOSE = "receipt-upload", "receipt-download"
 
 
-def receipt_store(settings: Settings) -> LocalStore:
-    return LocalStore(settings.receipts_dir)
-
-
 def upload_path(receipt_id) -> str:
     return f"/receipts/{receipt_id}"
 
@@ -671,7 +671,11 @@ async def store_receipt(rt: Runtime, receipt_id: uuid.UUID, data: bytes) -> m.Re
             actual = await asyncio.to_thread(check_receipt, data, r.declared_type, rt.settings.receipt_max_bytes)
         except ReceiptRefused as exc:
             raise UploadRefused(413 if exc.code == "RECEIPT_TOO_LARGE" else 415, exc.code, str(exc)) from None
-        await asyncio.to_thread(receipt_store(rt.settings).put, r.storage_key, data)
+        try:
+            await asyncio.to_thread(receipts_store(rt.settings).put, r.storage_key, data)
+        except ObjectStoreError as exc:  # nothing recorded: the same link can be retried
+            log.warning("receipt %s not stored (%s)", r.id, exc)
+            raise UploadRefused(503, "STORE_UNAVAILABLE", "No se pudo guardar el comprobante; intenta de nuevo.") from None
         r.content_type, r.size, r.uploaded_at = actual, len(data), utcnow()
         r.ocr_status = "PENDING" if actual in OCR_TYPES else None
         return r
@@ -699,7 +703,7 @@ async def run_ocr(rt: Runtime, receipt_id: uuid.UUID) -> str:
     recognize = ocr.engine()
     status, suggestions = "UNAVAILABLE", None
     if recognize is not None:
-        data = await asyncio.to_thread(receipt_store(rt.settings).get, r.storage_key)
+        data = await asyncio.to_thread(receipts_store(rt.settings).get, r.storage_key)
         try:
             lines = await asyncio.to_thread(recognize, data or b"")
             status, suggestions = "DONE", ocr.suggestions_from_lines(lines).to_json()
@@ -723,7 +727,7 @@ async def receipt_file(rt: Runtime, receipt_id: uuid.UUID) -> tuple[m.Receipt, b
         r = await session.get(m.Receipt, receipt_id)
     if r is None or r.uploaded_at is None:
         return None
-    data = await asyncio.to_thread(receipt_store(rt.settings).get, r.storage_key)
+    data = await asyncio.to_thread(receipts_store(rt.settings).get, r.storage_key)
     return (r, data) if data is not None else None
 
 

@@ -4,7 +4,10 @@ consumer delivers them: read from auth's outbox and applied with the same functi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from shared.db import transaction
@@ -29,6 +32,65 @@ def expense_app(settings, auth_http, tmp_path_factory):
 async def expense_http(expense_app):
     async with running_app(expense_app) as http:
         yield http
+
+
+S3_BUCKET, S3_KEY_ID, S3_SECRET = "recibos-test", "test-key-id", "test-secret-never-logged"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible HTTP server on loopback (moto), with the receipts bucket made."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    s3_client(endpoint).create_bucket(Bucket=S3_BUCKET)
+    yield endpoint
+    server.stop()
+
+
+def s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=S3_KEY_ID,
+                        aws_secret_access_key=S3_SECRET)
+
+
+def s3_settings(settings, endpoint: str, bucket: str = S3_BUCKET):
+    return settings.model_copy(update={"receipts_store": "s3", "s3_endpoint_url": endpoint, "s3_bucket": bucket,
+                                       "s3_access_key_id": S3_KEY_ID, "s3_secret_access_key": SecretStr(S3_SECRET),
+                                       "receipts_dir": "/nonexistent/never-used", "receipt_max_bytes": 1024 * 1024})
+
+
+@pytest.fixture(scope="session")
+async def s3_expense_http(settings, auth_http, s3_endpoint):
+    """A second expense app on the same database whose receipts live in the S3 server."""
+    from subgraphs.expense.app import create_app
+
+    app = create_app(s3_settings(settings, s3_endpoint), runtime_factory=in_process_jwks_runtime_factory(auth_http))
+    async with running_app(app) as http:
+        yield http
+
+
+class ReceiptBackend:
+    """The expense app serving one object-store backend, and an independent look at what it stored."""
+
+    def __init__(self, name: str, http, read):
+        self.name, self.http, self.read = name, http, read
+
+
+@pytest.fixture(params=["local", "s3"])
+def receipt_backend(request, expense_app, expense_http):
+    if request.param == "local":
+        root = Path(expense_app.state.runtime.settings.receipts_dir)
+        return ReceiptBackend("local", expense_http, lambda key: (root / key).read_bytes())
+    endpoint = request.getfixturevalue("s3_endpoint")
+    http = request.getfixturevalue("s3_expense_http")
+    client = s3_client(endpoint)
+    return ReceiptBackend("s3", http, lambda key: client.get_object(Bucket=S3_BUCKET, Key=key)["Body"].read())
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ oversize, disguised executables and PDF bombs are refused; downloads only throug
 from __future__ import annotations
 
 import io
+import uuid
 import zlib
 from urllib.parse import urlsplit
 
@@ -62,12 +63,21 @@ def test_hostile_xml_is_refused():
     assert exc.value.code == "RECEIPT_XML_INVALID"
 
 
+async def storage_key(runtime, receipt_id: str) -> str:
+    from subgraphs.expense.models import Receipt
+
+    async with runtime.sessionmaker() as session:
+        return (await session.get(Receipt, uuid.UUID(receipt_id))).storage_key
+
+
 def path_of(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.path}?{parts.query}"
 
 
-async def test_upload_download_and_refusals_through_the_service(team, expense_http, new_team):
+async def test_upload_download_and_refusals_through_the_service(team, receipt_backend, new_team, runtime):
+    """The same flow over each object-store backend: the bytes go through the expense app into the store."""
+    expense_http = receipt_backend.http
     e = (await team.ok(team.member, CREATE))["createExpense"]["expense"]
     bad = (await team.ok(team.member, REQUEST, {"id": e["id"], "t": "application/x-msdownload", "s": 10}))["requestReceiptUpload"]
     assert [(u["field"], u["code"]) for u in bad["userErrors"]] == [(["contentType"], "RECEIPT_TYPE_NOT_ALLOWED")]
@@ -85,6 +95,7 @@ async def test_upload_download_and_refusals_through_the_service(team, expense_ht
     assert (await expense_http.put(url, content=image + b"extra")).status_code == 413
     r = await expense_http.put(url, content=image)
     assert r.status_code == 201 and r.json()["contentType"] == "image/jpeg"
+    assert receipt_backend.read(await storage_key(runtime, ok["receiptId"])) == image  # really in that store
     assert (await expense_http.put(url, content=image)).status_code == 409  # one upload per link
 
     disguised = (await team.ok(team.member, REQUEST, {"id": e["id"], "t": "image/jpeg", "s": len(EXE)}))["requestReceiptUpload"]
