@@ -57,6 +57,11 @@ class SatState(enum.Enum):
     NOT_FOUND = "NOT_FOUND"  # SAT does not know it (yet: a new timbre can take up to 72 h to reach SAT)
     UNCONFIRMED = "UNCONFIRMED"  # SAT did not answer in time
 
+    @property
+    def definitive(self) -> bool:
+        """SAT answered about this CFDI (as opposed to: not asked, or no answer)."""
+        return self in (SatState.VIGENTE, SatState.CANCELLED, SatState.NOT_FOUND)
+
 
 _REASONS = {
     SatState.UNCONFIRMED: "No se pudo confirmar con el SAT que el CFDI esté vigente (el servicio no respondió); "

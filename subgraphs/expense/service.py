@@ -639,7 +639,9 @@ async def recheck_supplier_cfdi_status(rt: Runtime, principal: Principal, expens
     state = await ask_sat(cfdi.stamp.uuid, cfdi.issuer.rfc, cfdi.receiver.rfc, cfdi.total, cfdi.seal or "")
     async with transaction(rt.sessionmaker) as session:
         e = await _expense(session, principal, expense_id, lock=True)
-        _record_sat(e, state)
+        # SAT silent (or the check off) tells nothing new: a definitive earlier answer stands.
+        if state.definitive or e.cfdi_sat_status not in (SatState.VIGENTE.value, SatState.CANCELLED.value):
+            _record_sat(e, state)
         _audit(session, e, principal.user_id, "RECHECK_CFDI_SAT", e.status, f"SAT {state.value}")
         return e
 

@@ -114,6 +114,10 @@ async def test_sat_down_imports_unconfirmed_then_a_recheck_confirms(org, sat_on,
     again = (await org.ok(org.approver, RECHECK, {"id": e["id"]}))["recheckSupplierCfdiStatus"]
     assert again["userErrors"] == [] and again["expense"]["cfdiSatStatus"] == "VIGENTE"
     assert again["expense"]["deductibility"] == {"ready": True, "reasons": []}
+    # SAT down again: silence does not undo the confirmed answer.
+    monkeypatch.setenv("SAT_STATUS_URL", f"http://127.0.0.1:{free_port()}/ConsultaCFDIService.svc")
+    later = (await org.ok(org.member, RECHECK, {"id": e["id"]}))["recheckSupplierCfdiStatus"]
+    assert later["expense"]["cfdiSatStatus"] == "VIGENTE" and later["expense"]["deductibleReady"] is True
 
 
 async def test_sat_too_slow_is_bounded_and_unconfirmed(org, sat_on, csd, monkeypatch):
