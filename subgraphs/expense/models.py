@@ -112,6 +112,9 @@ class Expense(Base):
     cfdi_payment_form: Mapped[str | None] = mapped_column(String(2))  # c_FormaPago
     cfdi_payment_method: Mapped[str | None] = mapped_column(String(3))  # c_MetodoPago: PUE / PPD
     cfdi_xml: Mapped[str | None] = mapped_column(Text)
+    # SAT's answer about the CFDI (subgraphs/expense/sat_check.py SatState) and when it was asked.
+    cfdi_sat_status: Mapped[str | None] = mapped_column(String(20))
+    cfdi_sat_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deductibility_reasons: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     policy_flags: Mapped[list[dict[str, str]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     approval_chain: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))

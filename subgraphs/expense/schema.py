@@ -20,6 +20,7 @@ from shared.validation import limits
 from subgraphs.expense import approval as ap
 from subgraphs.expense import loaders, service
 from subgraphs.expense import models as m
+from subgraphs.expense.sat_check import SatState, sat_reason
 
 Ctx = Info[RequestContext, None]
 
@@ -67,6 +68,11 @@ class ExpenseCategory:
     def from_row(cls, c: m.Category) -> "ExpenseCategory":
         return cls(id=strawberry.ID(str(c.id)), name=c.name, sat_hint=c.sat_hint, limit_mxn=c.limit_mxn,
                    limit_action=ap.LimitAction(c.limit_action))
+
+
+CfdiSatStatus = strawberry.enum(SatState, name="CfdiSatStatus", description=(
+    "SAT's answer: VIGENTE, CANCELLED, NOT_FOUND (not yet at SAT), UNCONFIRMED (SAT did not answer "
+    "in time) or NOT_CHECKED (the check is off in this environment)."))
 
 
 @strawberry.type
@@ -163,6 +169,9 @@ class Expense:
     cfdi_uuid: str | None = strawberry.field(description="UUID of the supplier's TimbreFiscalDigital.")
     cfdi_payment_form: str | None = strawberry.field(description="FormaPago (c_FormaPago).")
     cfdi_payment_method: str | None = strawberry.field(description="MetodoPago: PUE or PPD.")
+    cfdi_sat_status: CfdiSatStatus | None = strawberry.field(
+        description="What SAT's ConsultaCFDIService said of the supplier CFDI at import or last re-check.")
+    cfdi_sat_checked_at: datetime | None = strawberry.field(description="When SAT was last asked.")
     policy_flags: list[PolicyFlag]
     created_at: datetime
     _row: strawberry.Private[m.Expense]
@@ -176,6 +185,8 @@ class Expense:
                    iva_transferred=e.iva_transferred, isr_withheld=e.isr_withheld, iva_withheld=e.iva_withheld,
                    cfdi_uuid=e.cfdi_uuid, cfdi_payment_form=e.cfdi_payment_form,
                    cfdi_payment_method=e.cfdi_payment_method,
+                   cfdi_sat_status=CfdiSatStatus(e.cfdi_sat_status) if e.cfdi_sat_status else None,
+                   cfdi_sat_checked_at=e.cfdi_sat_checked_at,
                    policy_flags=[PolicyFlag(**f) for f in e.policy_flags or []], created_at=e.created_at, _row=e)
 
     @classmethod
@@ -197,7 +208,8 @@ class Expense:
         c = await loaders.categories(info.context, self._row.organization_id).load(self._row.category_id)
         return ExpenseCategory.from_row(c) if c else None
 
-    @strawberry.field(description="True when signature, receiver and payment method/form of the supplier CFDI are consistent.")
+    @strawberry.field(description="True when signature, receiver and payment method/form of the supplier CFDI are "
+                                  "consistent and SAT confirmed it vigente (when the SAT check is on).")
     def deductible_ready(self) -> bool:
         return self.deductibility().ready
 
@@ -206,6 +218,8 @@ class Expense:
         if not self._row.cfdi_uuid:
             return Deductibility(ready=False, reasons=["Sin CFDI del proveedor: adjunta el XML para deducir el gasto."])
         reasons = list(self._row.deductibility_reasons or [])
+        sat = sat_reason(self._row.cfdi_sat_status)
+        reasons += [sat] if sat else []
         return Deductibility(ready=not reasons, reasons=reasons)
 
     @strawberry.field
@@ -525,6 +539,13 @@ class Mutation:
     async def attach_supplier_cfdi(self, info: Ctx, expense_id: strawberry.ID, xml: SupplierCfdiXml) -> ExpensePayload:
         p = await info.context.principal()
         return await _expense_payload(lambda: service.attach_supplier_cfdi(info.context.runtime, p, _uuid(expense_id), xml))
+
+    @strawberry.mutation(description="Ask SAT again whether the expense's supplier CFDI is vigente (after SAT "
+                                     "could not confirm it at import, or before paying).")
+    async def recheck_supplier_cfdi_status(self, info: Ctx, expense_id: strawberry.ID) -> ExpensePayload:
+        p = await info.context.principal()
+        return await _expense_payload(lambda: service.recheck_supplier_cfdi_status(info.context.runtime, p,
+                                                                                   _uuid(expense_id)))
 
     @strawberry.mutation(description="A signed, expiring URL to PUT one receipt file to (JPEG, PNG, WebP, PDF or XML).")
     async def request_receipt_upload(self, info: Ctx, expense_id: strawberry.ID, content_type: str,

@@ -31,7 +31,9 @@ from shared.tokens import Principal
 from subgraphs.expense import approval as ap
 from subgraphs.expense import models as m
 from subgraphs.expense.receipts import ReceiptRefused, check_receipt, normalize_declared_type
+from subgraphs.expense.sat_check import SatState, ask_sat
 from subgraphs.expense.supplier_cfdi import CfdiRefused, SupplierCfdi, read_supplier_cfdi
+from subgraphs.invoice.cfdi import parse_cfdi
 from subgraphs.invoice.cfdi.catalogs import contains as in_catalog
 from subgraphs.invoice.cfdi.rfc import valid_rfc
 
@@ -572,35 +574,80 @@ async def _read_cfdi(session: AsyncSession, org: uuid.UUID, xml: str) -> Supplie
     return c
 
 
+async def _ask_sat(c: SupplierCfdi) -> SatState:
+    """SAT's view of the CFDI; asked outside any transaction (no connection held while SAT thinks)."""
+    state = await ask_sat(c.uuid, c.merchant_rfc, c.receiver_rfc, c.total, c.seal)
+    if state is SatState.CANCELLED:
+        raise _cfdi_error(CfdiRefused("CFDI_CANCELLED"))
+    return state
+
+
+def _record_sat(e: m.Expense, state: SatState) -> None:
+    e.cfdi_sat_status, e.cfdi_sat_checked_at = state.value, utcnow()
+
+
 async def import_supplier_cfdi(rt: Runtime, principal: Principal, xml: str) -> m.Expense:
     require(principal, P.EXPENSE_SUBMIT)
+    async with transaction(rt.sessionmaker) as session:
+        c = await _read_cfdi(session, principal.organization_id, xml)
+    state = await _ask_sat(c)
     try:
         async with transaction(rt.sessionmaker) as session:
-            c = await _read_cfdi(session, principal.organization_id, xml)
             e = m.Expense(organization_id=principal.organization_id, submitter_id=principal.user_id, status="DRAFT",
                           round=0, payment_method="OTHER", description="")
             _fill_from_cfdi(e, c, xml)
+            _record_sat(e, state)
             session.add(e)
             await session.flush()
-            _audit(session, e, principal.user_id, "IMPORT_CFDI", None, f"UUID {c.uuid}")
+            _audit(session, e, principal.user_id, "IMPORT_CFDI", None, f"UUID {c.uuid}; SAT {state.value}")
             return e
-    except IntegrityError:  # a concurrent import of the same UUID won the unique index
+    except IntegrityError:  # another import of the same UUID won the unique index meanwhile
         raise _cfdi_error(CfdiRefused("CFDI_DUPLICATE")) from None
+
+
+async def _editable_without_cfdi(session: AsyncSession, principal: Principal, expense_id: uuid.UUID) -> m.Expense:
+    e = await _own_editable(session, principal, expense_id)
+    if e.cfdi_uuid:
+        raise _err("CFDI_ALREADY_ATTACHED", "El gasto ya tiene un CFDI.", "expenseId")
+    return e
 
 
 async def attach_supplier_cfdi(rt: Runtime, principal: Principal, expense_id: uuid.UUID, xml: str) -> m.Expense:
     require(principal, P.EXPENSE_SUBMIT)
+    async with transaction(rt.sessionmaker) as session:
+        await _editable_without_cfdi(session, principal, expense_id)
+        c = await _read_cfdi(session, principal.organization_id, xml)
+    state = await _ask_sat(c)
     try:
         async with transaction(rt.sessionmaker) as session:
-            e = await _own_editable(session, principal, expense_id)
-            if e.cfdi_uuid:
-                raise _err("CFDI_ALREADY_ATTACHED", "El gasto ya tiene un CFDI.", "expenseId")
-            c = await _read_cfdi(session, principal.organization_id, xml)
+            e = await _editable_without_cfdi(session, principal, expense_id)  # may have changed while SAT answered
             _fill_from_cfdi(e, c, xml)
-            _audit(session, e, principal.user_id, "ATTACH_CFDI", e.status, f"UUID {c.uuid}")
+            _record_sat(e, state)
+            _audit(session, e, principal.user_id, "ATTACH_CFDI", e.status, f"UUID {c.uuid}; SAT {state.value}")
             return e
     except IntegrityError:
         raise _cfdi_error(CfdiRefused("CFDI_DUPLICATE")) from None
+
+
+async def recheck_supplier_cfdi_status(rt: Runtime, principal: Principal, expense_id: uuid.UUID) -> m.Expense:
+    """Ask SAT again (after an unconfirmed import, or before paying): anyone who can see the expense
+    may. A CFDI cancelled since its import is recorded, not refused: the expense exists, and its
+    deductibility says why it no longer counts."""
+    async with transaction(rt.sessionmaker) as session:
+        e = await _expense(session, principal, expense_id)
+        if not e.cfdi_xml:
+            raise _err("CFDI_REQUIRED", "El gasto no tiene un CFDI del proveedor.", "expenseId")
+        xml = e.cfdi_xml
+    # The stored XML (already verified at import) is the source of the query: parsing it is CPU work.
+    cfdi = await asyncio.to_thread(parse_cfdi, xml.encode("utf-8"))
+    state = await ask_sat(cfdi.stamp.uuid, cfdi.issuer.rfc, cfdi.receiver.rfc, cfdi.total, cfdi.seal or "")
+    async with transaction(rt.sessionmaker) as session:
+        e = await _expense(session, principal, expense_id, lock=True)
+        # SAT silent (or the check off) tells nothing new: a definitive earlier answer stands.
+        if state.definitive or e.cfdi_sat_status not in (SatState.VIGENTE.value, SatState.CANCELLED.value):
+            _record_sat(e, state)
+        _audit(session, e, principal.user_id, "RECHECK_CFDI_SAT", e.status, f"SAT {state.value}")
+        return e
 
 
 # --- receipts -----------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ MESSAGES = {
     "CFDI_TIMBRE_MISMATCH": "El timbre fiscal digital falta, está incompleto o no corresponde a este comprobante.",
     "CFDI_RECEIVER_MISMATCH": "El CFDI no está emitido a nombre del RFC de tu organización.",
     "CFDI_DUPLICATE": "Ya existe un gasto de tu organización con este CFDI (mismo UUID).",
+    "CFDI_CANCELLED": "El SAT reporta este CFDI como cancelado: no puede respaldar un gasto.",
     "FISCAL_PROFILE_REQUIRED": "Registra primero el RFC de tu organización (perfil fiscal de gastos).",
 }
 
@@ -57,6 +58,7 @@ class SupplierCfdi:
     iva_withheld: Decimal
     payment_form: str | None
     payment_method: str | None
+    seal: str = ""  # the issuer's Sello: its last 8 characters go in SAT's status query
     deductibility_reasons: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -118,7 +120,7 @@ def read_supplier_cfdi(xml: bytes, organization_rfc: str | None) -> SupplierCfdi
         subtotal=cfdi.subtotal, total=cfdi.total,
         iva_transferred=_sum(cfdi.transferred_totals, IVA), isr_withheld=_sum(cfdi.withheld_totals, ISR),
         iva_withheld=_sum(cfdi.withheld_totals, IVA),
-        payment_form=cfdi.payment_form, payment_method=cfdi.payment_method,
+        payment_form=cfdi.payment_form, payment_method=cfdi.payment_method, seal=cfdi.seal or "",
         deductibility_reasons=deductibility_reasons(cfdi.voucher_type, cfdi.payment_method,
                                                     payment_method_and_form(cfdi, cfdi.issued_at)),
     )
