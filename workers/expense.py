@@ -49,7 +49,10 @@ async def requeue_pending_ocr(ctx) -> int:
 
 
 _start, _stop = background_loop("expense-consumer", lambda ctx: CONSUMER.loop(ctx["runtime"]))
-FUNCTIONS = [func(ocr_receipt, max_tries=3, timeout=120)]
+# No per-job timeout: arq claims every job for the longest function timeout + 10 s, so one long
+# timeout here would keep a killed worker's stamping jobs claimed that long too. OCR runs within
+# the worker's job_timeout (WORKER_JOB_TIMEOUT_SECONDS, 120 s by default).
+FUNCTIONS = [func(ocr_receipt, max_tries=3)]
 CRON_JOBS = [cron(requeue_pending_ocr, second={30})]
 STARTUP = [_start]
 SHUTDOWN = [_stop]

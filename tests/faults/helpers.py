@@ -52,8 +52,12 @@ async def count_pac_records(redis_url: str) -> int:
         await redis.aclose()
 
 
-async def issue_and_request_stamps(gateway, mailbox, n: int) -> tuple[str, list[str]]:
+async def issue_and_request_stamps(gateway, mailbox, n: int, *, before_stamping=None) -> tuple[str, list[str]]:
+    """A new issuer (signed up by the mailed link: the worker must be running for that) requests `n`
+    stamps; `before_stamping()` runs once the issuer exists, e.g. to stop the worker first."""
     token, customer = await new_issuer(gateway, mailbox, customer_email=unique_email("cliente"))
+    if before_stamping is not None:
+        before_stamping()
     ids = [(await create_invoice(gateway, token, customer, price=f"{100 + i}.00"))["id"] for i in range(n)]
     for i in ids:
         r = await gateway.ok(STAMP, {"id": i, "k": f"k-{i}"}, token=token)
