@@ -26,6 +26,8 @@ import { GraphQLError } from 'graphql';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import YAML from 'yaml';
 
+import { upstreamRetry } from './upstream.mjs';
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 const production = env.NODE_ENV === 'production';
@@ -226,6 +228,7 @@ export const gatewayConfig = defineConfig({
   readinessCheckEndpoint: '/readiness', // readiness: the supergraph is loaded
   pollingInterval: 10_000, // pick up a re-composed schema/supergraph.graphql without a restart
   transportEntries,
+  upstreamRetry, // a query that failed on a reused connection is retried (upstream.mjs)
   propagateHeaders: {
     fromClientToSubgraphs({ request, context }) {
       return {

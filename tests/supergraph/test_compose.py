@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from shared.registry import subgraphs
+from shared.serving import KEEPALIVE_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -131,6 +132,8 @@ def test_app_services_share_one_image_and_check_readiness(services: dict) -> Non
         assert cmd[:2] == ["uvicorn", f"subgraphs.{name}.app:app"], cmd
         assert cmd[cmd.index("--port") + 1] == str(port)
         assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
+        # Idle keep-alive outlasts every client's pool (shared/serving.py says why).
+        assert cmd[cmd.index("--timeout-keep-alive") + 1] == str(KEEPALIVE_SECONDS), (name, cmd)
         hc = _healthcheck_cmd(svc)
         assert "urllib" in hc and f"127.0.0.1:{port}/health/ready" in hc, hc
         deps = _depends(svc)
