@@ -4,16 +4,13 @@
 // for 5 s (Node's default agent timeout). A subgraph must therefore keep an idle keep-alive
 // connection open LONGER than that, or both sides race to close it and a request written on a
 // socket the server has just closed fails with ECONNRESET / "socket hang up". The subgraphs run
-// uvicorn with `--timeout-keep-alive ${SUBGRAPH_KEEPALIVE_SECONDS}` (shared/devstack.py,
-// tests/e2e/conftest.py, compose.yaml); Apollo Router's own pool keeps idle sockets 15 s.
+// uvicorn with `--timeout-keep-alive 75` (shared/serving.py; compose.yaml, Dockerfile); Apollo Router's own pool keeps idle sockets 15 s.
 //
 // What can still fail (a subgraph restarted, a proxy in between closing early) is retried here,
 // with Hive Gateway's own upstream-retry plugin, but only for queries and only when no HTTP
 // response came back: a query is safe to run twice; a mutation that may have reached the
 // subgraph is not, so it is never retried.
 import { getOperationAST } from 'graphql';
-
-export const SUBGRAPH_KEEPALIVE_SECONDS = 75;
 
 function isQuery(executionRequest) {
   const type = executionRequest.operationType
