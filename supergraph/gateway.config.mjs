@@ -1,5 +1,5 @@
-// Hive Gateway configuration for local development and CI (production uses the Apollo Router,
-// see router.yaml). Start it with supergraph/gateway.sh (or see README.md for the raw command).
+// Hive Gateway configuration for `make dev`, CI and the default edge of compose.yaml
+// (supergraph/Dockerfile; the alternative is Apollo Router, router.yaml). Start it with supergraph/gateway.sh.
 //
 // Environment (all optional):
 //   GATEWAY_HOST / GATEWAY_PORT        listen address (default 127.0.0.1:4000; passed as --host/--port by gateway.sh)

@@ -193,7 +193,7 @@ def test_generated_supergraph_is_present() -> None:
 def test_router_env_points_at_services(services: dict) -> None:
     router = services["router"]
     env = router["environment"]
-    assert "APOLLO_KEY" in env and "APOLLO_GRAPH_REF" in env
+    assert not {"APOLLO_KEY", "APOLLO_GRAPH_REF"} & set(env)  # router.yaml needs no GraphOS plan
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
     for name, port in APP_SERVICES.items():
         url = env[f"{name.upper()}_URL"]
@@ -220,3 +220,42 @@ def test_docker_compose_config() -> None:
         capture_output=True, text=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin:/usr/local/bin", "POSTGRES_PASSWORD": "x"},
     )
     assert res.returncode == 0, res.stderr
+
+
+# --- the two gateways --------------------------------------------------------------------------
+
+# host port -> the only services allowed to publish it (loopback-only where it says so)
+PUBLISHED = {"gateway": {"4000:4000"}, "router": {"${ROUTER_PORT:-4080}:4000"},
+             "mailcatcher": {"127.0.0.1:8025:8025"}, "invoice": {"127.0.0.1:4002:4002"},
+             "expense": {"127.0.0.1:4003:4003"}}
+
+
+def test_hive_gateway_is_the_default_edge_and_the_router_a_profile(services: dict) -> None:
+    gateway, router = services["gateway"], services["router"]
+    assert "profiles" not in gateway  # starts with a plain `docker compose up`
+    assert router["profiles"] == ["apollo-router"]
+    assert gateway["build"] == {"context": "supergraph", "dockerfile": "Dockerfile"}
+    assert (ROOT / "supergraph" / "Dockerfile").is_file()
+    dockerfile = (ROOT / "supergraph" / "Dockerfile").read_text()
+    for copied in ("gateway.config.mjs", "upstream.mjs", "gateway.sh", "persisted-documents.json", "supergraph.yaml"):
+        assert copied in dockerfile and (ROOT / "supergraph" / copied).is_file(), copied
+    env = gateway["environment"]
+    for s in subgraphs():
+        assert env[s.url_env] == f"http://{s.name}:{s.port}/graphql"
+        assert _depends(gateway)[s.name]["condition"] == "service_healthy"
+    assert env["NODE_ENV"] == "production" and "GATEWAY_SHARED_SECRET" in env
+    assert "/readiness" in _healthcheck_cmd(gateway)
+    assert not {"APOLLO_KEY", "APOLLO_GRAPH_REF"} & set(router["environment"])  # no GraphOS needed
+
+
+def test_every_long_running_service_checks_its_health(services: dict) -> None:
+    for name, svc in services.items():
+        if svc.get("restart") == "no":  # one-shot (migrate)
+            continue
+        assert _healthcheck_cmd(svc), f"{name} has no health check"
+
+
+def test_no_port_published_that_should_not_be(services: dict) -> None:
+    for name, svc in services.items():
+        ports = {str(p) for p in svc.get("ports") or []}
+        assert ports <= PUBLISHED.get(name, set()), (name, ports)
