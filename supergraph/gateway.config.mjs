@@ -15,6 +15,8 @@
 //   GATEWAY_SHARED_SECRET              sent to subgraphs as X-Gateway-Secret so they believe the
 //                                      client address this gateway appends to X-Forwarded-For
 //   NODE_ENV=production                introspection, GraphiQL and the landing page off
+//   REDIS_URL                          rate-limit counters shared by every gateway instance (unset: in memory)
+//   RATE_LIMIT_*                       limits per user / client address, see ratelimit.mjs
 //   MAX_DEPTH / MAX_TOKENS / MAX_ALIASES   default 12 / 2000 / 30
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
@@ -26,6 +28,7 @@ import { GraphQLError } from 'graphql';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import YAML from 'yaml';
 
+import { rateLimitConfig, useRateLimitedErrors } from './ratelimit.mjs';
 import { upstreamRetry } from './upstream.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -228,6 +231,9 @@ export const gatewayConfig = defineConfig({
   readinessCheckEndpoint: '/readiness', // readiness: the supergraph is loaded
   pollingInterval: 10_000, // pick up a re-composed schema/supergraph.graphql without a restart
   transportEntries,
+  // Rate limits (ratelimit.mjs), counted in Redis when REDIS_URL is set so every instance agrees.
+  ...(env.REDIS_URL ? { cache: { type: 'redis', url: env.REDIS_URL, lazyConnect: false } } : {}),
+  ...(rateLimitConfig(env) ? { rateLimiting: rateLimitConfig(env) } : {}),
   upstreamRetry, // a query that failed on a reused connection is retried (upstream.mjs)
   propagateHeaders: {
     fromClientToSubgraphs({ request, context }) {
@@ -259,5 +265,5 @@ export const gatewayConfig = defineConfig({
   landingPage: !production,
   cors: corsConfig(),
   gracefulShutdownTimeout: 5_000,
-  plugins: () => [useOptionalJwt(), useMaxAliases(maxAliases), useSubgraphUnavailable()],
+  plugins: () => [useOptionalJwt(), useMaxAliases(maxAliases), useSubgraphUnavailable(), useRateLimitedErrors()],
 });
