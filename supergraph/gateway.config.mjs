@@ -17,6 +17,7 @@
 //   NODE_ENV=production                introspection, GraphiQL and the landing page off
 //   REDIS_URL                          rate-limit counters shared by every gateway instance (unset: in memory)
 //   RATE_LIMIT_*                       limits per user / client address, see ratelimit.mjs
+//   MAX_BODY_BYTES                     request body limit (default 2000000); POSTs must be JSON (hygiene.mjs)
 //   MAX_DEPTH / MAX_TOKENS / MAX_ALIASES   default 12 / 2000 / 30
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
@@ -28,6 +29,7 @@ import { GraphQLError } from 'graphql';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import YAML from 'yaml';
 
+import { useRequestHygiene } from './hygiene.mjs';
 import { rateLimitConfig, useRateLimitedErrors } from './ratelimit.mjs';
 import { upstreamRetry } from './upstream.mjs';
 
@@ -256,6 +258,9 @@ export const gatewayConfig = defineConfig({
       return pq && pq.version === 1 && typeof pq.sha256Hash === 'string' ? pq.sha256Hash : null;
     },
     allowArbitraryDocuments: !persistedOnly,
+    // Apollo's code for an id the gateway does not know: Apollo clients' persisted-query link
+    // answers it by sending the full document (the yoga default, PERSISTED_QUERY_NOT_IN_LIST, they ignore).
+    customErrors: { notFound: { message: 'PersistedQueryNotFound', extensions: { code: 'PERSISTED_QUERY_NOT_FOUND' } } },
   },
   maxDepth: Number(env.MAX_DEPTH || 12),
   maxTokens: Number(env.MAX_TOKENS || 2000),
@@ -265,5 +270,6 @@ export const gatewayConfig = defineConfig({
   landingPage: !production,
   cors: corsConfig(),
   gracefulShutdownTimeout: 5_000,
-  plugins: () => [useOptionalJwt(), useMaxAliases(maxAliases), useSubgraphUnavailable(), useRateLimitedErrors()],
+  plugins: () => [useOptionalJwt(), useMaxAliases(maxAliases), useSubgraphUnavailable(), useRateLimitedErrors(),
+    useRequestHygiene({ maxBodyBytes: Number(env.MAX_BODY_BYTES || 2_000_000) })],
 });

@@ -237,13 +237,15 @@ def test_hive_gateway_is_the_default_edge_and_the_router_a_profile(services: dic
     assert gateway["build"] == {"context": "supergraph", "dockerfile": "Dockerfile"}
     assert (ROOT / "supergraph" / "Dockerfile").is_file()
     dockerfile = (ROOT / "supergraph" / "Dockerfile").read_text()
-    for copied in ("gateway.config.mjs", "upstream.mjs", "gateway.sh", "persisted-documents.json", "supergraph.yaml"):
+    for copied in ("gateway.config.mjs", "upstream.mjs", "ratelimit.mjs", "hygiene.mjs", "gateway.sh",
+                   "persisted-documents.json", "supergraph.yaml"):
         assert copied in dockerfile and (ROOT / "supergraph" / copied).is_file(), copied
     env = gateway["environment"]
     for s in subgraphs():
         assert env[s.url_env] == f"http://{s.name}:{s.port}/graphql"
         assert _depends(gateway)[s.name]["condition"] == "service_healthy"
     assert env["NODE_ENV"] == "production" and "GATEWAY_SHARED_SECRET" in env
+    assert env["REDIS_URL"].startswith("redis://redis:6379")  # rate limits shared by every instance
     assert "/readiness" in _healthcheck_cmd(gateway)
     assert not {"APOLLO_KEY", "APOLLO_GRAPH_REF"} & set(router["environment"])  # no GraphOS needed
 
