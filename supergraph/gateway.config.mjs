@@ -9,6 +9,8 @@
 //   JWKS_URL                           default `${origin of the auth URL}/.well-known/jwks.json`
 //   JWT_ISSUER / JWT_AUDIENCE          default "facturacion-auth" / "facturacion-api"
 //   PERSISTED_ONLY=true                reject documents that are not in persisted-documents.json
+//   PERSISTED_ONLY_CLIENTS             clients held to the safelist by name (default ios,android; header
+//                                      apollographql-client-name or x-client-name)
 //   PERSISTED_DOCUMENTS_PATH           default supergraph/persisted-documents.json
 //   CORS_ORIGINS                       comma-separated allowed origins ("*" = any). Unset: any origin
 //                                      outside production, CORS disabled in production
@@ -207,6 +209,16 @@ function useSubgraphUnavailable() {
 const persistedPath = path.resolve(env.PERSISTED_DOCUMENTS_PATH || path.join(here, 'persisted-documents.json'));
 const persisted = existsSync(persistedPath) ? JSON.parse(readFileSync(persistedPath, 'utf8')) : {};
 const persistedOnly = /^(1|true|yes)$/i.test(env.PERSISTED_ONLY || '');
+// Mobile apps ship only safelisted operations: a client naming itself in PERSISTED_ONLY_CLIENTS
+// (Apollo's client-awareness header `apollographql-client-name`, or `x-client-name`) may send no
+// other document, while the web client keeps sending full documents.
+const persistedOnlyClients = new Set((env.PERSISTED_ONLY_CLIENTS ?? 'ios,android').split(',').map((c) => c.trim().toLowerCase()).filter(Boolean));
+function clientName(request) {
+  return (request.headers.get('apollographql-client-name') || request.headers.get('x-client-name') || '').trim().toLowerCase();
+}
+function allowArbitraryDocuments(request) {
+  return !persistedOnly && !persistedOnlyClients.has(clientName(request));
+}
 
 // ---------------------------------------------------------------------------------------------
 // CORS
@@ -218,7 +230,7 @@ function corsConfig() {
     origin: origins.includes('*') ? '*' : origins,
     credentials: !origins.includes('*'),
     methods: ['GET', 'POST', 'OPTIONS'],
-    allowedHeaders: ['authorization', 'content-type', 'x-request-id', 'accept'],
+    allowedHeaders: ['authorization', 'content-type', 'x-request-id', 'accept', 'apollographql-client-name', 'apollographql-client-version', 'x-client-name'],
     exposedHeaders: ['x-request-id'],
     maxAge: 600,
   };
@@ -257,10 +269,13 @@ export const gatewayConfig = defineConfig({
       const pq = params.extensions?.persistedQuery;
       return pq && pq.version === 1 && typeof pq.sha256Hash === 'string' ? pq.sha256Hash : null;
     },
-    allowArbitraryDocuments: !persistedOnly,
+    allowArbitraryDocuments,
     // Apollo's code for an id the gateway does not know: Apollo clients' persisted-query link
     // answers it by sending the full document (the yoga default, PERSISTED_QUERY_NOT_IN_LIST, they ignore).
-    customErrors: { notFound: { message: 'PersistedQueryNotFound', extensions: { code: 'PERSISTED_QUERY_NOT_FOUND' } } },
+    customErrors: {
+      notFound: { message: 'PersistedQueryNotFound', extensions: { code: 'PERSISTED_QUERY_NOT_FOUND' } },
+      persistedQueryOnly: { message: 'Este cliente solo puede enviar operaciones persistidas (documentId).', extensions: { code: 'PERSISTED_QUERY_ONLY' } },
+    },
   },
   maxDepth: Number(env.MAX_DEPTH || 12),
   maxTokens: Number(env.MAX_TOKENS || 2000),

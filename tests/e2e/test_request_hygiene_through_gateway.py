@@ -56,3 +56,18 @@ async def test_unknown_document_ids_are_not_found(http, document_id):
     r = await http.post("/graphql", json={"documentId": document_id})
     codes = [e.get("extensions", {}).get("code") for e in r.json()["errors"]]
     assert codes == ["PERSISTED_QUERY_NOT_FOUND"], r.text
+
+
+@pytest.mark.parametrize("header", ["apollographql-client-name", "x-client-name"])
+async def test_mobile_clients_send_only_persisted_documents(http, header):
+    from tests.e2e.conftest import ROOT
+
+    persisted = json.loads((ROOT / "supergraph" / "persisted-documents.json").read_text())
+    doc_id, document = next((k, v) for k, v in persisted.items() if v.startswith("query ") and "$" not in v.split("{")[0])
+    ios = {header: "iOS"}
+    refused = await http.post("/graphql", json={"query": document}, headers=ios)
+    assert [e["extensions"]["code"] for e in refused.json()["errors"]] == ["PERSISTED_QUERY_ONLY"], refused.text
+    by_id = await http.post("/graphql", json={"documentId": doc_id}, headers=ios)
+    assert "PERSISTED_QUERY_ONLY" not in by_id.text, by_id.text
+    web = await http.post("/graphql", json={"query": "{ __typename }"}, headers={header: "web"})
+    assert web.json()["data"] == {"__typename": "Query"}, web.text
