@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import unique_email
 from tests.e2e.conftest import ROOT
-from tests.e2e.test_invoicing_through_gateway import _create_invoice, _new_issuer
+from tests.gateway_flows import create_invoice, new_issuer
 
 gql = pytest.importorskip("gql")
 from gql import Client, GraphQLRequest  # noqa: E402
@@ -35,13 +35,13 @@ def ws_client(stack, token: str) -> Client:
 
 
 async def test_gql_over_http_and_websocket(gateway, stack, mailbox):
-    token, customer_id = await _new_issuer(gateway, mailbox, customer_email=unique_email("cliente"))
-    outsider, _ = await _new_issuer(gateway, mailbox, customer_email=unique_email("otro"))
+    token, customer_id = await new_issuer(gateway, mailbox, customer_email=unique_email("cliente"))
+    outsider, _ = await new_issuer(gateway, mailbox, customer_email=unique_email("otro"))
 
     async with http_client(stack, token) as session:  # a query and a mutation over HTTP
         me = await session.execute(GraphQLRequest("query Me { me { id email } }"))
         assert me["me"]["id"]
-        draft = await _create_invoice(gateway, token, customer_id, price="100.00")
+        draft = await create_invoice(gateway, token, customer_id, price="100.00")
         assert draft["status"] == "DRAFT"
 
         async with ws_client(stack, token) as owner_ws, ws_client(stack, outsider) as outsider_ws:
@@ -77,8 +77,8 @@ APOLLO_SCRIPT = ROOT / "tests" / "e2e" / "clients" / "apollo_client.mjs"
 @pytest.mark.skipif(NODE is None or not (ROOT / "supergraph" / "node_modules" / "@apollo" / "client").is_dir(),
                     reason="node or @apollo/client missing (make install)")
 async def test_apollo_client_query_mutation_persisted_link_and_subscription(gateway, stack, mailbox):
-    token, customer_id = await _new_issuer(gateway, mailbox, customer_email=unique_email("apollo"))
-    draft = await _create_invoice(gateway, token, customer_id, price="250.00")
+    token, customer_id = await new_issuer(gateway, mailbox, customer_email=unique_email("apollo"))
+    draft = await create_invoice(gateway, token, customer_id, price="250.00")
     proc = await asyncio.create_subprocess_exec(NODE, str(APOLLO_SCRIPT), stack.urls["gateway"], token, draft["id"],
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 120)

@@ -14,7 +14,7 @@ from shared.embedded import free_port
 from shared.serving import uvicorn_command
 from tests.conftest import unique_email
 from tests.e2e.conftest import ROOT
-from tests.e2e.test_invoicing_through_gateway import _create_invoice, _new_issuer
+from tests.gateway_flows import create_invoice, new_issuer
 
 pytestmark = pytest.mark.e2e
 
@@ -43,8 +43,8 @@ async def _sse_events(http: httpx.AsyncClient, url: str, query: str, variables: 
 
 
 async def test_sse_subscriber_on_another_instance_sees_stamping_then_stamped(gateway, stack, mailbox, second_instance):
-    token, customer_id = await _new_issuer(gateway, mailbox, customer_email=unique_email("sse"))
-    draft = await _create_invoice(gateway, token, customer_id, price="80.00")
+    token, customer_id = await new_issuer(gateway, mailbox, customer_email=unique_email("sse"))
+    draft = await create_invoice(gateway, token, customer_id, price="80.00")
     events: list = []
     async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=60)) as http:
         listener = asyncio.create_task(_sse_events(http, second_instance,
