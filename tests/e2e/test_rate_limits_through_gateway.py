@@ -15,7 +15,7 @@ from tests.conftest import unique_email
 from tests.e2e.conftest import ROOT, sign_up_by_mail
 
 pytestmark = pytest.mark.e2e
-LIMITS = {"RATE_LIMIT_FIELD": "4", "RATE_LIMIT_CREDENTIALS": "3", "RATE_LIMIT_WINDOW_SECONDS": "3"}
+LIMITS = {"RATE_LIMIT_DISABLED": "false", "RATE_LIMIT_FIELD": "4", "RATE_LIMIT_CREDENTIALS": "3", "RATE_LIMIT_WINDOW_SECONDS": "3"}
 
 
 @pytest.fixture
