@@ -226,8 +226,8 @@ def test_docker_compose_config() -> None:
 
 # host port -> the only services allowed to publish it (loopback-only where it says so)
 PUBLISHED = {"gateway": {"4000:4000"}, "router": {"${ROUTER_PORT:-4080}:4000"},
-             "mailcatcher": {"127.0.0.1:8025:8025"}, "invoice": {"127.0.0.1:4002:4002"},
-             "expense": {"127.0.0.1:4003:4003"}, "mcp": {"4005:4005"}}
+             "mailcatcher": {"127.0.0.1:8025:8025"}, "invoice-links": {"4002:4002"},
+             "expense-links": {"4003:4003"}, "mcp": {"4005:4005"}}
 
 
 def test_hive_gateway_is_the_default_edge_and_the_router_a_profile(services: dict) -> None:
