@@ -20,6 +20,7 @@ import httpx
 
 from shared import embedded
 from shared.registry import bridges, service, subgraphs as registered_subgraphs
+from shared.serving import uvicorn_command
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -121,8 +122,7 @@ def main() -> int:
         manager.add("mail", [PY, "-m", "subgraphs.notification.mailcatcher", "--port", str(mail_port),
                              "--http-port", str(mail_http), "--dir", str(embedded.DATA / "mail")], env=env)
     for name, port in subgraphs.items():
-        manager.add(name, [PY, "-m", "uvicorn", f"subgraphs.{name}.app:app", "--host", "127.0.0.1", "--port", str(port),
-                           "--no-access-log", "--no-proxy-headers", "--timeout-graceful-shutdown", "5"], env=env)
+        manager.add(name, uvicorn_command(f"subgraphs.{name}.app:app", host="127.0.0.1", port=port, python=PY), env=env)
     manager.add("worker", [PY, "-m", "workers.main"], env=env)
     manager.add("gateway", [str(ROOT / "supergraph" / "gateway.sh")], env={**env, "GATEWAY_PORT": str(gateway_port)})
     bridge_ports = {b.name: _port(b.name, b.port) for b in bridges()}

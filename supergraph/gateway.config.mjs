@@ -1,5 +1,5 @@
-// Hive Gateway configuration for local development and CI (production uses the Apollo Router,
-// see router.yaml). Start it with supergraph/gateway.sh (or see README.md for the raw command).
+// Hive Gateway configuration for `make dev`, CI and the default edge of compose.yaml
+// (supergraph/Dockerfile; the alternative is Apollo Router, router.yaml). Start it with supergraph/gateway.sh.
 //
 // Environment (all optional):
 //   GATEWAY_HOST / GATEWAY_PORT        listen address (default 127.0.0.1:4000; passed as --host/--port by gateway.sh)
@@ -9,12 +9,17 @@
 //   JWKS_URL                           default `${origin of the auth URL}/.well-known/jwks.json`
 //   JWT_ISSUER / JWT_AUDIENCE          default "facturacion-auth" / "facturacion-api"
 //   PERSISTED_ONLY=true                reject documents that are not in persisted-documents.json
+//   PERSISTED_ONLY_CLIENTS             clients held to the safelist by name (default ios,android; header
+//                                      apollographql-client-name or x-client-name)
 //   PERSISTED_DOCUMENTS_PATH           default supergraph/persisted-documents.json
 //   CORS_ORIGINS                       comma-separated allowed origins ("*" = any). Unset: any origin
 //                                      outside production, CORS disabled in production
 //   GATEWAY_SHARED_SECRET              sent to subgraphs as X-Gateway-Secret so they believe the
 //                                      client address this gateway appends to X-Forwarded-For
 //   NODE_ENV=production                introspection, GraphiQL and the landing page off
+//   REDIS_URL                          rate-limit counters shared by every gateway instance (unset: in memory)
+//   RATE_LIMIT_*                       limits per user / client address, see ratelimit.mjs
+//   MAX_BODY_BYTES                     request body limit (default 2000000); POSTs must be JSON (hygiene.mjs)
 //   MAX_DEPTH / MAX_TOKENS / MAX_ALIASES   default 12 / 2000 / 30
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
@@ -25,6 +30,10 @@ import { defineConfig } from '@graphql-hive/gateway';
 import { GraphQLError } from 'graphql';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import YAML from 'yaml';
+
+import { useRequestHygiene } from './hygiene.mjs';
+import { rateLimitConfig, useRateLimitedErrors } from './ratelimit.mjs';
+import { upstreamRetry } from './upstream.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
@@ -200,6 +209,16 @@ function useSubgraphUnavailable() {
 const persistedPath = path.resolve(env.PERSISTED_DOCUMENTS_PATH || path.join(here, 'persisted-documents.json'));
 const persisted = existsSync(persistedPath) ? JSON.parse(readFileSync(persistedPath, 'utf8')) : {};
 const persistedOnly = /^(1|true|yes)$/i.test(env.PERSISTED_ONLY || '');
+// Mobile apps ship only safelisted operations: a client naming itself in PERSISTED_ONLY_CLIENTS
+// (Apollo's client-awareness header `apollographql-client-name`, or `x-client-name`) may send no
+// other document, while the web client keeps sending full documents.
+const persistedOnlyClients = new Set((env.PERSISTED_ONLY_CLIENTS ?? 'ios,android').split(',').map((c) => c.trim().toLowerCase()).filter(Boolean));
+function clientName(request) {
+  return (request.headers.get('apollographql-client-name') || request.headers.get('x-client-name') || '').trim().toLowerCase();
+}
+function allowArbitraryDocuments(request) {
+  return !persistedOnly && !persistedOnlyClients.has(clientName(request));
+}
 
 // ---------------------------------------------------------------------------------------------
 // CORS
@@ -211,7 +230,7 @@ function corsConfig() {
     origin: origins.includes('*') ? '*' : origins,
     credentials: !origins.includes('*'),
     methods: ['GET', 'POST', 'OPTIONS'],
-    allowedHeaders: ['authorization', 'content-type', 'x-request-id', 'accept'],
+    allowedHeaders: ['authorization', 'content-type', 'x-request-id', 'accept', 'apollographql-client-name', 'apollographql-client-version', 'x-client-name'],
     exposedHeaders: ['x-request-id'],
     maxAge: 600,
   };
@@ -226,6 +245,10 @@ export const gatewayConfig = defineConfig({
   readinessCheckEndpoint: '/readiness', // readiness: the supergraph is loaded
   pollingInterval: 10_000, // pick up a re-composed schema/supergraph.graphql without a restart
   transportEntries,
+  // Rate limits (ratelimit.mjs), counted in Redis when REDIS_URL is set so every instance agrees.
+  ...(env.REDIS_URL ? { cache: { type: 'redis', url: env.REDIS_URL, lazyConnect: false } } : {}),
+  ...(rateLimitConfig(env) ? { rateLimiting: rateLimitConfig(env) } : {}),
+  upstreamRetry, // a query that failed on a reused connection is retried (upstream.mjs)
   propagateHeaders: {
     fromClientToSubgraphs({ request, context }) {
       return {
@@ -246,7 +269,13 @@ export const gatewayConfig = defineConfig({
       const pq = params.extensions?.persistedQuery;
       return pq && pq.version === 1 && typeof pq.sha256Hash === 'string' ? pq.sha256Hash : null;
     },
-    allowArbitraryDocuments: !persistedOnly,
+    allowArbitraryDocuments,
+    // Apollo's code for an id the gateway does not know: Apollo clients' persisted-query link
+    // answers it by sending the full document (the yoga default, PERSISTED_QUERY_NOT_IN_LIST, they ignore).
+    customErrors: {
+      notFound: { message: 'PersistedQueryNotFound', extensions: { code: 'PERSISTED_QUERY_NOT_FOUND' } },
+      persistedQueryOnly: { message: 'Este cliente solo puede enviar operaciones persistidas (documentId).', extensions: { code: 'PERSISTED_QUERY_ONLY' } },
+    },
   },
   maxDepth: Number(env.MAX_DEPTH || 12),
   maxTokens: Number(env.MAX_TOKENS || 2000),
@@ -256,5 +285,6 @@ export const gatewayConfig = defineConfig({
   landingPage: !production,
   cors: corsConfig(),
   gracefulShutdownTimeout: 5_000,
-  plugins: () => [useOptionalJwt(), useMaxAliases(maxAliases), useSubgraphUnavailable()],
+  plugins: () => [useOptionalJwt(), useMaxAliases(maxAliases), useSubgraphUnavailable(), useRateLimitedErrors(),
+    useRequestHygiene({ maxBodyBytes: Number(env.MAX_BODY_BYTES || 2_000_000) })],
 });

@@ -1,5 +1,8 @@
 #!/usr/bin/env node
-// Build the persisted-documents manifest supergraph/persisted-documents.json ({sha256: document})
+// Build the persisted-documents manifest supergraph/persisted-documents.json ({sha256: document},
+// read by Hive Gateway) and the same operations in Apollo's format,
+// supergraph/persisted-query-manifest.json ({format: "apollo-persisted-query-manifest", version: 1,
+// operations: [{id, name, type, body}]}, for Apollo Router's safelist and Apollo's client tooling),
 // from schema/operations/*.graphql. One file = one document (one operation plus the fragments it
 // uses). The stored document is the graphql-js `print()` of the file, and its key is the lowercase
 // hex SHA-256 of that printed text, so any client that prints the same AST gets the same hash.
@@ -10,6 +13,7 @@
 // Options:
 //   --operations <dir>  default: schema/operations
 //   --output <file>     default: supergraph/persisted-documents.json
+//   --apollo-output <file>  default: persisted-query-manifest.json next to --output
 //   --schema <file>     supergraph to validate operations against (default: schema/supergraph.graphql,
 //                       skipped with a warning when it does not exist)
 //   --no-validate       do not validate operations against the supergraph's API schema
@@ -31,6 +35,7 @@ function parseArgs(argv) {
   const opts = {
     operations: path.join(here, '..', 'schema', 'operations'),
     output: path.join(here, 'persisted-documents.json'),
+    apolloOutput: null,
     schema: path.join(here, '..', 'schema', 'supergraph.graphql'),
     validate: true,
     check: false,
@@ -43,11 +48,13 @@ function parseArgs(argv) {
     };
     if (a === '--operations') opts.operations = v();
     else if (a === '--output') opts.output = v();
+    else if (a === '--apollo-output') opts.apolloOutput = v();
     else if (a === '--schema') opts.schema = v();
     else if (a === '--no-validate') opts.validate = false;
     else if (a === '--check') opts.check = true;
     else throw new Error(`unknown argument: ${a}`);
   }
+  opts.apolloOutput ??= path.join(path.dirname(opts.output), 'persisted-query-manifest.json');
   return opts;
 }
 
@@ -74,6 +81,7 @@ async function main() {
   }
 
   const manifest = {};
+  const apolloOperations = [];
   const names = new Map();
   const problems = [];
   for (const f of files) {
@@ -108,6 +116,7 @@ async function main() {
     }
     const printed = print(doc);
     manifest[sha256(printed)] = printed;
+    apolloOperations.push({ id: sha256(printed), name, type: ops[0].operation, body: printed });
   }
   if (problems.length) {
     console.error(`persisted documents: ${problems.length} problem(s):`);
@@ -116,23 +125,33 @@ async function main() {
   }
 
   const sorted = Object.fromEntries(Object.entries(manifest).sort(([a], [b]) => a.localeCompare(b)));
-  const text = JSON.stringify(sorted, null, 2) + '\n';
-  const current = existsSync(opts.output) ? readFileSync(opts.output, 'utf8') : null;
+  apolloOperations.sort((a, b) => a.id.localeCompare(b.id));
+  const apollo = { format: 'apollo-persisted-query-manifest', version: 1, operations: apolloOperations };
+  const outputs = [
+    [opts.output, JSON.stringify(sorted, null, 2) + '\n'],
+    [opts.apolloOutput, JSON.stringify(apollo, null, 2) + '\n'],
+  ];
   const count = Object.keys(sorted).length;
+  const stale = outputs.filter(([file, text]) => (existsSync(file) ? readFileSync(file, 'utf8') : null) !== text);
   if (opts.check) {
-    if (current !== text) {
-      console.error(`DRIFT: ${opts.output} is stale (${count} document(s) expected); run: node supergraph/persist.mjs`);
+    if (stale.length) {
+      for (const [file] of stale) {
+        console.error(`DRIFT: ${file} is stale (${count} document(s) expected); run: node supergraph/persist.mjs`);
+      }
       return 1;
     }
-    console.log(`ok: persisted-documents manifest up to date (${count} document(s))`);
+    console.log(`ok: persisted-documents manifests up to date (${count} document(s))`);
     return 0;
   }
-  if (current !== text) {
-    const tmp = `${opts.output}.tmp-${process.pid}`;
+  for (const [file, text] of stale) {
+    const tmp = `${file}.tmp-${process.pid}`;
     writeFileSync(tmp, text);
-    renameSync(tmp, opts.output);
+    renameSync(tmp, file);
   }
-  console.log(`${current === text ? 'unchanged' : 'wrote'} ${path.relative(process.cwd(), opts.output)} (${count} document(s))`);
+  for (const [file] of outputs) {
+    const written = stale.some(([f]) => f === file);
+    console.log(`${written ? 'wrote' : 'unchanged'} ${path.relative(process.cwd(), file)} (${count} document(s))`);
+  }
   return 0;
 }
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from shared.embedded import free_port
+from shared.serving import uvicorn_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,8 +57,7 @@ class Stack:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")[-tail:]
 
     def subgraph_argv(self, name: str, port: int) -> list[str]:
-        return [sys.executable, "-m", "uvicorn", f"subgraphs.{name}.app:app", "--host", "127.0.0.1",
-                "--port", str(port), "--no-access-log", "--no-proxy-headers"]
+        return uvicorn_command(f"subgraphs.{name}.app:app", host="127.0.0.1", port=port)
 
     def start_subgraph(self, name: str, port: int) -> None:
         self.start(name, self.subgraph_argv(name, port), f"http://127.0.0.1:{port}/health/ready")

@@ -66,7 +66,7 @@ def stack(e2e_database_url, e2e_redis_url, tmp_path_factory, mailbox):
            "INVOICE_SERVICE_URL": f"http://127.0.0.1:{ports.get('invoice', 0)}",
            "GATEWAY_PORT": str(gateway_port), "GATEWAY_HOST": "127.0.0.1",
            "AUTH_SERVICE_URL": f"http://127.0.0.1:{ports['auth']}", "GATEWAY_SHARED_SECRET": GATEWAY_SECRET,
-           "LOGIN_MAX_FAILURES_PER_IP": "1000", "MAIL_REQUESTS_MAX_PER_CLIENT": "60", "AUTHZ_CACHE_SECONDS": "0", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port)}
+           "LOGIN_MAX_FAILURES_PER_IP": "1000", "RATE_LIMIT_DISABLED": "true", "MAIL_REQUESTS_MAX_PER_CLIENT": "60", "AUTHZ_CACHE_SECONDS": "0", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port)}
     for s, p in ports.items():
         env[f"{s.upper()}_URL"] = f"http://127.0.0.1:{p}/graphql"
     st = Stack(env, tmp_path_factory.mktemp("stack-logs"))

@@ -55,7 +55,7 @@ def faults_database_url(private_pg_database_url):
 @pytest.fixture
 def stack_env(faults_database_url, redis_server):
     return {**os.environ, "DATABASE_URL": faults_database_url, "REDIS_URL": redis_server.url, "APP_ENV": "test",
-            "LOGIN_MAX_FAILURES_PER_IP": "1000"}
+            "LOGIN_MAX_FAILURES_PER_IP": "1000", "RATE_LIMIT_DISABLED": "true"}
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def full_stack(fault_stack, redis_server, mailbox):
         "GATEWAY_HOST": "127.0.0.1", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port),
         # the mail worker asks auth for each single-use link at send time; per-client limits off
         "AUTH_SERVICE_URL": f"http://127.0.0.1:{ports['auth']}", "GATEWAY_SHARED_SECRET": "faults-gateway-secret",
-        "MAIL_REQUESTS_MAX_PER_CLIENT": "1000", "LOGIN_MAX_FAILURES_PER_IP": "1000",
+        "MAIL_REQUESTS_MAX_PER_CLIENT": "1000", "LOGIN_MAX_FAILURES_PER_IP": "1000", "RATE_LIMIT_DISABLED": "true",
         **{f"{s.upper()}_URL": f"http://127.0.0.1:{p}/graphql" for s, p in ports.items()}})
     fault_stack.ports = ports
     fault_stack.start_all(ports, gateway_port)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from shared.registry import subgraphs
+from shared.serving import KEEPALIVE_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -131,6 +132,8 @@ def test_app_services_share_one_image_and_check_readiness(services: dict) -> Non
         assert cmd[:2] == ["uvicorn", f"subgraphs.{name}.app:app"], cmd
         assert cmd[cmd.index("--port") + 1] == str(port)
         assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
+        # Idle keep-alive outlasts every client's pool (shared/serving.py says why).
+        assert cmd[cmd.index("--timeout-keep-alive") + 1] == str(KEEPALIVE_SECONDS), (name, cmd)
         hc = _healthcheck_cmd(svc)
         assert "urllib" in hc and f"127.0.0.1:{port}/health/ready" in hc, hc
         deps = _depends(svc)
@@ -190,7 +193,7 @@ def test_generated_supergraph_is_present() -> None:
 def test_router_env_points_at_services(services: dict) -> None:
     router = services["router"]
     env = router["environment"]
-    assert "APOLLO_KEY" in env and "APOLLO_GRAPH_REF" in env
+    assert not {"APOLLO_KEY", "APOLLO_GRAPH_REF"} & set(env)  # router.yaml needs no GraphOS plan
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
     for name, port in APP_SERVICES.items():
         url = env[f"{name.upper()}_URL"]
@@ -217,3 +220,44 @@ def test_docker_compose_config() -> None:
         capture_output=True, text=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin:/usr/local/bin", "POSTGRES_PASSWORD": "x"},
     )
     assert res.returncode == 0, res.stderr
+
+
+# --- the two gateways --------------------------------------------------------------------------
+
+# host port -> the only services allowed to publish it (loopback-only where it says so)
+PUBLISHED = {"gateway": {"4000:4000"}, "router": {"${ROUTER_PORT:-4080}:4000"},
+             "mailcatcher": {"127.0.0.1:8025:8025"}, "invoice-links": {"4002:4002"},
+             "expense-links": {"4003:4003"}, "mcp": {"4005:4005"}}
+
+
+def test_hive_gateway_is_the_default_edge_and_the_router_a_profile(services: dict) -> None:
+    gateway, router = services["gateway"], services["router"]
+    assert "profiles" not in gateway  # starts with a plain `docker compose up`
+    assert router["profiles"] == ["apollo-router"]
+    assert gateway["build"] == {"context": "supergraph", "dockerfile": "Dockerfile"}
+    assert (ROOT / "supergraph" / "Dockerfile").is_file()
+    dockerfile = (ROOT / "supergraph" / "Dockerfile").read_text()
+    for copied in ("gateway.config.mjs", "upstream.mjs", "ratelimit.mjs", "hygiene.mjs", "gateway.sh",
+                   "persisted-documents.json", "supergraph.yaml"):
+        assert copied in dockerfile and (ROOT / "supergraph" / copied).is_file(), copied
+    env = gateway["environment"]
+    for s in subgraphs():
+        assert env[s.url_env] == f"http://{s.name}:{s.port}/graphql"
+        assert _depends(gateway)[s.name]["condition"] == "service_healthy"
+    assert env["NODE_ENV"] == "production" and "GATEWAY_SHARED_SECRET" in env
+    assert env["REDIS_URL"].startswith("redis://redis:6379")  # rate limits shared by every instance
+    assert "/readiness" in _healthcheck_cmd(gateway)
+    assert not {"APOLLO_KEY", "APOLLO_GRAPH_REF"} & set(router["environment"])  # no GraphOS needed
+
+
+def test_every_long_running_service_checks_its_health(services: dict) -> None:
+    for name, svc in services.items():
+        if svc.get("restart") == "no":  # one-shot (migrate)
+            continue
+        assert _healthcheck_cmd(svc), f"{name} has no health check"
+
+
+def test_no_port_published_that_should_not_be(services: dict) -> None:
+    for name, svc in services.items():
+        ports = {str(p) for p in svc.get("ports") or []}
+        assert ports <= PUBLISHED.get(name, set()), (name, ports)

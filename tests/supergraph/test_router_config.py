@@ -1,4 +1,4 @@
-"""Validate supergraph/router.yaml against Apollo Router 2.13.1's configuration JSON Schema.
+"""Validate supergraph/router.yaml (no GraphOS) and router.yaml + router.graphos.yaml against Apollo Router 2.13.1's configuration JSON Schema.
 
 The router expands ``${env.NAME}`` / ``${env.NAME:-default}`` in every string value before
 validating and, when a string changed, re-reads it as YAML and keeps a bool, number or null
@@ -21,6 +21,12 @@ from shared.registry import subgraphs
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTER_YAML = ROOT / "supergraph" / "router.yaml"
+GRAPHOS_YAML = ROOT / "supergraph" / "router.graphos.yaml"
+# Keys Router 2.x refuses to start with unless a GraphOS plan covers them
+# (/work/shared/data/apollo-router/README.md).
+GRAPHOS_KEYS = {"authentication", "subscription", "persisted_queries", "coprocessor", "demand_control",
+                "batching", "authorization", "preview_entity_cache", "telemetry_enterprise"}
+GRAPHOS_LIMITS = {"max_depth", "max_height", "max_aliases", "max_root_fields"}
 SCHEMA = Path(__file__).resolve().parent / "fixtures" / "router-config.schema.json"
 
 _EXPANSION = re.compile(r"\$\{([^}]*)\}")
@@ -102,9 +108,45 @@ def _errors(config: Any) -> list[str]:
     return out
 
 
+def overlay(base: Any, extra: Any) -> Any:
+    """The documented merge (yq's `*`): maps merged key by key, anything else replaced."""
+    if isinstance(base, dict) and isinstance(extra, dict):
+        return {**base, **{k: overlay(base[k], v) if k in base else v for k, v in extra.items()}}
+    return extra
+
+
 @pytest.fixture(scope="module")
-def raw_config() -> dict:
+def free_config() -> dict:
     return yaml.safe_load(ROUTER_YAML.read_text())
+
+
+@pytest.fixture(scope="module")
+def raw_config(free_config: dict) -> dict:
+    """router.yaml with the GraphOS overlay merged in."""
+    return overlay(free_config, yaml.safe_load(GRAPHOS_YAML.read_text()))
+
+
+def test_free_router_yaml_needs_no_graphos(free_config: dict) -> None:
+    assert not GRAPHOS_KEYS & set(free_config), GRAPHOS_KEYS & set(free_config)
+    assert not GRAPHOS_LIMITS & set(free_config.get("limits", {}))
+    assert _errors(expand_router_env(free_config, {})) == []
+
+
+def test_free_router_keeps_subgraph_connections_shorter_than_the_subgraphs(free_config: dict) -> None:
+    from shared.serving import KEEPALIVE_SECONDS
+
+    idle = free_config["traffic_shaping"]["all"]["pool_idle_timeout"]
+    assert idle.endswith("s") and int(idle[:-1]) < KEEPALIVE_SECONDS
+
+
+def test_graphos_overlay_adds_only_what_needs_a_plan(raw_config: dict, free_config: dict) -> None:
+    graphos = yaml.safe_load(GRAPHOS_YAML.read_text())
+    assert {"authentication", "subscription", "persisted_queries"} <= set(graphos)
+    assert GRAPHOS_LIMITS <= set(raw_config["limits"])
+    assert raw_config["persisted_queries"]["safelist"]["enabled"] is True
+    assert raw_config["apq"]["enabled"] is False  # the router refuses APQ together with a safelist
+    # Everything the free config sets is still there.
+    assert {k: raw_config[k] for k in free_config if k != "limits"} == {k: v for k, v in free_config.items() if k != "limits"}
 
 
 # --- the expansion helper itself -------------------------------------------------------------
@@ -142,7 +184,9 @@ def test_router_yaml_is_valid_with_defaults(raw_config: dict) -> None:
     assert _errors(expand_router_env(raw_config, {})) == []
 
 
-def test_router_yaml_is_valid_with_compose_env(raw_config: dict) -> None:
+@pytest.mark.parametrize("which", ["free", "graphos"])
+def test_router_yaml_is_valid_with_compose_env(which: str, free_config: dict, raw_config: dict) -> None:
+    config = free_config if which == "free" else raw_config
     env = {
         **{s.url_env: f"http://{s.name}:{s.port}/graphql" for s in subgraphs()},
         "JWKS_URL": "http://auth:4001/.well-known/jwks.json",
@@ -152,9 +196,10 @@ def test_router_yaml_is_valid_with_compose_env(raw_config: dict) -> None:
         "CORS_ORIGINS_REGEX": r"^https://[a-z]+\.facturacion\.example$",
         "ROUTER_MAX_SUBSCRIPTIONS": "500",
     }
-    cfg = expand_router_env(raw_config, env)
+    cfg = expand_router_env(config, env)
     assert _errors(cfg) == []
-    assert cfg["subscription"]["max_opened_subscriptions"] == 500
+    if which == "graphos":
+        assert cfg["subscription"]["max_opened_subscriptions"] == 500
 
 
 def test_router_yaml_contents(raw_config: dict) -> None:
