@@ -206,21 +206,25 @@ def schema_extensions() -> list:
     database URL. Parsing and validation results are cached: dashboards repeat the same documents.
     """
     max_depth = int(os.environ.get("GRAPHQL_MAX_DEPTH", "12"))
-    # Factories, not instances: Strawberry builds fresh extensions per request. The caches are
-    # module-level functools caches inside these extensions, so they still persist across requests.
-    extensions: list = [
-        lambda: ParserCache(maxsize=512),
-        lambda: ValidationCache(maxsize=512),
-        lambda: QueryDepthLimiter(max_depth=max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=30),
-        lambda: MaxTokensLimiter(max_token_count=5000),
-        ErrorPolicy,
-    ]
+    # The limiters' rule classes are built here, once per schema. `QueryDepthLimiter(...)` and
+    # `MaxAliasesLimiter(...)` each create a new rule class when constructed, and the validation
+    # cache is keyed by (schema, document, rule classes): built per request, they made every
+    # request a cache miss and validation ran every time.
+    rules = [*QueryDepthLimiter(max_depth=max_depth).validation_rules,
+             *MaxAliasesLimiter(max_alias_count=30).validation_rules]
     introspection = os.environ.get("GRAPHQL_INTROSPECTION")
     production = os.environ.get("APP_ENV") == "production"
     if (introspection or "").lower() in ("0", "false") or (introspection is None and production):
-        extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
-    return extensions
+        rules.append(NoSchemaIntrospectionCustomRule)
+    # Factories, not instances: Strawberry builds fresh extensions per request. The caches are
+    # module-level functools caches inside these extensions, so they persist across requests.
+    return [
+        lambda: ParserCache(maxsize=512),
+        lambda: AddValidationRules(rules),
+        lambda: ValidationCache(maxsize=512),
+        lambda: MaxTokensLimiter(max_token_count=5000),
+        ErrorPolicy,
+    ]
 
 
 def build_schema(*, query: type, mutation: type | None = None, subscription: type | None = None,

@@ -131,3 +131,29 @@ async def test_introspection_is_off_in_production_and_on_in_development(monkeypa
     assert result.errors and "introspection" in result.errors[0].message.lower()
     # Federation's own `_service { sdl }` is not introspection: the gateway still composes.
     assert (await prod.execute("{ __typename }")).errors is None
+
+
+async def test_validation_runs_once_per_document(monkeypatch):
+    """The validation cache hits: a repeated document is not validated again (the limiters' rule
+    classes are part of the cache key, so they must be the same classes on every request)."""
+    import strawberry.schema.schema as strawberry_schema
+
+    calls = []
+    real = strawberry_schema.validate
+
+    def counting(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(strawberry_schema, "validate", counting)
+    schema = _nested_schema()
+    doc = "{ root { child { name } } __typename }  # test_validation_runs_once_per_document"
+    for _ in range(3):
+        assert (await schema.execute(doc)).errors is None
+    assert len(calls) == 1
+    # The limiters still refuse (and their verdict is cached too).
+    deep = "{ root { " + "child { " * 20 + "name" + " }" * 20 + " } }"
+    for _ in range(2):
+        result = await schema.execute(deep)
+        assert result.errors and "exceeds maximum operation depth" in result.errors[0].message
+    assert len(calls) == 2
