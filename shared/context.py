@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ from aiodataloader import DataLoader
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.client_address import client_address
 from shared.errors import ForbiddenError, UnauthenticatedError
@@ -29,6 +31,8 @@ class RequestContext:
     connection_params: dict | None = None
     _principal: Any = field(default=_UNSET, repr=False)
     _loaders: dict[str, DataLoader] = field(default_factory=dict, repr=False)
+    _session: AsyncSession | None = field(default=None, repr=False)
+    _session_lock: asyncio.Lock | None = field(default=None, repr=False)
 
     @property
     def settings(self):
@@ -87,6 +91,37 @@ class RequestContext:
             raise ForbiddenError(extensions={"missingPermissions": missing})
         return p
 
+    @asynccontextmanager
+    async def read_session(self) -> AsyncIterator[AsyncSession]:
+        """The request's one read transaction: the page query and every loader batch of an HTTP
+        request share a session (one pool checkout, one BEGIN, one pre-ping) instead of opening
+        one each. Resolvers running concurrently take turns (a session is not concurrency-safe);
+        under READ COMMITTED each statement still sees the latest commits, so a mutation earlier
+        in the request is visible. The session ends with the request (`close`). A WebSocket
+        context lives as long as its subscriptions, so it never pins a connection: there each
+        use gets its own short session."""
+        if isinstance(self.request, WebSocket):
+            async with self.runtime.sessionmaker() as session:
+                yield session
+            return
+        if self._session_lock is None:
+            self._session_lock = asyncio.Lock()
+        async with self._session_lock:
+            if self._session is None:
+                self._session = self.runtime.sessionmaker()
+            try:
+                yield self._session
+            except BaseException:
+                # A failed statement leaves the transaction aborted: the next reader starts afresh.
+                await self._session.rollback()
+                raise
+
+    async def close(self) -> None:
+        """End the request's read transaction (rolled back: reads have nothing to commit)."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
     def loader(self, name: str, factory: Callable[[], DataLoader]) -> DataLoader:
         """DataLoaders live for one request: batching within it, no stale cache across requests."""
         if name not in self._loaders:
@@ -98,7 +133,7 @@ class RequestContext:
         query; keys it does not answer get `default` (None, or e.g. [] for list fields)."""
 
         async def batch(keys: list) -> list:
-            async with self.runtime.sessionmaker() as session:
+            async with self.read_session() as session:
                 found = await fetch(session, keys)
             return [found.get(k, default) for k in keys]
 

@@ -248,7 +248,10 @@ class ServiceGraphQL(GraphQL):
         self._runtime_getter = runtime_getter
 
     async def get_context(self, request, response) -> RequestContext:
-        return RequestContext(request=request, response=response, runtime=self._runtime_getter())
+        ctx = RequestContext(request=request, response=response, runtime=self._runtime_getter())
+        if scope_type(request) == "http":
+            request.state.graphql_context = ctx  # closed by __call__ when the answer is ready
+        return ctx
 
     def decode_json(self, data: str | bytes) -> object:
         """Only a JSON object (or a batch list, refused as such) is a GraphQL request: invalid
@@ -267,13 +270,18 @@ class ServiceGraphQL(GraphQL):
             return await super().__call__(scope, receive, send)
         from starlette.requests import Request
 
+        request = Request(scope=scope, receive=receive)
         try:
-            response = await self.run(Request(scope=scope, receive=receive))
+            response = await self.run(request)
         except HTTPException as e:  # GraphQL-shaped, so clients parse every answer the same way
             code = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(e.status_code, "BAD_REQUEST")
             log.info("client error code=%s request_id=%s message=%r", code, request_id_var.get(), e.reason)
             response = JSONResponse({"errors": [{"message": e.reason, "extensions": {"code": code}}]},
                                     status_code=e.status_code)
+        finally:
+            ctx = getattr(request.state, "graphql_context", None)
+            if ctx is not None:
+                await ctx.close()
         await response(scope, receive, send)
 
     def create_response(self, response_data, sub_response):
@@ -283,6 +291,11 @@ class ServiceGraphQL(GraphQL):
             response.status_code = 503
             response.headers["Retry-After"] = str(ServiceUnavailableError.retry_after_seconds)
         return response
+
+
+def scope_type(request) -> str | None:
+    scope = getattr(request, "scope", None)
+    return scope.get("type") if isinstance(scope, dict) else None
 
 
 def _only_unavailable(response_data) -> bool:

@@ -132,12 +132,12 @@ class Issuer:
 
     @strawberry.field
     async def certificates(self, info: Ctx) -> list[Certificate]:
-        async with info.context.runtime.sessionmaker() as session:
+        async with info.context.read_session() as session:
             return [Certificate.from_row(r) for r in await service.list_csds(session, self.organization_id)]
 
     @strawberry.field
     async def series(self, info: Ctx) -> list[Series]:
-        async with info.context.runtime.sessionmaker() as session:
+        async with info.context.read_session() as session:
             return [Series(code=r.code, next_folio=r.next_folio)
                     for r in await service.list_series(session, self.organization_id)]
 
@@ -549,7 +549,7 @@ class Query(PacQueries):
     @strawberry.field(description="The organization's issuer profile (Emisor), null until configured.")
     async def issuer(self, info: Ctx) -> Issuer | None:
         p = await info.context.require(P.INVOICE_READ)
-        async with info.context.runtime.sessionmaker() as session:
+        async with info.context.read_session() as session:
             row = await service.get_issuer(session, p.organization_id)
         return Issuer.from_row(row) if row else None
 
@@ -564,7 +564,7 @@ class Query(PacQueries):
                         search: str | None = None) -> Connection[Customer] | None:
         p = await info.context.require(P.INVOICE_READ)
         size = page_size(first)
-        async with info.context.runtime.sessionmaker() as session:
+        async with info.context.read_session() as session:
             rows = await service.customers_page(session, p.organization_id, search=search, after=decode_cursor(after, str, uuid.UUID),
                                                 limit=size + 1)
         return build_connection(rows, size, to_node=Customer.from_row, key_of=lambda r: [r.legal_name, str(r.id)],
@@ -579,7 +579,7 @@ class Query(PacQueries):
     @strawberry.field(description="Find an invoice by its folio fiscal (UUID).")
     async def invoice_by_uuid(self, info: Ctx, uuid: str) -> Invoice | None:
         p = await info.context.require(P.INVOICE_READ)
-        async with info.context.runtime.sessionmaker() as session:
+        async with info.context.read_session() as session:
             row = await service.invoice_by_uuid(session, p.organization_id, uuid)
         return Invoice.from_row(row) if row else None
 
@@ -591,7 +591,7 @@ class Query(PacQueries):
         filters = _plain(filter) if filter else {}
         if filters.get("customer_id"):
             filters["customer_id"] = _uuid(filters["customer_id"])
-        async with info.context.runtime.sessionmaker() as session:
+        async with info.context.read_session() as session:
             rows = await service.invoices_page(session, p.organization_id, filters=filters,
                                                after=decode_cursor(after, datetime.fromisoformat, uuid.UUID), limit=size + 1)
         return build_connection(rows, size, to_node=Invoice.from_row,
@@ -602,7 +602,7 @@ class Query(PacQueries):
         self, info: Ctx, year: Annotated[int, strawberry.argument(metadata=limits(min=DEFAULT_MIN_YEAR, max=DEFAULT_MAX_YEAR))],
     ) -> list[DashboardRow] | None:
         p = await info.context.require(P.INVOICE_READ)
-        async with info.context.runtime.sessionmaker() as session:
+        async with info.context.read_session() as session:
             rows = await service.dashboard(session, p.organization_id, year)
         return [DashboardRow(month=mo, status=InvoiceStatus(st), count=c, total=t) for mo, st, c, t in rows]
 

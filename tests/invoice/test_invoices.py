@@ -210,11 +210,15 @@ async def test_member_role_permissions_are_checked(org, api):
 
 
 async def test_invoices_list_filters_and_query_count_constant(org, runtime):
+    """A page costs the same statements whatever its size (no N+1), and one transaction: the page
+    query and the customer loader share the request's read session (one pool checkout)."""
     from sqlalchemy import event
 
     for _ in range(6):
         await org.create_invoice()
     statements: list[str] = []
+    transactions: list[object] = []
+    checkouts: list[object] = []
 
     def count(conn, cursor, statement, *args):
         statements.append(statement)
@@ -222,16 +226,23 @@ async def test_invoices_list_filters_and_query_count_constant(org, runtime):
     q = """query($f: Int) { invoices(first: $f, filter: {status: DRAFT}) { edges { cursor node { id folio status
       customer { id rfc } createdBy { id } organization { id } history { toStatus } } } pageInfo { hasNextPage endCursor } } }"""
     sync_engine = runtime.engine.sync_engine
-    event.listen(sync_engine, "before_cursor_execute", count)
+    listeners = [(sync_engine, "before_cursor_execute", count),
+                 (sync_engine, "begin", lambda conn: transactions.append(conn)),
+                 (sync_engine.pool, "checkout", lambda *a: checkouts.append(a))]
+    for target, name, fn in listeners:
+        event.listen(target, name, fn)
     try:
         statements.clear()
         small = await org.ok(q, {"f": 2})
-        n_small = len(statements)
-        statements.clear()
+        n_small, t_small, c_small = len(statements), len(transactions), len(checkouts)
+        statements.clear(), transactions.clear(), checkouts.clear()
         big = await org.ok(q, {"f": 6})
-        n_big = len(statements)
+        n_big, t_big, c_big = len(statements), len(transactions), len(checkouts)
     finally:
-        event.remove(sync_engine, "before_cursor_execute", count)
+        for target, name, fn in listeners:
+            event.remove(target, name, fn)
+    assert (t_small, c_small) == (1, 1), (t_small, c_small)
+    assert (t_big, c_big) == (1, 1), (t_big, c_big)
     assert len(small["invoices"]["edges"]) == 2 and small["invoices"]["pageInfo"]["hasNextPage"]
     assert len(big["invoices"]["edges"]) == 6
     assert n_small == n_big, (n_small, n_big)
