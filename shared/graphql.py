@@ -34,6 +34,7 @@ from strawberry.federation.schema import FederationAny
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
+from shared.compiled import CompiledExecution
 from shared.config import Settings, get_settings
 from shared.context import RequestContext
 from shared.errors import (
@@ -223,6 +224,9 @@ def schema_extensions() -> list:
         lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=512),
         lambda: MaxTokensLimiter(max_token_count=5000),
+        # Known query documents skip the generic per-field machinery (shared/compiled.py). It
+        # assumes no extension here implements `resolve` (field middleware): none does.
+        CompiledExecution,
         ErrorPolicy,
     ]
 

@@ -294,15 +294,17 @@ class Invoice:
     customer_rfc: str = strawberry.field(description="Receptor/@Rfc")
     customer_name: str = strawberry.field(description="Receptor/@Nombre")
     currency: str = strawberry.field(description="Moneda")
-    exchange_rate: Decimal | None = strawberry.field(description="TipoCambio")
+    exchange_rate: Decimal | None = strawberry.field(description="TipoCambio", resolver=lambda root: _draft(root).exchange_rate)
     subtotal: Decimal = strawberry.field(description="SubTotal")
     discount: Decimal | None = strawberry.field(description="Descuento")
     total_taxes_transferred: Decimal | None = strawberry.field(description="TotalImpuestosTrasladados")
     total_taxes_withheld: Decimal | None = strawberry.field(description="TotalImpuestosRetenidos")
     total: Decimal = strawberry.field(description="Total (for P: MontoTotalPagos)")
-    payment_form: str | None = strawberry.field(description="FormaPago")
-    payment_method: str | None = strawberry.field(description="MetodoPago")
-    cfdi_use: str | None = strawberry.field(description="UsoCFDI")
+    payment_form: str | None = strawberry.field(description="FormaPago", resolver=lambda root: _draft(root).payment_form)
+    payment_method: str | None = strawberry.field(description="MetodoPago",
+                                                  resolver=lambda root: _draft(root).payment_method)
+    cfdi_use: str | None = strawberry.field(description="UsoCFDI", resolver=lambda root: (
+        _draft(root).receiver.cfdi_use if _draft(root).receiver else None))
     issues: list[ValidationIssue]
     issued_at: datetime | None = strawberry.field(description="Fecha (local time of LugarExpedicion)")
     uuid: str | None = strawberry.field(description="TimbreFiscalDigital/@UUID (folio fiscal)")
@@ -313,23 +315,22 @@ class Invoice:
     cancellation_reason: str | None = strawberry.field(description="Motivo de cancelación (01-04)")
     replacement_uuid: str | None = strawberry.field(description="FolioSustitucion")
     created_at: datetime
+    # The ORM object, or a plain row of the invoices table (list pages): resolvers read attributes only.
     row: strawberry.Private[m.Invoice]
 
     @classmethod
     def from_row(cls, r: m.Invoice) -> "Invoice":
-        draft = Draft.model_validate(r.document or {})
-
+        # The draft (JSONB, validated by pydantic) is parsed only when a field asks for it
+        # (`_draft`): a list page of 50 invoices that shows no draft field never pays for it.
         def money(value: Decimal | None) -> Decimal | None:
             return service.money(value, r.currency)
 
         return cls(
             id=strawberry.ID(str(r.id)), type=InvoiceType(r.voucher_type), status=InvoiceStatus(r.status),
             series=r.series, folio=r.folio, customer_rfc=r.customer_rfc, customer_name=r.customer_name,
-            currency=r.currency, exchange_rate=draft.exchange_rate, subtotal=money(r.subtotal),
+            currency=r.currency, subtotal=money(r.subtotal),
             discount=money(r.discount), total_taxes_transferred=money(r.total_transferred),
             total_taxes_withheld=money(r.total_withheld), total=money(r.total),
-            payment_form=draft.payment_form, payment_method=draft.payment_method,
-            cfdi_use=draft.receiver.cfdi_use if draft.receiver else None,
             issues=[ValidationIssue(code=i["code"], field=i["field"], message=i["message"]) for i in r.issues or []],
             issued_at=r.issued_at, uuid=r.uuid, stamped_at=r.stamped_at, sat_certificate_number=r.pac_certificate_number,
             pac_code=r.pac_code, pac_message=r.pac_message, cancellation_reason=r.cancellation_reason,
@@ -349,7 +350,7 @@ class Invoice:
                             tax_object=c.tax_object,
                             taxes=[TaxLine(tax=t.tax, factor_type=t.factor_type, rate=t.rate, base=t.base,
                                            withholding=t.withholding) for t in c.taxes])
-                for c in Draft.model_validate(self.row.document or {}).concepts]
+                for c in _draft(self).concepts]
 
     @strawberry.field
     async def customer(self, info: Ctx) -> Customer | None:
@@ -388,6 +389,14 @@ class Invoice:
                                     to_status=InvoiceStatus(r.to_status), reason=r.reason,
                                     actor=User(id=strawberry.ID(str(r.actor_id))) if r.actor_id else None,
                                     at=r.created_at) for r in rows]
+
+
+def _draft(inv: Invoice) -> Draft:
+    """The invoice's draft, parsed once per object (several fields may ask)."""
+    draft = inv.__dict__.get("_draft")
+    if draft is None:
+        draft = inv.__dict__["_draft"] = Draft.model_validate(inv.row.document or {})
+    return draft
 
 
 @strawberry.input

@@ -1,0 +1,162 @@
+"""The compiled path (shared/compiled.py) answers exactly what the generic executor answers:
+data, errors (message, path, locations, code) and null propagation, on a schema built to fail in
+every way a field can fail."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from enum import Enum
+
+import strawberry
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from shared import compiled
+
+
+@strawberry.enum
+class Color(Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Boom(Exception):
+    pass
+
+
+class Row:
+    """Attributes as resolvers would hand them over: some missing, some raising, some wrong."""
+
+    def __init__(self, i: int):
+        self.i, self.name, self.maybe = i, f"n{i}", (None if i % 2 else f"m{i}")
+        self.color = Color.RED if i % 3 else "not-a-color"  # an enum value that does not serialize
+
+    @property
+    def broken(self) -> str:
+        raise Boom(f"broken {self.i}")
+
+
+@strawberry.type
+class Leafy:
+    i: int
+    name: str
+    maybe: str | None
+    must: str  # None on odd rows: a non-null violation
+    color: Color | None
+    broken: str | None
+    broken_required: str
+
+    @strawberry.field
+    async def later(self) -> str | None:
+        await asyncio.sleep(0)
+        if self.i == 2:
+            raise Boom("later 2")
+        return f"later {self.i}"
+
+
+def leafy(i: int) -> Leafy:
+    r = Row(i)
+    obj = Leafy(i=r.i, name=r.name, maybe=r.maybe, must=r.maybe, color=r.color, broken=None, broken_required=None)
+    # Replace the plain attributes with the raising ones (the getter must see the same exception).
+    type(obj)  # strawberry types are dataclasses: instance attributes can be shadowed by a property only on a class
+    return obj
+
+
+class RaisingLeafy(Leafy):
+    @property
+    def broken(self):  # noqa: D401
+        raise Boom(f"broken {self.i}")
+
+    @broken.setter
+    def broken(self, value):
+        pass
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def rows(self, n: int = 4) -> list[Leafy]:
+        return [RaisingLeafy(i=i, name=f"n{i}", maybe=None if i % 2 else f"m{i}", must=None if i % 2 else f"m{i}",
+                             color=Color.RED if i % 3 else "not-a-color", broken=None,
+                             broken_required=None if i == 3 else "ok") for i in range(n)]
+
+    @strawberry.field
+    def required_rows(self) -> list[Leafy] | None:
+        return self.rows(3)
+
+    @strawberry.field
+    def one(self) -> Leafy:
+        return RaisingLeafy(i=0, name="n0", maybe="m0", must="m0", color=Color.BLUE, broken=None, broken_required="ok")
+
+
+def _schema():
+    from shared.graphql import build_schema
+
+    return build_schema(query=Query)
+
+
+SCHEMA = _schema()
+FIELDS = ["i", "name", "maybe", "must", "color", "broken", "brokenRequired", "later", "__typename"]
+
+
+async def _both(query: str, variables: dict | None = None) -> tuple[dict, dict]:
+    out = []
+    for m in ("never", "always"):
+        token = compiled.mode.set(m)
+        try:
+            r = await SCHEMA.execute(query, variable_values=variables)
+        finally:
+            compiled.mode.reset(token)
+        out.append(json.loads(json.dumps({"data": r.data, "errors": [e.formatted for e in r.errors or []]})))
+    return out[0], out[1]
+
+
+async def test_compiled_path_is_taken_and_matches():
+    before = compiled.stats["compiled"]
+    q = "{ one { i name maybe color __typename } rows(n: 3) { i name } }"
+    generic, fast = await _both(q)
+    assert generic == fast and not generic["errors"]
+    assert compiled.stats["compiled"] == before + 1
+
+
+async def test_errors_and_null_propagation_match():
+    for q in [
+        "{ rows { i must } }",  # non-null violation nulls the item, then the non-null list: data.rows null
+        "{ requiredRows { i must } one { i } }",
+        "{ rows { i broken } }",  # nullable field raising: null + error per row
+        "{ rows { i brokenRequired } }",
+        "{ rows { color i } }",  # enum serialization failure
+        "{ rows { later i name } one { later broken } }",
+        "{ a: one { i } b: one { x: name i } one { i } }",
+    ]:
+        generic, fast = await _both(q)
+        assert generic == fast, q
+    assert (await _both("{ rows { i must } }"))[0]["errors"]
+
+
+async def test_auto_mode_compiles_on_second_sight():
+    q = "{ one { i name } }  # auto-mode"
+    before = dict(compiled.stats)
+    await SCHEMA.execute(q)
+    assert compiled.stats["compiled"] == before["compiled"]
+    await SCHEMA.execute(q)
+    assert compiled.stats["compiled"] == before["compiled"] + 1
+
+
+@st.composite
+def selections(draw, depth=0):
+    fields = draw(st.lists(st.sampled_from(FIELDS), min_size=1, max_size=6))
+    parts = []
+    for i, f in enumerate(fields):
+        alias = draw(st.sampled_from(["", f"a{i}: "]))
+        parts.append(alias + f)
+    return " ".join(parts)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(root=st.sampled_from(["rows", "requiredRows", "one", "rows(n: 7)"]), sel=selections(),
+       sel2=st.one_of(st.none(), selections()))
+async def test_random_queries_match(root, sel, sel2):
+    q = "{ r: %s { %s } %s }" % (root, sel, f"one {{ {sel2} }}" if sel2 else "")
+    generic, fast = await _both(q)
+    assert generic == fast, q
