@@ -24,12 +24,13 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -139,12 +140,15 @@ def _cpu_seconds(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, app: str, env: dict):
+    def __init__(self, app: str, env: dict, profile_to: str | None = None):
         from shared.serving import uvicorn_command
 
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(uvicorn_command(app, host="127.0.0.1", port=self.port), cwd=ROOT, env=env,
+        command = uvicorn_command(app, host="127.0.0.1", port=self.port)
+        if profile_to:  # BENCH_PROFILE=file: cProfile of this server, written when it stops
+            command[1:1] = ["-m", "cProfile", "-o", profile_to]
+        self.proc = subprocess.Popen(command, cwd=ROOT, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     async def ready(self, client, path: str = "/health/live") -> None:
@@ -159,8 +163,11 @@ class Server:
         raise RuntimeError(f"{self.url} did not start")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        self.proc.send_signal(signal.SIGINT)  # a clean exit (cProfile writes its file on the way out)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 async def measure(client, server: Server, path: str, body: dict, headers: dict, check) -> float:
@@ -231,7 +238,7 @@ async def main() -> None:
         auth = Server("subgraphs.auth.app:app", env)
         servers.append(auth)
         env["AUTH_JWKS_URL"] = f"{auth.url}/.well-known/jwks.json"
-        invoice = Server("subgraphs.invoice.app:app", env)
+        invoice = Server("subgraphs.invoice.app:app", env, os.environ.get("BENCH_PROFILE"))
         floor = Server("bench.dashboard:floor_app", {**env, "BENCH_FLOOR_APP": "1"})
         servers += [invoice, floor]
         async with httpx.AsyncClient(timeout=30) as client:
@@ -263,7 +270,7 @@ async def main() -> None:
         print(f"dashboard list: invoices(first: {PAGE}) with customer; {N} sequential requests per case; "
               f"CPU of the server process (/proc user+system)")
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-              f"{datetime.now().isoformat(timespec='minutes')}")
+              f"{datetime.now(timezone.utc).isoformat(timespec='minutes')}")
         print(f"floor, plain handler, same 2 SQL statements   {two * 1e3:7.2f} ms CPU/request   1.00x")
         print(f"floor, plain handler, 1 join, needed columns   {join * 1e3:7.2f} ms CPU/request   {join / two:4.2f}x")
         print(f"invoice subgraph POST /graphql                 {sub * 1e3:7.2f} ms CPU/request   {sub / two:4.2f}x "

@@ -305,7 +305,7 @@ class Invoice:
                                                   resolver=lambda root: _draft(root).payment_method)
     cfdi_use: str | None = strawberry.field(description="UsoCFDI", resolver=lambda root: (
         _draft(root).receiver.cfdi_use if _draft(root).receiver else None))
-    issues: list[ValidationIssue]
+    issues: list[ValidationIssue] = strawberry.field(resolver=lambda root: _issues(root))
     issued_at: datetime | None = strawberry.field(description="Fecha (local time of LugarExpedicion)")
     uuid: str | None = strawberry.field(description="TimbreFiscalDigital/@UUID (folio fiscal)")
     stamped_at: datetime | None = strawberry.field(description="TimbreFiscalDigital/@FechaTimbrado")
@@ -331,7 +331,6 @@ class Invoice:
             currency=r.currency, subtotal=money(r.subtotal),
             discount=money(r.discount), total_taxes_transferred=money(r.total_transferred),
             total_taxes_withheld=money(r.total_withheld), total=money(r.total),
-            issues=[ValidationIssue(code=i["code"], field=i["field"], message=i["message"]) for i in r.issues or []],
             issued_at=r.issued_at, uuid=r.uuid, stamped_at=r.stamped_at, sat_certificate_number=r.pac_certificate_number,
             pac_code=r.pac_code, pac_message=r.pac_message, cancellation_reason=r.cancellation_reason,
             replacement_uuid=r.replacement_uuid, created_at=r.created_at, row=r,
@@ -353,9 +352,18 @@ class Invoice:
                 for c in _draft(self).concepts]
 
     @strawberry.field
-    async def customer(self, info: Ctx) -> Customer | None:
+    def customer(self, info: Ctx) -> Customer | None:
+        # Not `async def`: a list page prefetches its customers (`_prefetch_customers`), and then
+        # answering is a plain return, without a coroutine, a loader future and their awaiting
+        # per row. Otherwise the awaitable goes back to the executor, which awaits it.
         if not self.row.customer_id:
             return None
+        prefetched = self.__dict__.get("_customer", _NOT_FETCHED)
+        if prefetched is not _NOT_FETCHED:
+            return prefetched
+        return self._load_customer(info)
+
+    async def _load_customer(self, info: Ctx) -> Customer | None:
         row = await loaders.customers(info.context, self.row.organization_id).load(self.row.customer_id)
         return Customer.from_row(row) if row else None
 
@@ -389,6 +397,47 @@ class Invoice:
                                     to_status=InvoiceStatus(r.to_status), reason=r.reason,
                                     actor=User(id=strawberry.ID(str(r.actor_id))) if r.actor_id else None,
                                     at=r.created_at) for r in rows]
+
+
+_NOT_FETCHED = object()
+
+
+def _selects(info: Ctx, name: str) -> bool:
+    """Whether the field being resolved selects a field called `name` anywhere below it."""
+    fragments = info._raw_info.fragments
+    seen: set[str] = set()
+
+    def walk(selection_set) -> bool:
+        for sel in selection_set.selections if selection_set else ():
+            kind = sel.kind
+            if kind == "field":
+                if sel.name.value == name or walk(sel.selection_set):
+                    return True
+            elif kind == "inline_fragment":
+                if walk(sel.selection_set):
+                    return True
+            elif kind == "fragment_spread" and sel.name.value not in seen:
+                seen.add(sel.name.value)
+                fragment = fragments.get(sel.name.value)
+                if fragment is not None and walk(fragment.selection_set):
+                    return True
+        return False
+
+    return any(walk(node.selection_set) for node in info._raw_info.field_nodes)
+
+
+async def _prefetch_customers(info: Ctx, org: uuid.UUID, invoices: list[Invoice]) -> None:
+    """The page's customers in one loader batch, attached to each invoice (see `Invoice.customer`)."""
+    ids = list({inv.row.customer_id for inv in invoices if inv.row.customer_id})
+    rows = await loaders.customers(info.context, org).load_many(ids) if ids else []
+    customers = {i: Customer.from_row(r) if r else None for i, r in zip(ids, rows)}
+    for inv in invoices:
+        if inv.row.customer_id:
+            inv.__dict__["_customer"] = customers[inv.row.customer_id]
+
+
+def _issues(inv: Invoice) -> list[ValidationIssue]:
+    return [ValidationIssue(code=i["code"], field=i["field"], message=i["message"]) for i in inv.row.issues or []]
 
 
 def _draft(inv: Invoice) -> Draft:
@@ -548,7 +597,7 @@ class InvoicePayload(Payload):
 
 def _invoice_payload(row: m.Invoice) -> InvoicePayload:
     inv = Invoice.from_row(row)
-    return InvoicePayload(invoice=inv, issues=inv.issues)
+    return InvoicePayload(invoice=inv, issues=_issues(inv))
 
 
 # --- root types ----------------------------------------------------------------------------------
@@ -603,8 +652,11 @@ class Query(PacQueries):
         async with info.context.read_session() as session:
             rows = await service.invoices_page(session, p.organization_id, filters=filters,
                                                after=decode_cursor(after, datetime.fromisoformat, uuid.UUID), limit=size + 1)
-        return build_connection(rows, size, to_node=Invoice.from_row,
+        page = build_connection(rows, size, to_node=Invoice.from_row,
                                 key_of=lambda r: [r.created_at.isoformat(), str(r.id)], after=after)
+        if _selects(info, "customer"):
+            await _prefetch_customers(info, p.organization_id, [e.node for e in page.edges])
+        return page
 
     @strawberry.field(description="Count and MXN total of invoices per month and status for a year.")
     async def invoice_dashboard(
