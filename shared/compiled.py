@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from graphql import (
-    GraphQLObjectType, get_nullable_type, is_leaf_type, is_non_null_type,
+    GraphQLObjectType, get_nullable_type, is_leaf_type, is_non_null_type, is_object_type,
 )
 from graphql.execution import execute
 from graphql.pyutils import Path, Undefined
@@ -73,8 +73,9 @@ stats = {"compiled": 0, "generic": 0}  # executions per path, for tests and curi
 
 
 def _fast_field(parent_type: GraphQLObjectType, field_details_list) -> tuple | None:
-    """(getter, leaf type, return type, null message) for an attribute-read scalar/enum field, or
-    None when the field needs the generic executor."""
+    """(getter, leaf type or None, object type or None, return type, non-null, null message) for
+    a field that only reads an attribute and is a scalar, an enum or a plain object, or None when
+    the field needs the generic executor."""
     node = field_details_list[0].node
     if node.arguments or any(fd.node.directives for fd in field_details_list):
         return None
@@ -89,11 +90,15 @@ def _fast_field(parent_type: GraphQLObjectType, field_details_list) -> tuple | N
             or definition is None or getattr(definition, "default_resolver", None) is not getattr):
         return None
     return_type = field_def.type
-    leaf = get_nullable_type(return_type)
-    if not is_leaf_type(leaf):
+    named = get_nullable_type(return_type)
+    leaf = named if is_leaf_type(named) else None
+    # An object type without `is_type_of`: completing it is exactly executing its selection set.
+    obj = named if is_object_type(named) and named.is_type_of is None else None
+    if leaf is None and obj is None:
         return None
     message = f"Cannot return null for non-nullable field {parent_type.name}.{node.name.value}."
-    return operator.attrgetter(definition.python_name), leaf, return_type, is_non_null_type(return_type), message
+    return (operator.attrgetter(definition.python_name), leaf, obj, return_type, is_non_null_type(return_type),
+            message)
 
 
 def _compile(parent_type: GraphQLObjectType, grouped_field_set) -> list[tuple]:
@@ -131,7 +136,7 @@ class CompiledExecutor(StrawberryGraphQLCoreExecutionContext):
         try:
             for response_name, fdl, fast in self._plan(parent_type, grouped_field_set):
                 if fast is not None:
-                    getter, leaf, return_type, non_null, message = fast
+                    getter, leaf, obj, return_type, non_null, message = fast
                     try:
                         value = getter(source_value)
                         if isinstance(value, Exception):
@@ -140,8 +145,16 @@ class CompiledExecutor(StrawberryGraphQLCoreExecutionContext):
                             if non_null:
                                 raise TypeError(message)
                             results[response_name] = None
-                        else:
+                        elif leaf is not None:
                             results[response_name] = self.complete_leaf_value(leaf, value)
+                        else:
+                            field_path = Path(path, response_name, parent_type.name)
+                            completed = self.collect_and_execute_subfields(obj, fdl, field_path, value,
+                                                                           position_context)
+                            if is_awaitable(completed):
+                                completed = self._await_completed(completed, return_type, fdl, field_path)
+                                awaitable_fields.append(response_name)
+                            results[response_name] = completed
                     except Exception as raw_error:  # noqa: BLE001 - located and collected as graphql-core does
                         self.handle_field_error(raw_error, return_type, fdl,
                                                 Path(path, response_name, parent_type.name))
@@ -160,6 +173,14 @@ class CompiledExecutor(StrawberryGraphQLCoreExecutionContext):
         if not awaitable_fields:
             return results
         return _gather(results, awaitable_fields)
+
+    async def _await_completed(self, completed, return_type, fdl, path) -> Any:
+        # As graphql-core's `execute_field` does for a completion that turned out awaitable.
+        try:
+            return await completed
+        except Exception as raw_error:  # noqa: BLE001
+            self.handle_field_error(raw_error, return_type, fdl, path)
+            return None
 
 
 async def _gather(results: dict, awaitable_fields: list[str]) -> dict:

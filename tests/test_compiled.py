@@ -24,20 +24,23 @@ class Boom(Exception):
     pass
 
 
-class Row:
-    """Attributes as resolvers would hand them over: some missing, some raising, some wrong."""
+@strawberry.type
+class Inner:
+    name: str
+    must: str  # None on some: the violation nulls the object (nullable parent) or propagates
 
-    def __init__(self, i: int):
-        self.i, self.name, self.maybe = i, f"n{i}", (None if i % 2 else f"m{i}")
-        self.color = Color.RED if i % 3 else "not-a-color"  # an enum value that does not serialize
-
-    @property
-    def broken(self) -> str:
-        raise Boom(f"broken {self.i}")
+    @strawberry.field
+    async def later(self) -> str:
+        await asyncio.sleep(0)
+        if self.name == "inner 1":
+            raise Boom("inner later 1")
+        return self.name
 
 
 @strawberry.type
 class Leafy:
+    inner: Inner | None
+    inner_required: Inner
     i: int
     name: str
     maybe: str | None
@@ -54,12 +57,8 @@ class Leafy:
         return f"later {self.i}"
 
 
-def leafy(i: int) -> Leafy:
-    r = Row(i)
-    obj = Leafy(i=r.i, name=r.name, maybe=r.maybe, must=r.maybe, color=r.color, broken=None, broken_required=None)
-    # Replace the plain attributes with the raising ones (the getter must see the same exception).
-    type(obj)  # strawberry types are dataclasses: instance attributes can be shadowed by a property only on a class
-    return obj
+def _inner(i: int) -> Inner:
+    return Inner(name=f"inner {i}", must=None if i == 2 else "ok")
 
 
 class RaisingLeafy(Leafy):
@@ -76,7 +75,7 @@ class RaisingLeafy(Leafy):
 class Query:
     @strawberry.field
     def rows(self, n: int = 4) -> list[Leafy]:
-        return [RaisingLeafy(i=i, name=f"n{i}", maybe=None if i % 2 else f"m{i}", must=None if i % 2 else f"m{i}",
+        return [RaisingLeafy(inner=_inner(i) if i != 3 else None, inner_required=_inner(i + 1), i=i, name=f"n{i}", maybe=None if i % 2 else f"m{i}", must=None if i % 2 else f"m{i}",
                              color=Color.RED if i % 3 else "not-a-color", broken=None,
                              broken_required=None if i == 3 else "ok") for i in range(n)]
 
@@ -86,7 +85,7 @@ class Query:
 
     @strawberry.field
     def one(self) -> Leafy:
-        return RaisingLeafy(i=0, name="n0", maybe="m0", must="m0", color=Color.BLUE, broken=None, broken_required="ok")
+        return RaisingLeafy(inner=_inner(2), inner_required=_inner(0), i=0, name="n0", maybe="m0", must="m0", color=Color.BLUE, broken=None, broken_required="ok")
 
 
 def _schema():
@@ -96,7 +95,9 @@ def _schema():
 
 
 SCHEMA = _schema()
-FIELDS = ["i", "name", "maybe", "must", "color", "broken", "brokenRequired", "later", "__typename"]
+FIELDS = ["i", "name", "maybe", "must", "color", "broken", "brokenRequired", "later", "__typename",
+          "inner { name must }", "inner { later name }", "innerRequired { name }", "innerRequired { must later }",
+          "inner { __typename }"]
 
 
 async def _both(query: str, variables: dict | None = None) -> tuple[dict, dict]:
@@ -128,6 +129,9 @@ async def test_errors_and_null_propagation_match():
         "{ rows { color i } }",  # enum serialization failure
         "{ rows { later i name } one { later broken } }",
         "{ a: one { i } b: one { x: name i } one { i } }",
+        "{ rows { i inner { name must } } }",
+        "{ rows { i innerRequired { must } } }",
+        "{ rows { inner { later } innerRequired { later name } } one { innerRequired { later } } }",
     ]:
         generic, fast = await _both(q)
         assert generic == fast, q
