@@ -111,20 +111,22 @@ class CompiledExecutor(StrawberryGraphQLCoreExecutionContext):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._request_plans: dict[int, list[tuple]] = {}
+        self._request_plans: dict[int, tuple[Any, list[tuple]]] = {}
 
     def _plan(self, parent_type: GraphQLObjectType, grouped_field_set) -> list[tuple]:
-        # Per request by identity (graphql-core memoizes a selection set's grouped fields for the
-        # request); across requests by the identity of the cached document's field nodes, which
-        # the plan keeps alive so an id is never reused while its plan is cached.
-        plan = self._request_plans.get(id(grouped_field_set))
+        # Per request by identity, keeping the grouped field set alive beside its plan (as
+        # graphql-core's own memo does): the root's is dropped once its resolvers are running, and
+        # a later one reusing its id must not find the root's plan. Across requests by the
+        # identity of the cached document's field nodes, which the plan keeps alive too.
+        memo = self._request_plans.get(id(grouped_field_set))
+        if memo is not None and memo[0] is grouped_field_set:
+            return memo[1]
+        key = (id(self.schema), parent_type.name,
+               tuple((name, *(id(fd.node) for fd in fdl)) for name, fdl in grouped_field_set.items()))
+        plan = _plans.get(key)
         if plan is None:
-            key = (id(self.schema), parent_type.name,
-                   tuple((name, *(id(fd.node) for fd in fdl)) for name, fdl in grouped_field_set.items()))
-            plan = _plans.get(key)
-            if plan is None:
-                plan = _plans[key] = _compile(parent_type, grouped_field_set)
-            self._request_plans[id(grouped_field_set)] = plan
+            plan = _plans[key] = _compile(parent_type, grouped_field_set)
+        self._request_plans[id(grouped_field_set)] = (grouped_field_set, plan)
         return plan
 
     def execute_fields(self, parent_type, source_value, path, grouped_field_set, position_context):
