@@ -10,8 +10,9 @@ null check of a non-null type, or "generic" (anything with a resolver, arguments
 object, an abstract type), which runs graphql-core's own `execute_field`. So everything with
 behaviour (resolvers, DataLoaders, argument conversion, field extensions, abstract types, lists)
 still runs through the generic executor, and errors and null propagation go through the same
-`handle_field_error`: the JSON is the same, errors included (tests/test_compiled.py runs every
-persisted operation and random valid queries through both paths and compares).
+`handle_field_error`: the JSON is the same, errors included (tests/test_compiled.py on a schema
+built to fail, tests/invoice/test_compiled_execution.py on every persisted invoice query and
+random valid queries: both paths, compared).
 
 Which documents: a query document is compiled on its `COMPILE_AFTER`-th sight (by its exact
 text, which is what the gateway's planner sends a subgraph: always the same text for the same

@@ -33,6 +33,7 @@ class RequestContext:
     _loaders: dict[str, DataLoader] = field(default_factory=dict, repr=False)
     _session: AsyncSession | None = field(default=None, repr=False)
     _session_lock: asyncio.Lock | None = field(default=None, repr=False)
+    _closed: bool = field(default=False, repr=False)
 
     @property
     def settings(self):
@@ -100,7 +101,8 @@ class RequestContext:
         in the request is visible. The session ends with the request (`close`). A WebSocket
         context lives as long as its subscriptions, so it never pins a connection: there each
         use gets its own short session."""
-        if isinstance(self.request, WebSocket):
+        if self._closed or isinstance(self.request, WebSocket):
+            # (closed: a subscription over HTTP streams after the request's own work is done)
             async with self.runtime.sessionmaker() as session:
                 yield session
             return
@@ -118,7 +120,7 @@ class RequestContext:
 
     async def close(self) -> None:
         """End the request's read transaction (rolled back: reads have nothing to commit)."""
-        session, self._session = self._session, None
+        session, self._session, self._closed = self._session, None, True
         if session is not None:
             await session.close()
 
