@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextvars
 import operator
+import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -46,8 +47,10 @@ MAX_DOCUMENTS = 1024  # distinct document texts counted
 MAX_PLANS = 4096  # compiled selection sets kept (a document has a handful)
 _BACKREF = "strawberry-definition"
 
-# "auto": known documents only; "always" / "never": tests comparing both paths.
-mode: contextvars.ContextVar[str] = contextvars.ContextVar("compiled_execution_mode", default="auto")
+# "auto": known documents only; "always" / "never": tests comparing both paths. GRAPHQL_COMPILED=never
+# turns the compiled path off for a process (a kill switch, and the bench's comparison).
+mode: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "compiled_execution_mode", default="never" if os.environ.get("GRAPHQL_COMPILED") == "never" else "auto")
 
 
 class _LRU(OrderedDict):
