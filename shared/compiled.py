@@ -46,6 +46,21 @@ COMPILE_AFTER = 2  # sightings of a document before it takes the compiled path
 MAX_DOCUMENTS = 1024  # distinct document texts counted
 MAX_PLANS = 4096  # compiled selection sets kept (a document has a handful)
 _BACKREF = "strawberry-definition"
+_PREFETCHED = "compiled.prefetched_attribute"
+_GENERIC = object()  # a prefetched attribute that is not there: the field's resolver runs
+
+
+def prefetched(attribute: str) -> dict:
+    """Field metadata for a resolver field whose value a batch may have set beforehand in the
+    source object's `attribute` (and whose resolver returns that value when it is there): the
+    compiled path then reads it directly, and runs the resolver only when it is absent."""
+    return {_PREFETCHED: attribute}
+
+
+def _prefetched_getter(attribute: str):
+    def get(source):
+        return getattr(source, "__dict__", {}).get(attribute, _GENERIC)
+    return get
 
 # "auto": known documents only; "always" / "never": tests comparing both paths. GRAPHQL_COMPILED=never
 # turns the compiled path off for a process (a kill switch, and the bench's comparison).
@@ -88,11 +103,16 @@ def _fast_field(parent_type: GraphQLObjectType, field_details_list) -> tuple | N
         return None
     resolve = field_def.resolve
     definition = (field_def.extensions or {}).get(_BACKREF)
+    attribute = (getattr(definition, "metadata", None) or {}).get(_PREFETCHED)
+    if attribute:
+        getter = _prefetched_getter(attribute)
     # Strawberry's resolver for a field with no resolver, no extensions, no permissions: it calls
     # `field.default_resolver(source, python_name)` and nothing else (schema_converter.py).
-    if (resolve is None or getattr(resolve, "__name__", "") != "_get_basic_result"
+    elif (resolve is None or getattr(resolve, "__name__", "") != "_get_basic_result"
             or definition is None or getattr(definition, "default_resolver", None) is not getattr):
         return None
+    else:
+        getter = operator.attrgetter(definition.python_name)
     return_type = field_def.type
     named = get_nullable_type(return_type)
     leaf = named if is_leaf_type(named) else None
@@ -101,8 +121,7 @@ def _fast_field(parent_type: GraphQLObjectType, field_details_list) -> tuple | N
     if leaf is None and obj is None:
         return None
     message = f"Cannot return null for non-nullable field {parent_type.name}.{node.name.value}."
-    return (operator.attrgetter(definition.python_name), leaf, obj, return_type, is_non_null_type(return_type),
-            message)
+    return getter, leaf, obj, return_type, is_non_null_type(return_type), message
 
 
 def _compile(parent_type: GraphQLObjectType, grouped_field_set) -> list[tuple]:
@@ -145,9 +164,11 @@ class CompiledExecutor(StrawberryGraphQLCoreExecutionContext):
                     getter, leaf, obj, return_type, non_null, message = fast
                     try:
                         value = getter(source_value)
-                        if isinstance(value, Exception):
+                        if value is _GENERIC:
+                            pass
+                        elif isinstance(value, Exception):
                             raise value
-                        if value is None or value is Undefined:
+                        elif value is None or value is Undefined:
                             if non_null:
                                 raise TypeError(message)
                             results[response_name] = None
@@ -165,7 +186,9 @@ class CompiledExecutor(StrawberryGraphQLCoreExecutionContext):
                         self.handle_field_error(raw_error, return_type, fdl,
                                                 Path(path, response_name, parent_type.name))
                         results[response_name] = None
-                    continue
+                        continue
+                    if value is not _GENERIC:
+                        continue
                 result = self.execute_field(parent_type, source_value, fdl,
                                             Path(path, response_name, parent_type.name), position_context)
                 if result is not Undefined:

@@ -39,6 +39,16 @@ class Inner:
 
 @strawberry.type
 class Leafy:
+    @strawberry.field(metadata=compiled.prefetched("_pre"))
+    async def pre(self) -> Inner | None:
+        # As a prefetching resolver does: the prefetched value when there is one, else a load.
+        if "_pre" in self.__dict__:
+            return self.__dict__["_pre"]
+        await asyncio.sleep(0)
+        if self.i == 1:
+            raise Boom("pre 1")
+        return _inner(self.i + 10)
+
     inner: Inner | None
     inner_required: Inner
     i: int
@@ -80,6 +90,13 @@ class Query:
                              broken_required=None if i == 3 else "ok") for i in range(n)]
 
     @strawberry.field
+    def prefetched_rows(self) -> list[Leafy]:
+        rows = self.rows(5)
+        for r in rows[::2]:
+            r.__dict__["_pre"] = _inner(r.i) if r.i != 4 else None
+        return rows
+
+    @strawberry.field
     def required_rows(self) -> list[Leafy] | None:
         return self.rows(3)
 
@@ -97,7 +114,7 @@ def _schema():
 SCHEMA = _schema()
 FIELDS = ["i", "name", "maybe", "must", "color", "broken", "brokenRequired", "later", "__typename",
           "inner { name must }", "inner { later name }", "innerRequired { name }", "innerRequired { must later }",
-          "inner { __typename }"]
+          "inner { __typename }", "pre { name must later }", "pre { name }"]
 
 
 async def _both(query: str, variables: dict | None = None) -> tuple[dict, dict]:
@@ -130,6 +147,7 @@ async def test_errors_and_null_propagation_match():
         "{ rows { later i name } one { later broken } }",
         "{ a: one { i } b: one { x: name i } one { i } }",
         "{ rows { i inner { name must } } }",
+        "{ prefetchedRows { i pre { name must later } } rows { pre { name } } }",
         "{ rows { i innerRequired { must } } }",
         "{ rows { inner { later } innerRequired { later name } } one { innerRequired { later } } }",
     ]:
@@ -158,7 +176,7 @@ def selections(draw, depth=0):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(root=st.sampled_from(["rows", "requiredRows", "one", "rows(n: 7)"]), sel=selections(),
+@given(root=st.sampled_from(["rows", "requiredRows", "one", "rows(n: 7)", "prefetchedRows"]), sel=selections(),
        sel2=st.one_of(st.none(), selections()))
 async def test_random_queries_match(root, sel, sel2):
     q = "{ r: %s { %s } %s }" % (root, sel, f"one {{ {sel2} }}" if sel2 else "")

@@ -17,6 +17,7 @@ from strawberry.federation.schema_directives import Key
 from strawberry.types import Info
 
 from shared.bus import org_channel
+from shared.compiled import prefetched
 from shared.context import RequestContext
 from shared.errors import AppError, NotFoundError, Payload, payload_or_errors
 from shared.graphql import build_schema
@@ -351,7 +352,7 @@ class Invoice:
                                            withholding=t.withholding) for t in c.taxes])
                 for c in _draft(self).concepts]
 
-    @strawberry.field
+    @strawberry.field(metadata=prefetched("_customer"))
     def customer(self, info: Ctx) -> Customer | None:
         # Not `async def`: a list page prefetches its customers (`_prefetch_customers`), and then
         # answering is a plain return, without a coroutine, a loader future and their awaiting
