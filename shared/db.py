@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import MetaData
+import json
+
+from sqlalchemy import MetaData, Select, Table, Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -51,3 +53,33 @@ async def transaction(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIt
     async with sessionmaker() as session:
         async with session.begin():
             yield session
+
+
+class PlainRow:
+    """A row read only to be shown (list pages, loaders): its columns as plain attributes, named
+    as the mapped class's, without the ORM's identity map and instance state. JSON columns come
+    as text and are decoded on first use, so a page that shows none of them never decodes them."""
+
+    def __init__(self, mapping) -> None:
+        self.__dict__.update(mapping)
+
+    def __getattr__(self, name: str):  # only for names not set: the JSON columns, on first use
+        try:
+            raw = self.__dict__[f"{name}{_JSON_SUFFIX}"]
+        except KeyError:
+            raise AttributeError(name) from None
+        value = self.__dict__[name] = json.loads(raw) if raw is not None else None
+        return value
+
+
+_JSON_SUFFIX = "__json"
+
+
+def plain_select(table: Table, *, json_columns: tuple[str, ...] = ()) -> Select:
+    """`select(table)` for `PlainRow`s: the JSON columns cast to text for lazy decoding."""
+    return select(*(c for c in table.c if c.key not in json_columns),
+                  *(cast(table.c[name], Text).label(f"{name}{_JSON_SUFFIX}") for name in json_columns))
+
+
+async def plain_rows(session, statement) -> list[PlainRow]:
+    return [PlainRow(r) for r in (await session.execute(statement)).mappings()]

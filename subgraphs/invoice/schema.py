@@ -214,16 +214,21 @@ class Customer:
     postal_code: str = strawberry.field(description="DomicilioFiscalReceptor")
     cfdi_use: str = strawberry.field(description="Default UsoCFDI")
     email: str | None
-    products: list[Product]
+    # Built from the JSON column only when asked (a list of invoices shows customers' names).
+    products: list[Product] = strawberry.field(resolver=lambda root: _products(root.row))
+    # The ORM object or a `PlainRow` (loaders): attributes are only read.
+    row: strawberry.Private[Any]
 
     @classmethod
     def from_row(cls, r: m.Customer) -> "Customer":
         return cls(id=strawberry.ID(str(r.id)), rfc=r.rfc, legal_name=r.legal_name, tax_regime=r.tax_regime,
-                   postal_code=r.postal_code, cfdi_use=r.cfdi_use, email=r.email,
-                   products=[Product(product_code=p["product_code"], description=p["description"],
-                                     unit_code=p["unit_code"], unit=p.get("unit"), unit_price=Decimal(p["unit_price"]),
-                                     tax_object=p.get("tax_object") or "02", taxes=_tax_lines(p.get("taxes")))
-                             for p in r.products or []])
+                   postal_code=r.postal_code, cfdi_use=r.cfdi_use, email=r.email, row=r)
+
+
+def _products(r) -> list[Product]:
+    return [Product(product_code=p["product_code"], description=p["description"], unit_code=p["unit_code"],
+                    unit=p.get("unit"), unit_price=Decimal(p["unit_price"]), tax_object=p.get("tax_object") or "02",
+                    taxes=_tax_lines(p.get("taxes"))) for p in r.products or []]
 
 
 @strawberry.input

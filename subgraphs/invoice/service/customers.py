@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import transaction
+from shared.db import PlainRow, plain_rows, plain_select, transaction
 from shared.errors import InputError, UserError
 from shared.runtime import Runtime
 from shared.validation import email_problem
@@ -94,6 +94,8 @@ async def customers_page(session: AsyncSession, org: uuid.UUID, *, search: str |
     return list((await session.scalars(q)).all())
 
 
-async def customers_by_ids(session: AsyncSession, org: uuid.UUID, ids: list[uuid.UUID]) -> dict[uuid.UUID, m.Customer]:
-    rows = await session.scalars(select(m.Customer).where(m.Customer.organization_id == org, m.Customer.id.in_(ids)))
+async def customers_by_ids(session: AsyncSession, org: uuid.UUID, ids: list[uuid.UUID]) -> dict[uuid.UUID, PlainRow]:
+    """For the loader (reads only): plain rows, their `products` decoded only when shown."""
+    rows = await plain_rows(session, plain_select(m.Customer.__table__, json_columns=("products",))
+                            .where(m.Customer.organization_id == org, m.Customer.id.in_(ids)))
     return {r.id: r for r in rows}

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Text, and_, cast, func, or_, select, text
+from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import PlainRow, plain_rows, plain_select
 from shared.runtime import Runtime
 from shared.validation import INT32_MAX
 from subgraphs.invoice import models as m
@@ -29,39 +29,11 @@ async def invoice_by_uuid(session: AsyncSession, org: uuid.UUID, value: str) -> 
                                                         m.Invoice.uuid == value.strip().upper()))
 
 
-_JSONB = ("document", "issues")
-_LIST_COLUMNS = [c for c in m.Invoice.__table__.c if c.key not in _JSONB]
-
-
-class InvoiceRow:
-    """An invoice of a list page: the row's columns as plain attributes (named as `m.Invoice`'s),
-    the JSONB columns decoded on first use. A list page only reads, so the ORM's identity map and
-    instance state would be work for nothing, and a page that shows no draft field (the
-    dashboard) never decodes 2 JSON documents per row."""
-
-    def __init__(self, mapping) -> None:
-        self.__dict__.update(mapping)
-
-    @property
-    def document(self) -> dict | None:
-        return self._decoded("document")
-
-    @property
-    def issues(self) -> list | None:
-        return self._decoded("issues")
-
-    def _decoded(self, name: str):
-        cache = self.__dict__
-        if name not in cache:
-            raw = cache[f"{name}_json"]
-            cache[name] = json.loads(raw) if raw is not None else None
-        return cache[name]
-
-
 async def invoices_page(session: AsyncSession, org: uuid.UUID, *, filters: dict, after: list | None,
-                        limit: int) -> list[InvoiceRow]:
-    q = select(*_LIST_COLUMNS, *(cast(m.Invoice.__table__.c[c], Text).label(f"{c}_json") for c in _JSONB)) \
-        .where(m.Invoice.organization_id == org)
+                        limit: int) -> list[PlainRow]:
+    """A page of invoices as `PlainRow`s: a list page only reads them (no ORM identity work), and
+    one that shows no draft field (the dashboard) never decodes the 2 JSON documents per row."""
+    q = plain_select(m.Invoice.__table__, json_columns=("document", "issues")).where(m.Invoice.organization_id == org)
     if filters.get("status"):
         q = q.where(m.Invoice.status == filters["status"])
     if filters.get("customer_id"):
@@ -83,7 +55,7 @@ async def invoices_page(session: AsyncSession, org: uuid.UUID, *, filters: dict,
         ts, last_id = after  # typed by decode_cursor
         q = q.where(or_(m.Invoice.created_at < ts, and_(m.Invoice.created_at == ts, m.Invoice.id < last_id)))
     q = q.order_by(m.Invoice.created_at.desc(), m.Invoice.id.desc()).limit(limit)
-    return [InvoiceRow(r) for r in (await session.execute(q)).mappings()]
+    return await plain_rows(session, q)
 
 
 async def history(session: AsyncSession, invoice_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[m.InvoiceEvent]]:
