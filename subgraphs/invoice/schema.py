@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.federation.schema_directives import Key
 from strawberry.types import Info
+from strawberry.types.nodes import SelectedField
 
 from shared.bus import org_channel
 from shared.compiled import prefetched
@@ -409,27 +410,13 @@ _NOT_FETCHED = object()
 
 
 def _selects(info: Ctx, name: str) -> bool:
-    """Whether the field being resolved selects a field called `name` anywhere below it."""
-    fragments = info._raw_info.fragments
-    seen: set[str] = set()
+    """Whether the field being resolved selects a field called `name` anywhere below it
+    (through fragments too)."""
+    def walk(selections) -> bool:
+        return any((isinstance(sel, SelectedField) and sel.name == name) or walk(sel.selections)
+                   for sel in selections)
 
-    def walk(selection_set) -> bool:
-        for sel in selection_set.selections if selection_set else ():
-            kind = sel.kind
-            if kind == "field":
-                if sel.name.value == name or walk(sel.selection_set):
-                    return True
-            elif kind == "inline_fragment":
-                if walk(sel.selection_set):
-                    return True
-            elif kind == "fragment_spread" and sel.name.value not in seen:
-                seen.add(sel.name.value)
-                fragment = fragments.get(sel.name.value)
-                if fragment is not None and walk(fragment.selection_set):
-                    return True
-        return False
-
-    return any(walk(node.selection_set) for node in info._raw_info.field_nodes)
+    return any(walk(field.selections) for field in info.selected_fields)
 
 
 async def _prefetch_customers(info: Ctx, org: uuid.UUID, invoices: list[Invoice]) -> None:
