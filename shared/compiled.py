@@ -173,7 +173,10 @@ class CompiledExecutor(StrawberryGraphQLCoreExecutionContext):
                                 raise TypeError(message)
                             results[response_name] = None
                         elif leaf is not None:
-                            results[response_name] = self.complete_leaf_value(leaf, value)
+                            coerced = leaf.coerce_output_value(value)
+                            if coerced is None or coerced is Undefined:  # graphql-core's error, its words
+                                coerced = self.complete_leaf_value(leaf, value)
+                            results[response_name] = coerced
                         else:
                             field_path = Path(path, response_name, parent_type.name)
                             completed = self.collect_and_execute_subfields(obj, fdl, field_path, value,
