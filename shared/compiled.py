@@ -20,8 +20,10 @@ client operation). A document seen once (a one-off, a probe) costs nothing extra
 bounded: the sighting counter and the plans are LRUs.
 
 Not compiled (the generic executor runs): mutations and subscriptions (mutations are dominated by
-their own work), documents seen fewer than `COMPILE_AFTER` times, schemas with resolver
-middleware (an extension implementing `resolve`), incremental delivery.
+their own work), documents seen fewer than `COMPILE_AFTER` times, schemas with custom operation
+directives (they run as resolver middleware). Schema extensions implementing `resolve` (field
+middleware) are not supported: `shared.graphql.schema_extensions` has none, keep it so.
+`GRAPHQL_COMPILED=never` turns the compiled path off.
 """
 
 from __future__ import annotations
@@ -244,7 +246,9 @@ class CompiledExecution(SchemaExtension):
 
     async def on_execute(self) -> Iterator[None]:  # type: ignore[override]
         ec = self.execution_context
-        if ec.result is None and getattr(ec.operation_type, "value", None) == "query" and _should_compile(ec.query):
+        # Custom operation directives run as resolver middleware, which the compiled path skips.
+        if (ec.result is None and not ec.schema.directives and getattr(ec.operation_type, "value", None) == "query"
+                and _should_compile(ec.query)):
             schema = ec.schema
             result = execute(
                 schema._schema, ec.graphql_document, root_value=ec.root_value, context_value=ec.context,

@@ -182,3 +182,10 @@ async def test_random_queries_match(root, sel, sel2):
     q = "{ r: %s { %s } %s }" % (root, sel, f"one {{ {sel2} }}" if sel2 else "")
     generic, fast = await _both(q)
     assert generic == fast, q
+
+
+def test_no_schema_extension_is_field_middleware():
+    """The compiled path does not run resolver middleware: the shared extensions must have none."""
+    from shared.graphql import schema_extensions
+
+    assert not any(factory()._implements_resolve() for factory in schema_extensions())
