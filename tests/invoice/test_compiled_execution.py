@@ -4,41 +4,18 @@ valid queries over its schema, errors and nulls included."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from graphql import OperationDefinitionNode, OperationType, parse, validate
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from shared import compiled
 from subgraphs.invoice.schema import schema as invoice_schema
+from tests.compiled_diff import assert_persisted_queries_match, both_paths
 
-OPERATIONS = Path(__file__).resolve().parents[2] / "schema" / "operations"
 MISSING = "00000000-0000-4000-8000-000000000000"
 
 
-def _invoice_queries() -> list[tuple[str, str]]:
-    """(name, document) of each persisted query the invoice subgraph answers on its own."""
-    found = []
-    for path in sorted(OPERATIONS.glob("*.graphql")):
-        text = path.read_text()
-        doc = parse(text)
-        ops = [d for d in doc.definitions if isinstance(d, OperationDefinitionNode)]
-        if ops and all(o.operation == OperationType.QUERY for o in ops) and not validate(invoice_schema._schema, doc):
-            found.append((path.stem, text))
-    return found
-
-
 async def _both(org, query: str, variables: dict) -> tuple[dict, dict]:
-    out = []
-    for m in ("never", "always"):
-        token = compiled.mode.set(m)
-        try:
-            r = await org.execute(query, variables)
-        finally:
-            compiled.mode.reset(token)
-        out.append({"data": r.data, "errors": r.errors})
-    return out[0], out[1]
+    return await both_paths(org.execute, query, variables)
 
 
 @pytest.fixture
@@ -50,21 +27,14 @@ async def invoices(org):
     return ids
 
 
-def test_the_persisted_invoice_queries_are_found():
-    names = {n for n, _ in _invoice_queries()}
-    assert {"Invoices", "Invoice", "McpInvoicesSearch"} <= names, names
-
-
 async def test_persisted_operations_match(org, invoices):
     before = compiled.stats["compiled"]
-    for name, text in _invoice_queries():
-        for variables in ({"id": invoices[0], "first": 2, "uuid": "X", "year": 2026},
-                          {"id": MISSING, "first": 500, "after": "not-a-cursor", "uuid": "", "year": 1}):
-            doc = parse(text)
-            op = next(d for d in doc.definitions if isinstance(d, OperationDefinitionNode))
-            wanted = {v.variable.name.value for v in op.variable_definitions}
-            generic, fast = await _both(org, text, {k: v for k, v in variables.items() if k in wanted})
-            assert generic == fast, name
+    names = await assert_persisted_queries_match(invoice_schema, org.execute, [
+        {"id": invoices[0], "first": 2, "uuid": "X", "year": 2026},
+        {"id": MISSING, "first": 500, "after": "not-a-cursor", "uuid": "", "year": 1},
+        {"id": "not-an-id", "first": 0, "filter": {"status": "DRAFT", "search": "XENON"}},
+    ])
+    assert {"Invoices", "Invoice", "McpInvoicesSearch"} <= set(names), names
     assert compiled.stats["compiled"] > before
 
 
