@@ -235,8 +235,11 @@ def _should_compile(query: str | None) -> bool:
         return chosen == "always"
     if not query:
         return False
-    seen = _sightings.get(query, 0) + 1
-    _sightings[query] = seen
+    # By hash, not text: 1024 documents of up to 5000 tokens would be megabytes. A collision only
+    # compiles a document a sighting early, and both paths answer the same.
+    key = hash(query)
+    seen = _sightings.get(key, 0) + 1
+    _sightings[key] = seen
     return seen >= COMPILE_AFTER
 
 
