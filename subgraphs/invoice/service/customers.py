@@ -94,8 +94,10 @@ async def customers_page(session: AsyncSession, org: uuid.UUID, *, search: str |
     return list((await session.scalars(q)).all())
 
 
+_BY_IDS = plain_select(m.Customer.__table__, json_columns=("products",))  # built once; `where` copies
+
+
 async def customers_by_ids(session: AsyncSession, org: uuid.UUID, ids: list[uuid.UUID]) -> dict[uuid.UUID, PlainRow]:
     """For the loader (reads only): plain rows, their `products` decoded only when shown."""
-    rows = await plain_rows(session, plain_select(m.Customer.__table__, json_columns=("products",))
-                            .where(m.Customer.organization_id == org, m.Customer.id.in_(ids)))
+    rows = await plain_rows(session, _BY_IDS.where(m.Customer.organization_id == org, m.Customer.id.in_(ids)))
     return {r.id: r for r in rows}

@@ -29,11 +29,15 @@ async def invoice_by_uuid(session: AsyncSession, org: uuid.UUID, value: str) -> 
                                                         m.Invoice.uuid == value.strip().upper()))
 
 
+# Built once (statements are immutable; each request adds its filters to a copy).
+_PAGE = plain_select(m.Invoice.__table__, json_columns=("document", "issues"))
+
+
 async def invoices_page(session: AsyncSession, org: uuid.UUID, *, filters: dict, after: list | None,
                         limit: int) -> list[PlainRow]:
     """A page of invoices as `PlainRow`s: a list page only reads them (no ORM identity work), and
     one that shows no draft field (the dashboard) never decodes the 2 JSON documents per row."""
-    q = plain_select(m.Invoice.__table__, json_columns=("document", "issues")).where(m.Invoice.organization_id == org)
+    q = _PAGE.where(m.Invoice.organization_id == org)
     if filters.get("status"):
         q = q.where(m.Invoice.status == filters["status"])
     if filters.get("customer_id"):
