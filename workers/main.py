@@ -24,13 +24,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutErr
 from shared.config import get_settings
 from shared.logs import configure_logging
 from shared.runtime import build_runtime
-from workers import expense, notifications, relay, stamping
+from workers import auth, expense, notifications, relay, stamping
 from workers.outage import retrying_on_outage
 
 log = logging.getLogger("workers.main")
 
 # Concern modules; each owns its jobs. One worker process runs them all.
-MODULES = (relay, stamping, notifications, expense)
+MODULES = (relay, stamping, notifications, expense, auth)
 
 # What "Redis is not there right now" looks like from redis-py (LOADING after a restart included:
 # BusyLoadingError is a ConnectionError).
