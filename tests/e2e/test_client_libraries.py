@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import uuid
 
 import httpx
@@ -20,7 +18,7 @@ import pytest
 
 from shared.embedded import free_port
 from tests.conftest import unique_email
-from tests.e2e.conftest import ROOT
+from tests.e2e.conftest import ROOT, apollo, needs_apollo
 from tests.gateway_flows import create_invoice, new_issuer
 
 gql = pytest.importorskip("gql")
@@ -77,23 +75,6 @@ async def test_gql_over_http_and_websocket(gateway, stack, mailbox):
             stranger.cancel()
             await asyncio.gather(stranger, return_exceptions=True)
             assert outsider_events == []
-
-
-NODE = shutil.which("node")
-APOLLO_SCRIPT = ROOT / "tests" / "e2e" / "clients" / "apollo_client.mjs"
-
-
-needs_apollo = pytest.mark.skipif(NODE is None or not (ROOT / "supergraph" / "node_modules" / "@apollo" / "client").is_dir(),
-                                  reason="node or @apollo/client missing (make install)")
-
-
-async def apollo(mode: str, *args: str, env: dict | None = None) -> dict:
-    """Run tests/e2e/clients/apollo_client.mjs in one mode; its last output line is what it saw."""
-    proc = await asyncio.create_subprocess_exec(NODE, str(APOLLO_SCRIPT), mode, *args, env={**os.environ, **(env or {})},
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, err.decode()
-    return json.loads(out.decode().strip().splitlines()[-1])
 
 
 @needs_apollo
