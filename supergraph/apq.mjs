@@ -18,7 +18,8 @@
 // The store is the gateway's cache (`cache` in gatewayConfig): Redis when REDIS_URL is set, so a
 // document registered through one instance is known to all; keys `apq:v1:<sha256>` expire after
 // APQ_TTL_SECONDS (default one day; an expired document is registered again by the client's link).
-// A store that cannot be reached is a miss, never a failed request: the client sends the document.
+// An error from the store is a miss (lookup) or a skipped registration, never a failed request:
+// the client then sends the document. (Not tested against a Redis outage.)
 import { createHash } from 'node:crypto';
 
 import { GraphQLError } from 'graphql';
