@@ -12,6 +12,8 @@
 //   PERSISTED_ONLY_CLIENTS             clients held to the safelist by name (default ios,android; header
 //                                      apollographql-client-name or x-client-name)
 //   PERSISTED_DOCUMENTS_PATH           default supergraph/persisted-documents.json
+//   APQ_TTL_SECONDS                    automatic persisted queries of the web client (apq.mjs), kept in
+//                                      the gateway's cache (Redis with REDIS_URL); default 86400
 //   CORS_ORIGINS                       comma-separated allowed origins ("*" = any). Unset: any origin
 //                                      outside production, CORS disabled in production
 //   GATEWAY_SHARED_SECRET              sent to subgraphs as X-Gateway-Secret so they believe the
@@ -31,6 +33,7 @@ import { GraphQLError } from 'graphql';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import YAML from 'yaml';
 
+import { markResolvedById, registeredDocument, useAutomaticPersistedQueries } from './apq.mjs';
 import { useRequestHygiene } from './hygiene.mjs';
 import { rateLimitConfig, useRateLimitedErrors } from './ratelimit.mjs';
 import { upstreamRetry } from './upstream.mjs';
@@ -260,9 +263,13 @@ export const gatewayConfig = defineConfig({
   },
   persistedDocuments: {
     // Own keys only: an id such as "__proto__" must be unknown, not Object.prototype (a 500).
-    getPersistedOperation: (id) => {
+    // Then the documents web clients registered (APQ, apq.mjs); persisted-only clients: the safelist.
+    getPersistedOperation: async (id, request, context) => {
       const key = String(id).replace(/^sha256:/, '').toLowerCase();
-      return Object.hasOwn(persisted, key) ? persisted[key] : null;
+      const document = Object.hasOwn(persisted, key) ? persisted[key]
+        : allowArbitraryDocuments(request) ? await registeredDocument(key, context) : null;
+      if (document !== null) markResolvedById(request);
+      return document;
     },
     extractPersistedOperationId: (params) => {
       if (typeof params.documentId === 'string') return params.documentId;
@@ -286,5 +293,7 @@ export const gatewayConfig = defineConfig({
   cors: corsConfig(),
   gracefulShutdownTimeout: 5_000,
   plugins: () => [useOptionalJwt(), useMaxAliases(maxAliases), useSubgraphUnavailable(), useRateLimitedErrors(),
-    useRequestHygiene({ maxBodyBytes: Number(env.MAX_BODY_BYTES || 2_000_000) })],
+    useRequestHygiene({ maxBodyBytes: Number(env.MAX_BODY_BYTES || 2_000_000) }),
+    useAutomaticPersistedQueries({ mayRegister: allowArbitraryDocuments, safelisted: (hash) => Object.hasOwn(persisted, hash),
+      ttlSeconds: Number(env.APQ_TTL_SECONDS || 86_400) })],
 });
