@@ -21,6 +21,8 @@
 //   RATE_LIMIT_*                       limits per user / client address, see ratelimit.mjs
 //   MAX_BODY_BYTES                     request body limit (default 2000000); POSTs must be JSON (hygiene.mjs)
 //   MAX_DEPTH / MAX_TOKENS / MAX_ALIASES   default 12 / 2000 / 30
+//   OTEL_EXPORTER_OTLP_ENDPOINT        OpenTelemetry traces over OTLP/HTTP to this endpoint (+ /v1/traces),
+//                                      traceparent propagated to the subgraphs; unset: no tracing at all
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import process from 'node:process';
@@ -38,6 +40,36 @@ import { upstreamRetry } from './upstream.mjs';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 const production = env.NODE_ENV === 'production';
+
+// ---------------------------------------------------------------------------------------------
+// OpenTelemetry (the gateway's own plugin, @graphql-hive/plugin-opentelemetry): spans for the HTTP
+// request, the GraphQL phases and every subgraph call, with the W3C traceparent sent to the
+// subgraphs so their spans (shared/telemetry.py) join the same trace. Exported over OTLP/HTTP
+// (protobuf) to OTEL_EXPORTER_OTLP_ENDPOINT, like every Python process of the stack; the SDK's
+// own variables apply (OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_SCHEDULE_DELAY, ...). Unset: the SDK
+// is not even loaded.
+// ---------------------------------------------------------------------------------------------
+const tracing = Boolean((env.OTEL_EXPORTER_OTLP_ENDPOINT || '').trim()) && !/^true$/i.test(env.OTEL_SDK_DISABLED || '');
+if (tracing) {
+  const { openTelemetrySetup } = await import('@graphql-hive/gateway/opentelemetry/setup');
+  const { AsyncLocalStorageContextManager } = await import('@opentelemetry/context-async-hooks');
+  const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-proto');
+  openTelemetrySetup({
+    contextManager: new AsyncLocalStorageContextManager(),
+    resource: { serviceName: 'gateway' },
+    // No url: the exporter reads OTEL_EXPORTER_OTLP_ENDPOINT (a base URL) and appends /v1/traces.
+    traces: { exporter: new OTLPTraceExporter() },
+  });
+}
+const HEALTH_PATHS = new Set(['/healthcheck', '/readiness']);
+const openTelemetryConfig = {
+  traces: {
+    spans: {
+      // Probes every few seconds are not requests anyone wants to follow.
+      http: ({ request }) => !HEALTH_PATHS.has(new URL(request.url, 'http://localhost').pathname),
+    },
+  },
+};
 
 const supergraphPath = path.resolve(env.SUPERGRAPH_PATH || path.join(here, '..', 'schema', 'supergraph.graphql'));
 
@@ -249,6 +281,7 @@ export const gatewayConfig = defineConfig({
   ...(env.REDIS_URL ? { cache: { type: 'redis', url: env.REDIS_URL, lazyConnect: false } } : {}),
   ...(rateLimitConfig(env) ? { rateLimiting: rateLimitConfig(env) } : {}),
   upstreamRetry, // a query that failed on a reused connection is retried (upstream.mjs)
+  ...(tracing ? { openTelemetry: openTelemetryConfig } : {}),
   propagateHeaders: {
     fromClientToSubgraphs({ request, context }) {
       return {
