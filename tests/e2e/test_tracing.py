@@ -25,7 +25,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from shared import embedded
 from shared.embedded import free_port
 from tests.conftest import admin_database_url, unique_email
-from tests.e2e.conftest import GATEWAY_SECRET
+from tests.e2e.conftest import GATEWAY_SECRET, subscribe
 from tests.gateway_flows import STAMP, create_invoice, new_issuer
 from tests.graphql_client import GraphQLClient
 from tests.stack import ROOT, Stack
@@ -174,15 +174,20 @@ async def test_one_stamp_is_one_trace_from_gateway_to_pac(traced_stack, traced_g
     gateway = traced_gateway
     token, customer_id = await new_issuer(gateway, mailbox, customer_email=unique_email("cliente"))
     invoice = await create_invoice(gateway, token, customer_id, price="500.00")
-    stamped = await gateway.ok(STAMP, {"id": invoice["id"], "k": "trace-1"}, token=token)
-    assert stamped["stampInvoice"]["invoice"]["status"] == "STAMPING", stamped
-
-    async def is_stamped():
-        got = await gateway.ok("query($id: ID!) { invoice(id: $id) { status } }", {"id": invoice["id"]}, token=token)
-        assert got["invoice"]["status"] in ("STAMPING", "STAMPED"), got
-        return got["invoice"]["status"] == "STAMPED"
-
-    await _until("STAMPED", is_stamped)
+    # Watched over a WebSocket through the gateway: subscriptions keep working with tracing on.
+    ws, statuses = await subscribe(traced_stack.urls["gateway"],
+                                   "subscription($id: ID!) { invoiceStatusChanged(id: $id) { status } }",
+                                   {"id": invoice["id"]}, token)
+    try:
+        await asyncio.sleep(0.5)  # let the gateway open its upstream subscription
+        stamped = await gateway.ok(STAMP, {"id": invoice["id"], "k": "trace-1"}, token=token)
+        assert stamped["stampInvoice"]["invoice"]["status"] == "STAMPING", stamped
+        seen = [(await statuses.next())["data"]["invoiceStatusChanged"]["status"]]
+        while seen[-1] == "STAMPING":
+            seen.append((await statuses.next())["data"]["invoiceStatusChanged"]["status"])
+        assert seen == ["STAMPING", "STAMPED"], seen
+    finally:
+        await ws.close()
 
     def stamp_trace():
         spans = otlp.snapshot()
