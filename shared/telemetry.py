@@ -18,12 +18,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
 ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 _NOOP = contextlib.nullcontext()
 _enabled = False  # set by setup_tracing(); read by every helper
+# String literals of a GraphQL document (block strings first): a client may write a password or an
+# RFC inline instead of in variables, and documents are recorded as span attributes.
+_STRING_LITERAL = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"')
+_DOCUMENT_ATTRIBUTES = ("query", "graphql.document")  # Strawberry's, Hive Gateway's
+
+
+def without_literals(document: str) -> str:
+    """The document with every string literal replaced by "***" (the gateway does the same)."""
+    return _STRING_LITERAL.sub('"***"', document)
 
 
 def tracing_requested() -> bool:
@@ -95,7 +105,8 @@ def _request_root_sampler():
 def _redacting(exporter):
     """The exporter, with error texts cut from what it sends: an exception message or an error
     status may quote SQL parameters or input (password hashes, sealed keys, RFCs), which never
-    leave the process in logs either (shared.logs). The exception's type stays."""
+    leave the process in logs either (shared.logs). The exception's type stays. Likewise the
+    string literals of recorded GraphQL documents."""
     from opentelemetry.sdk.trace import Event, ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Status
@@ -107,11 +118,15 @@ def _redacting(exporter):
                               if k not in ("exception.message", "exception.stacktrace")}, e.timestamp)
 
     def clean(span: ReadableSpan) -> ReadableSpan:
-        if not span.events and span.status.description is None:
+        attributes = span.attributes or {}
+        documents = [k for k in _DOCUMENT_ATTRIBUTES if isinstance(attributes.get(k), str)]
+        if not span.events and span.status.description is None and not documents:
             return span
+        if documents:
+            attributes = {**attributes, **{k: without_literals(attributes[k]) for k in documents}}
         return ReadableSpan(
             name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-            attributes=span.attributes, events=tuple(event(e) for e in span.events), links=span.links,
+            attributes=attributes, events=tuple(event(e) for e in span.events), links=span.links,
             kind=span.kind, status=Status(span.status.status_code), start_time=span.start_time,
             end_time=span.end_time, instrumentation_scope=span.instrumentation_scope)
 

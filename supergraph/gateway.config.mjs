@@ -50,6 +50,24 @@ const production = env.NODE_ENV === 'production';
 // is not even loaded.
 // ---------------------------------------------------------------------------------------------
 const tracing = Boolean((env.OTEL_EXPORTER_OTLP_ENDPOINT || '').trim()) && !/^true$/i.test(env.OTEL_SDK_DISABLED || '');
+// The plugin records each operation's document (graphql.document); a client may write a password
+// or an RFC inline instead of in variables, so string literals leave the process as "***"
+// (the same rule as shared/telemetry.py for the subgraphs' spans).
+const STRING_LITERAL = /"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"/g;
+function withoutLiterals(exporter) {
+  const clean = (span) => {
+    const document = span.attributes?.['graphql.document'];
+    if (typeof document !== 'string') return span;
+    const copy = Object.create(span); // everything else (spanContext(), resource, ...) from the span
+    copy.attributes = { ...span.attributes, 'graphql.document': document.replace(STRING_LITERAL, '"***"') };
+    return copy;
+  };
+  return {
+    export: (spans, done) => exporter.export(spans.map(clean), done),
+    shutdown: () => exporter.shutdown(),
+    forceFlush: () => exporter.forceFlush(),
+  };
+}
 if (tracing) {
   const { openTelemetrySetup } = await import('@graphql-hive/gateway/opentelemetry/setup');
   const { AsyncLocalStorageContextManager } = await import('@opentelemetry/context-async-hooks');
@@ -58,7 +76,7 @@ if (tracing) {
     contextManager: new AsyncLocalStorageContextManager(),
     resource: { serviceName: 'gateway' },
     // No url: the exporter reads OTEL_EXPORTER_OTLP_ENDPOINT (a base URL) and appends /v1/traces.
-    traces: { exporter: new OTLPTraceExporter() },
+    traces: { exporter: withoutLiterals(new OTLPTraceExporter()) },
   });
 }
 const HEALTH_PATHS = new Set(['/healthcheck', '/readiness']);

@@ -1,5 +1,6 @@
 """shared/telemetry.py: off costs nothing (no OpenTelemetry module is even imported); on, traces
-start only at requests and jobs, and error texts never leave the process.
+start only at requests and jobs, and neither error texts nor the string literals of GraphQL
+documents leave the process.
 
 The whole path with tracing on (gateway -> subgraph -> SQL -> worker -> PAC) is
 tests/e2e/test_tracing.py."""
@@ -79,7 +80,12 @@ def test_exported_spans_keep_the_error_type_but_never_its_text():
         pass
     with tracer.start_as_current_span("fine", attributes={"pac.operation": "stamp"}):
         pass
-    failed, fine = exported.get_finished_spans()
+    inline = 'mutation { logIn(input: {email: "ana@example.mx", password: "se\\"creto"}) { ok } }'
+    with tracer.start_as_current_span("GraphQL Query", attributes={"query": inline, "graphql.document": '{ a(b: """x\ny""") }'}):
+        pass
+    failed, fine, document = exported.get_finished_spans()
+    assert document.attributes["query"] == 'mutation { logIn(input: {email: "***", password: "***"}) { ok } }'
+    assert document.attributes["graphql.document"] == '{ a(b: "***") }'
     assert failed.status.status_code is StatusCode.ERROR and failed.status.description is None
     (event,) = failed.events
     assert event.name == "exception" and event.attributes["exception.type"] == "ValueError"

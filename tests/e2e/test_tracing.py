@@ -13,6 +13,7 @@ import gzip
 import os
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -244,5 +245,23 @@ async def test_one_stamp_is_one_trace_from_gateway_to_pac(traced_stack, traced_g
     assert any(svc == "worker" and _attr(s, "db.system") == "postgresql" for svc, s in trace)  # the job's SQL
     # One trace per request: the invoice created before it is another trace.
     assert not [s for _, s in trace if s.name == "GraphQL Resolving: createInvoice"]
-    # Nothing secret in what was exported: no argument values, no signed-link query strings.
+    # No argument values recorded by the subgraphs' resolver spans.
     assert not [s for _, s in otlp.snapshot() for a in s.attributes if a.key.startswith("graphql.param.")]
+
+
+async def test_a_password_written_inline_never_leaves_in_a_span(traced_stack, traced_gateway, otlp):
+    secret = "clave-en-linea-" + uuid.uuid4().hex
+    login = f'mutation {{ logIn(input: {{email: "nadie@example.mx", password: "{secret}"}}) {{ userErrors {{ code }} }} }}'
+    r = await traced_gateway.execute(login)
+    assert r.data["logIn"]["userErrors"], r
+
+    async def exported():
+        spans = otlp.snapshot()
+        resolver = [s for svc, s in spans if svc == "auth" and s.name == "GraphQL Resolving: logIn"]
+        gateway = [s for svc, s in spans if svc == "gateway" and "logIn(" in str(_attr(s, "graphql.document"))]
+        return resolver and gateway and spans
+
+    spans = await _until("the logIn's spans at the receiver", exported, timeout=30)
+    documents = [str(_attr(s, key)) for _, s in spans for key in ("graphql.document", "query") if _attr(s, key)]
+    assert any('password: "***"' in d for d in documents), documents  # the gateway's and auth's
+    assert secret.encode() not in b"".join(s.SerializeToString() for _, s in spans)
