@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy import MetaData
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext import asyncio as sa_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
 from shared.config import to_async_url
@@ -30,7 +31,9 @@ def service_base(schema: str) -> type[DeclarativeBase]:
 
 
 def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(
+    # Looked up on the module at call time: when tracing is on, shared.telemetry has wrapped it so
+    # the engine's statements become spans.
+    return sa_asyncio.create_async_engine(
         to_async_url(database_url),
         pool_size=pool_size,
         max_overflow=pool_size,

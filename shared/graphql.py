@@ -43,6 +43,7 @@ from shared.errors import (
 from shared.health import health_routes
 from shared.logs import RequestIdMiddleware, configure_logging, redacted_traceback, request_id_var
 from shared.runtime import Runtime, build_runtime
+from shared.telemetry import graphql_extensions, instrument_asgi_app, setup_tracing
 from shared.validation import DEFAULT_LIMITS, limits_of, value_problems
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,7 @@ def schema_extensions() -> list:
     # Factories, not instances: Strawberry builds fresh extensions per request. The caches are
     # module-level functools caches inside these extensions, so they still persist across requests.
     extensions: list = [
+        *graphql_extensions(),  # operation and resolver spans, only when tracing is on (first: outermost)
         lambda: ParserCache(maxsize=512),
         lambda: ValidationCache(maxsize=512),
         lambda: QueryDepthLimiter(max_depth=max_depth),
@@ -328,8 +330,9 @@ def create_service_app(
                 await on_shutdown(rt)
             await rt.close()
 
+    setup_tracing(service)  # before the runtime's engine exists: its statements are traced too
     graphql_app = ServiceGraphQL(schema, runtime)
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/graphql", graphql_app, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql_app),
@@ -339,3 +342,5 @@ def create_service_app(
         middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,
     )
+    instrument_asgi_app(app)
+    return app
