@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 import json
 
 from sqlalchemy import MetaData, Select, Table, Text, cast, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext import asyncio as sa_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
 from shared.config import to_async_url
@@ -32,7 +33,9 @@ def service_base(schema: str) -> type[DeclarativeBase]:
 
 
 def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(
+    # Looked up on the module at call time: when tracing is on, shared.telemetry has wrapped it so
+    # the engine's statements become spans.
+    return sa_asyncio.create_async_engine(
         to_async_url(database_url),
         pool_size=pool_size,
         max_overflow=pool_size,

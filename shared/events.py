@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class EventPayload(BaseModel):
@@ -46,6 +46,9 @@ class Event(BaseModel):
     aggregate_id: str | None = None  # ordering is kept per aggregate
     occurred_at: datetime
     payload: dict[str, Any]
+    # The producing request's W3C traceparent (shared.telemetry), read from the outbox row by the
+    # relay for the job it queues. Never serialized: not part of what travels on streams.
+    traceparent: str | None = Field(default=None, exclude=True)
 
     def typed_payload(self) -> EventPayload:
         return payload_class(self.type).model_validate(self.payload)

@@ -44,6 +44,7 @@ from shared.errors import (
 from shared.health import health_routes
 from shared.logs import RequestIdMiddleware, configure_logging, redacted_traceback, request_id_var
 from shared.runtime import Runtime, build_runtime
+from shared.telemetry import graphql_extensions, instrument_asgi_app, setup_tracing
 from shared.validation import DEFAULT_LIMITS, limits_of, value_problems
 
 log = logging.getLogger(__name__)
@@ -219,14 +220,17 @@ def schema_extensions() -> list:
         rules.append(NoSchemaIntrospectionCustomRule)
     # Factories, not instances: Strawberry builds fresh extensions per request. The caches are
     # module-level functools caches inside these extensions, so they persist across requests.
+    tracing = graphql_extensions()  # operation and resolver spans, only when tracing is on (first: outermost)
     return [
+        *tracing,
         lambda: ParserCache(maxsize=512),
         lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=512),
         lambda: MaxTokensLimiter(max_token_count=5000),
-        # Known query documents skip the generic per-field machinery (shared/compiled.py). It
-        # assumes no extension here implements `resolve` (field middleware): none does.
-        CompiledExecution,
+        # Known query documents skip the generic per-field machinery (shared/compiled.py), which
+        # also skips field middleware: with tracing on (resolver spans are field middleware) every
+        # document runs on the generic executor.
+        *([] if tracing else [CompiledExecution]),
         ErrorPolicy,
     ]
 
@@ -349,8 +353,9 @@ def create_service_app(
                 await on_shutdown(rt)
             await rt.close()
 
+    setup_tracing(service)  # before the runtime's engine exists: its statements are traced too
     graphql_app = ServiceGraphQL(schema, runtime)
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/graphql", graphql_app, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql_app),
@@ -360,3 +365,5 @@ def create_service_app(
         middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,
     )
+    instrument_asgi_app(app)
+    return app

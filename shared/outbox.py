@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.events import Event, EventPayload, make_event
+from shared.telemetry import current_traceparent
 
 OUTBOX_CHANNEL = "outbox_wakeup"  # Postgres NOTIFY channel; payload = schema name
 
@@ -34,6 +35,9 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("delivered_at", DateTime(timezone=True)),
         Column("attempts", Integer, nullable=False, server_default=text("0")),
         Column("last_error", Text),
+        # W3C traceparent of the request that wrote the row (only while tracing is on): the relay
+        # hands it to the job the event asks for, so the worker's spans join the request's trace.
+        Column("traceparent", Text),
         Index("ix_outbox_undelivered", "id", postgresql_where=text("delivered_at IS NULL")),
     )
 
@@ -49,11 +53,12 @@ async def emit(
 ) -> Event:
     """Append an event to the outbox inside the caller's transaction."""
     ev = make_event(payload, organization_id=organization_id, actor_id=actor_id, aggregate_id=aggregate_id)
+    traceparent = current_traceparent()  # None (and no column written) while tracing is off
     await session.execute(
         insert(outbox).values(
             event_id=ev.id, type=ev.type, version=ev.version, organization_id=ev.organization_id,
             actor_id=ev.actor_id, aggregate_id=ev.aggregate_id, occurred_at=ev.occurred_at,
-            payload=ev.payload,
+            payload=ev.payload, **({"traceparent": traceparent} if traceparent else {}),
         )
     )
     # NOTIFY is transactional: the relay is woken only if and when this transaction commits.

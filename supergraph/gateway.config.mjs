@@ -12,6 +12,8 @@
 //   PERSISTED_ONLY_CLIENTS             clients held to the safelist by name (default ios,android; header
 //                                      apollographql-client-name or x-client-name)
 //   PERSISTED_DOCUMENTS_PATH           default supergraph/persisted-documents.json
+//   APQ_TTL_SECONDS                    automatic persisted queries of the web client (apq.mjs), kept in
+//                                      the gateway's cache (Redis with REDIS_URL); default 86400
 //   CORS_ORIGINS                       comma-separated allowed origins ("*" = any). Unset: any origin
 //                                      outside production, CORS disabled in production
 //   GATEWAY_SHARED_SECRET              sent to subgraphs as X-Gateway-Secret so they believe the
@@ -21,6 +23,8 @@
 //   RATE_LIMIT_*                       limits per user / client address, see ratelimit.mjs
 //   MAX_BODY_BYTES                     request body limit (default 2000000); POSTs must be JSON (hygiene.mjs)
 //   MAX_DEPTH / MAX_TOKENS / MAX_ALIASES   default 12 / 2000 / 30
+//   OTEL_EXPORTER_OTLP_ENDPOINT        OpenTelemetry traces over OTLP/HTTP to this endpoint (+ /v1/traces),
+//                                      traceparent propagated to the subgraphs; unset: no tracing at all
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import process from 'node:process';
@@ -31,6 +35,7 @@ import { GraphQLError } from 'graphql';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import YAML from 'yaml';
 
+import { markResolvedById, registeredDocument, useAutomaticPersistedQueries } from './apq.mjs';
 import { useRequestHygiene } from './hygiene.mjs';
 import { rateLimitConfig, useRateLimitedErrors } from './ratelimit.mjs';
 import { upstreamRetry } from './upstream.mjs';
@@ -38,6 +43,54 @@ import { upstreamRetry } from './upstream.mjs';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 const production = env.NODE_ENV === 'production';
+
+// ---------------------------------------------------------------------------------------------
+// OpenTelemetry (the gateway's own plugin, @graphql-hive/plugin-opentelemetry): spans for the HTTP
+// request, the GraphQL phases and every subgraph call, with the W3C traceparent sent to the
+// subgraphs so their spans (shared/telemetry.py) join the same trace. Exported over OTLP/HTTP
+// (protobuf) to OTEL_EXPORTER_OTLP_ENDPOINT, like every Python process of the stack; the SDK's
+// own variables apply (OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_SCHEDULE_DELAY, ...). Unset: the SDK
+// is not even loaded.
+// ---------------------------------------------------------------------------------------------
+const tracing = Boolean((env.OTEL_EXPORTER_OTLP_ENDPOINT || '').trim()) && !/^true$/i.test(env.OTEL_SDK_DISABLED || '');
+// The plugin records each operation's document (graphql.document); a client may write a password
+// or an RFC inline instead of in variables, so string literals leave the process as "***"
+// (the same rule as shared/telemetry.py for the subgraphs' spans).
+const STRING_LITERAL = /"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"/g;
+function withoutLiterals(exporter) {
+  const clean = (span) => {
+    const document = span.attributes?.['graphql.document'];
+    if (typeof document !== 'string') return span;
+    const copy = Object.create(span); // everything else (spanContext(), resource, ...) from the span
+    copy.attributes = { ...span.attributes, 'graphql.document': document.replace(STRING_LITERAL, '"***"') };
+    return copy;
+  };
+  return {
+    export: (spans, done) => exporter.export(spans.map(clean), done),
+    shutdown: () => exporter.shutdown(),
+    forceFlush: () => exporter.forceFlush(),
+  };
+}
+if (tracing) {
+  const { openTelemetrySetup } = await import('@graphql-hive/gateway/opentelemetry/setup');
+  const { AsyncLocalStorageContextManager } = await import('@opentelemetry/context-async-hooks');
+  const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-proto');
+  openTelemetrySetup({
+    contextManager: new AsyncLocalStorageContextManager(),
+    resource: { serviceName: 'gateway' },
+    // No url: the exporter reads OTEL_EXPORTER_OTLP_ENDPOINT (a base URL) and appends /v1/traces.
+    traces: { exporter: withoutLiterals(new OTLPTraceExporter()) },
+  });
+}
+const HEALTH_PATHS = new Set(['/healthcheck', '/readiness']);
+const openTelemetryConfig = {
+  traces: {
+    spans: {
+      // Probes every few seconds are not requests anyone wants to follow.
+      http: ({ request }) => !HEALTH_PATHS.has(new URL(request.url, 'http://localhost').pathname),
+    },
+  },
+};
 
 const supergraphPath = path.resolve(env.SUPERGRAPH_PATH || path.join(here, '..', 'schema', 'supergraph.graphql'));
 
@@ -249,6 +302,7 @@ export const gatewayConfig = defineConfig({
   ...(env.REDIS_URL ? { cache: { type: 'redis', url: env.REDIS_URL, lazyConnect: false } } : {}),
   ...(rateLimitConfig(env) ? { rateLimiting: rateLimitConfig(env) } : {}),
   upstreamRetry, // a query that failed on a reused connection is retried (upstream.mjs)
+  ...(tracing ? { openTelemetry: openTelemetryConfig } : {}),
   propagateHeaders: {
     fromClientToSubgraphs({ request, context }) {
       return {
@@ -260,9 +314,13 @@ export const gatewayConfig = defineConfig({
   },
   persistedDocuments: {
     // Own keys only: an id such as "__proto__" must be unknown, not Object.prototype (a 500).
-    getPersistedOperation: (id) => {
+    // Then the documents web clients registered (APQ, apq.mjs); persisted-only clients: the safelist.
+    getPersistedOperation: async (id, request, context) => {
       const key = String(id).replace(/^sha256:/, '').toLowerCase();
-      return Object.hasOwn(persisted, key) ? persisted[key] : null;
+      const document = Object.hasOwn(persisted, key) ? persisted[key]
+        : allowArbitraryDocuments(request) ? await registeredDocument(key, context) : null;
+      if (document !== null) markResolvedById(request);
+      return document;
     },
     extractPersistedOperationId: (params) => {
       if (typeof params.documentId === 'string') return params.documentId;
@@ -286,5 +344,7 @@ export const gatewayConfig = defineConfig({
   cors: corsConfig(),
   gracefulShutdownTimeout: 5_000,
   plugins: () => [useOptionalJwt(), useMaxAliases(maxAliases), useSubgraphUnavailable(), useRateLimitedErrors(),
-    useRequestHygiene({ maxBodyBytes: Number(env.MAX_BODY_BYTES || 2_000_000) })],
+    useRequestHygiene({ maxBodyBytes: Number(env.MAX_BODY_BYTES || 2_000_000) }),
+    useAutomaticPersistedQueries({ mayRegister: allowArbitraryDocuments, safelisted: (hash) => Object.hasOwn(persisted, hash),
+      ttlSeconds: Number(env.APQ_TTL_SECONDS || 86_400) })],
 });

@@ -4,8 +4,11 @@
 // supergraph/persisted-query-manifest.json ({format: "apollo-persisted-query-manifest", version: 1,
 // operations: [{id, name, type, body}]}, for Apollo Router's safelist and Apollo's client tooling),
 // from schema/operations/*.graphql. One file = one document (one operation plus the fragments it
-// uses). The stored document is the graphql-js `print()` of the file, and its key is the lowercase
-// hex SHA-256 of that printed text, so any client that prints the same AST gets the same hash.
+// uses). The stored document is the file as @apollo/client sends it: its cache's document transform
+// (which adds `__typename` to every selection set but the root) then graphql-js `print()`; the key
+// is the lowercase hex SHA-256 of that text, which is the hash Apollo's persisted-query link
+// computes (sha256 of the printed transformed document), so a mobile app held to the safelist can
+// use the link as is. (@apollo/client is a devDependency: this is a build step, not the gateway.)
 //
 //   node supergraph/persist.mjs            # (re)write the manifest; no operations -> {}
 //   node supergraph/persist.mjs --check    # exit 1 if the committed manifest is stale
@@ -28,6 +31,13 @@ import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 
 import { Kind, parse, print, Source, validate } from 'graphql';
+
+/** The document as Apollo Client sends it (InMemoryCache's transform, as in the persisted-query link). */
+async function apolloTransform() {
+  const { InMemoryCache } = await import('@apollo/client');
+  const cache = new InMemoryCache();
+  return (doc) => cache.transformDocument(doc);
+}
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -80,6 +90,7 @@ async function main() {
     else console.error(`warning: ${opts.schema} not found; operations are not validated`);
   }
 
+  const asSent = await apolloTransform();
   const manifest = {};
   const apolloOperations = [];
   const names = new Map();
@@ -114,7 +125,7 @@ async function main() {
         problems.push(`${f}${loc ? `:${loc.line}:${loc.column}` : ''}: ${err.message}`);
       }
     }
-    const printed = print(doc);
+    const printed = print(asSent(doc));
     manifest[sha256(printed)] = printed;
     apolloOperations.push({ id: sha256(printed), name, type: ops[0].operation, body: printed });
   }

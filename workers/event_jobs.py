@@ -1,7 +1,10 @@
 """Jobs that follow from events: the relay queues them as it delivers the outbox rows that ask
 for them, so work is queued from the same transaction as the state change (a request can never
 be accepted while its job is lost). Each concern module declares its `EVENT_JOBS`
-(event type -> job function, job id, args); the job id makes a re-delivery a no-op."""
+(event type -> job function, job id, args); the job id makes a re-delivery a no-op.
+
+The request's traceparent, when it was traced, goes with the job as the `traceparent` keyword
+(taken off again by the worker's job wrapper, workers/main.py), so the job joins its trace."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ async def enqueue_event_jobs(redis: Redis, events: list[Event]) -> int:
         if route is None:
             continue
         name, job_id, args = route(ev)
-        if await arq.enqueue_job(name, *args, _job_id=job_id) is not None:
+        trace = {"traceparent": ev.traceparent} if ev.traceparent else {}
+        if await arq.enqueue_job(name, *args, _job_id=job_id, **trace) is not None:
             queued += 1
     return queued

@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 
 from arq.connections import RedisSettings, create_pool
-from arq.worker import Worker, get_kwargs
+from arq.worker import Function, Worker, get_kwargs
 from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
 from shared.config import get_settings
 from shared.logs import configure_logging
 from shared.runtime import build_runtime
-from workers import expense, notifications, relay, stamping
+from shared.telemetry import job_span, setup_tracing, tracing_enabled
+from workers import auth, expense, notifications, relay, stamping
 from workers.outage import retrying_on_outage
 
 log = logging.getLogger("workers.main")
 
 # Concern modules; each owns its jobs. One worker process runs them all.
-MODULES = (relay, stamping, notifications, expense)
+MODULES = (relay, stamping, notifications, expense, auth)
 
 # What "Redis is not there right now" looks like from redis-py (LOADING after a restart included:
 # BusyLoadingError is a ConnectionError).
@@ -41,6 +43,7 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
 async def startup(ctx) -> None:
     settings = get_settings()
     configure_logging("worker", settings.log_level)
+    setup_tracing("worker")  # before the runtime's engine exists: its statements are traced too
     ctx["runtime"] = build_runtime("worker", settings)
     for mod in MODULES:
         for hook in getattr(mod, "STARTUP", []):
@@ -54,8 +57,25 @@ async def shutdown(ctx) -> None:
     await ctx["runtime"].close()
 
 
+def traced(fn: Function) -> Function:
+    """The job in a span that continues the trace of the request that queued it: the relay passes
+    the request's `traceparent` as a keyword (workers/event_jobs.py), taken off here so job
+    functions never see it. Accepted (and dropped) with tracing off too: a job queued by a worker
+    that traced must still run on one that does not."""
+
+    @functools.wraps(fn.coroutine)
+    async def run(ctx, *args, traceparent: str | None = None, **kwargs):
+        if not tracing_enabled():
+            return await fn.coroutine(ctx, *args, **kwargs)
+        with job_span(fn.name, traceparent, {"messaging.system": "arq", "messaging.message.id": str(ctx.get("job_id")),
+                                             "arq.job_try": int(ctx.get("job_try") or 1)}):
+            return await fn.coroutine(ctx, *args, **kwargs)
+
+    return dataclasses.replace(fn, coroutine=run)
+
+
 class WorkerSettings:
-    functions = [retrying_on_outage(f) for m in MODULES for f in getattr(m, "FUNCTIONS", [])]
+    functions = [traced(retrying_on_outage(f)) for m in MODULES for f in getattr(m, "FUNCTIONS", [])]
     cron_jobs = [c for m in MODULES for c in getattr(m, "CRON_JOBS", [])]
     on_startup = startup
     on_shutdown = shutdown

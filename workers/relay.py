@@ -63,7 +63,8 @@ async def _schemas_with_outbox(session: AsyncSession) -> list[str]:
 
 def _row_event(row) -> Event:
     return Event(id=row.event_id, type=row.type, version=row.version, organization_id=row.organization_id,
-                 actor_id=row.actor_id, aggregate_id=row.aggregate_id, occurred_at=row.occurred_at, payload=row.payload)
+                 actor_id=row.actor_id, aggregate_id=row.aggregate_id, occurred_at=row.occurred_at, payload=row.payload,
+                 traceparent=row.traceparent)
 
 
 async def relay_schema(rt: Runtime, schema: str, *, after_publish: AfterPublish | None = None,

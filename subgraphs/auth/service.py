@@ -224,9 +224,30 @@ async def complete_sign_up(rt: Runtime, token: str) -> TokenPair:
             await session.execute(delete(SignUp).where(SignUp.email == row.email, SignUp.id != row.id))
             user, m = await _create_account(session, email=row.email, full_name=row.full_name, organization_name=row.organization_name,
                                             locale=row.locale, password_hash=row.password_hash)
+            row.password_hash = ""  # the account holds it now; a finished sign-up keeps no copy
             return await _issue_tokens(session, rt, user, m.organization_id, membership=m)
     except IntegrityError:
         raise taken from None  # two links for one address opened at once: the unique index decides
+
+
+# Expired rows are kept this long before the purge deletes them, so a link opened just after it
+# expired still gets "expired" rather than racing the delete, and support can look at recent ones.
+PURGE_GRACE = timedelta(days=1)
+
+
+async def purge_expired(rt: Runtime, *, now: datetime | None = None) -> dict[str, int]:
+    """Delete sign-ups, e-mail tokens and refresh tokens past their expiry (plus `PURGE_GRACE`).
+
+    Pending sign-ups hold a password hash and e-mail tokens a link's hash: none of it is useful once
+    expired, and keeping it forever grows the tables of an open sign-up form without bound. An
+    expired refresh token can no longer be presented, so reuse detection does not need it either."""
+    cutoff = (now or utcnow()) - PURGE_GRACE
+    counts: dict[str, int] = {}
+    async with transaction(rt.sessionmaker) as session:
+        for name, model in (("sign_ups", SignUp), ("email_tokens", EmailToken), ("refresh_tokens", RefreshToken)):
+            result = await session.execute(delete(model).where(model.expires_at < cutoff))
+            counts[name] = result.rowcount or 0
+    return counts
 
 
 async def request_email_verification(rt: Runtime, principal: Principal) -> None:

@@ -25,11 +25,12 @@ from subgraphs.invoice.cfdi.models import (
     PaymentTax,
     Receiver,
     RelatedCfdis,
+    RelatedDocument,
     Tax,
     TaxTotal,
     ThirdParty,
 )
-from subgraphs.invoice.cfdi.payments import compute_payments
+from subgraphs.invoice.cfdi.payments import compute_payments, paid_amount_bounds
 from subgraphs.invoice.cfdi.rules import check_invoice
 from subgraphs.invoice.cfdi.totals import compute_totals
 
@@ -113,6 +114,26 @@ def with_doc_taxes(transferred=(), withheld=(), tax_object="02"):
         recompute(p)
 
     return fn
+
+
+def mixed(monto: Decimal | None = None, fn=None) -> Invoice:
+    """The conftest payment re-issued in USD at 17.50 MXN/USD, mixing currencies: 1160.00 of its
+    MXN document at EquivalenciaDR 17.5000 (MXN per USD) plus 58.00 of a USD document
+    (EquivalenciaDR 1, which compute_payment writes 1.0000000000, CRP20277). Monto is derived
+    (124.29) unless `monto` is given; `fn` changes the result afterwards."""
+
+    def build(p: Invoice) -> None:
+        set_(pmt(p), currency="USD", exchange_rate=D("17.50"), amount=monto)
+        set_(doc(p), exchange_rate=D("17.5000"))
+        pmt(p).related_documents.append(RelatedDocument(
+            uuid="6F0B4A9E-4A5B-4F6C-9D2E-1234567890AB", currency="USD", installment=1,
+            previous_balance=D("100.00"), amount_paid=D("58.00"), remaining_balance=D("42.00"),
+            tax_object="01", exchange_rate=D("1")))
+        recompute(p)
+        if fn is not None:
+            fn(p)
+
+    return pay(build)
 
 
 TRASLADO = {"voucher_type": "T", "payment_form": None, "payment_method": None,
@@ -335,6 +356,9 @@ CASES: dict[str, object] = {
     "CRP20273": lambda: pay(lambda p: set_(p.payments.totals, transferred_iva16=None)),
     "CRP20274": lambda: pay(lambda p: set_(pmt(p), transferred_taxes=[replace(pmt(p).transferred_taxes[0],
                                                                               amount=D("159.00"))])),
+    # Σ lower limits 66.28 + 57.99 = 124.27 (see test_mixed_currency_monto_at_the_limits_passes).
+    "CRP20276": lambda: mixed(monto=D("124.26")),
+    "CRP20277": lambda: mixed(fn=lambda p: set_(pmt(p).related_documents[1], exchange_rate=D("1"))),
     "CRP20278": lambda: pay(with_doc_taxes([DR_IVA], tax_object="06")),
     "CRP20279": lambda: pay(with_doc_taxes([DR_IVA], tax_object="07")),
 }
@@ -432,3 +456,75 @@ def test_table_lists_every_code_of_both_matrices() -> None:
     assert set(STATUS) == codes
     assert all(status in ("enforced", "pac-only", "not-applicable", "pending") and why
                for status, why in STATUS.values())
+
+
+def test_mixed_currency_limits_of_each_document() -> None:
+    """The derived margins (payments.paid_amount_bounds), by hand, in USD (2 decimals):
+    MXN doc: (1160.00 ∓ 0.005) / (17.5000 ± 0.00005) = 66.2852.. / 66.2895.. -> [66.28, 66.29];
+    USD doc: (58.00 ∓ 0.005) / (1.0000000000 ± 0.5e-10) -> [57.99, 58.01]. Written as a bare "1"
+    (± 0.5) the USD doc would span [38.66, 116.01]: why CRP20277 asks for ten decimals."""
+    p = pmt(mixed())
+    assert p.amount == D("124.29")  # round(1160 / 17.5 + 58) = round(124.2857..)
+    assert [paid_amount_bounds(d, p) for d in p.related_documents] == [
+        (D("66.28"), D("66.29")),
+        (D("57.99"), D("58.01")),
+    ]
+
+
+@pytest.mark.parametrize("monto", ["124.27", "124.29", "124.30", "130.00"])
+def test_mixed_currency_monto_at_the_limits_passes(monto: str) -> None:
+    # 124.27 = Σ lower and 124.30 = Σ upper; 130.00 is above Σ ImpPagado converted (124.2857..),
+    # which CRP20276 does not check ("...no sea menor o igual al atributo Monto...").
+    assert check_invoice(mixed(monto=D(monto)), NOW) == []
+
+
+def test_converted_imp_pagado_always_lies_within_its_own_limits() -> None:
+    """Why CRP20275 is not-applicable: limits computed from ImpPagado and EquivalenciaDR contain
+    ImpPagado / EquivalenciaDR (exact, and rounded half-up to MonedaP as Monto is) for any positive
+    values, in any pair of currencies and with EquivalenciaDR written with 0 to 10 decimals."""
+    from hypothesis import given, settings, strategies as st
+
+    from subgraphs.invoice.cfdi.models import Payment
+    from subgraphs.invoice.cfdi.totals import round_money
+
+    currencies = st.sampled_from(["MXN", "USD", "JPY", "CLF"])  # 2, 2, 0 and 4 decimals
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(doc_cur=currencies, pay_cur=currencies, paid=st.integers(1, 10**12),
+           eq_units=st.integers(1, 10**12), eq_places=st.integers(0, 10), ten=st.booleans())
+    def check(doc_cur, pay_cur, paid, eq_units, eq_places, ten):
+        from subgraphs.invoice.cfdi.catalogs import currency_decimals
+
+        amount_paid = D(paid).scaleb(-currency_decimals(doc_cur))
+        eq = D(eq_units).scaleb(-eq_places)
+        docs = [RelatedDocument(UUID, doc_cur, 1, amount_paid, amount_paid, D(0), "01", exchange_rate=eq)]
+        if ten:  # CRP20277's situation: another document in MonedaP
+            other = "EUR" if doc_cur == pay_cur else pay_cur
+            docs.append(RelatedDocument(UUID, other, 1, D("1"), D("1"), D(0), "01", exchange_rate=D("1")))
+        payment = Payment(NOW, "03", pay_cur, None, related_documents=docs)
+        lower, upper = paid_amount_bounds(docs[0], payment)
+        converted = amount_paid / eq
+        assert lower <= converted <= upper
+        assert lower <= round_money(converted, currency_decimals(pay_cur)) <= upper
+
+    check()
+    for p in pmt(mixed()), pmt(pay()):
+        for d in p.related_documents:
+            lower, upper = paid_amount_bounds(d, p)
+            assert lower <= d.amount_paid / d.exchange_rate <= upper
+
+
+def test_builder_writes_equivalence_one_with_ten_decimals_only_when_currencies_mix(csd_eku) -> None:
+    """What the builder sends for the mixed payment: checked, sealed and XSD-valid (EquivalenciaDR
+    allows 10 fraction digits), with the USD document's 1 written 1.0000000000 (CRP20277)."""
+    from lxml import etree
+
+    from subgraphs.invoice.cfdi.models import PAGO20_NS
+    from subgraphs.invoice.cfdi.stamping import prepare_for_stamping
+
+    def equivalences(inv: Invoice) -> list[str | None]:
+        root = etree.fromstring(prepare_for_stamping(inv, csd_eku, NOW))
+        return [d.get("EquivalenciaDR") for d in root.iter(f"{{{PAGO20_NS}}}DoctoRelacionado")]
+
+    assert equivalences(mixed()) == ["17.5000", "1.0000000000"]
+    assert equivalences(pay()) == ["1"]  # one currency: no margins, written as before

@@ -6,7 +6,10 @@ and Redis, and stopped (whole process groups) at the end.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import shutil
 
 import httpx
 import pytest
@@ -17,6 +20,20 @@ from tests.gateway_flows import sign_up_by_mail  # noqa: F401 - e2e tests import
 from tests.stack import ROOT, Mailbox, Stack
 
 GATEWAY_SECRET = "e2e-gateway-secret"
+NODE = shutil.which("node")
+APOLLO_SCRIPT = ROOT / "tests" / "e2e" / "clients" / "apollo_client.mjs"
+needs_apollo = pytest.mark.skipif(NODE is None or not (ROOT / "supergraph" / "node_modules" / "@apollo" / "client").is_dir(),
+                                  reason="node or @apollo/client missing (make install)")
+
+
+async def apollo(mode: str, *args: str, env: dict | None = None) -> dict:
+    """Run tests/e2e/clients/apollo_client.mjs (@apollo/client) in one mode; its last output line
+    is what the client saw."""
+    proc = await asyncio.create_subprocess_exec(NODE, str(APOLLO_SCRIPT), mode, *args, env={**os.environ, **(env or {})},
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    return json.loads(out.decode().strip().splitlines()[-1])
 
 
 SERVICES = [s for s in os.environ.get("E2E_SERVICES", ",".join(s.name for s in subgraphs())).split(",")

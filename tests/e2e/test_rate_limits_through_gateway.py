@@ -1,6 +1,7 @@
 """Edge rate limits (supergraph/ratelimit.mjs, Hive Gateway's rate-limiting plugin) through two
 gateway instances that share one Redis: the count is shared, a refused call answers 429 with
-Retry-After and RATE_LIMITED, and the client gets through again once Retry-After has passed."""
+Retry-After and RATE_LIMITED, and the client gets through again once Retry-After has passed; an
+@apollo/client web client whose RetryLink honours Retry-After recovers by itself."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from shared.embedded import free_port
 from tests.conftest import unique_email
-from tests.e2e.conftest import ROOT, sign_up_by_mail
+from tests.e2e.conftest import ROOT, apollo, needs_apollo, sign_up_by_mail
 
 pytestmark = pytest.mark.e2e
 LIMITS = {"RATE_LIMIT_DISABLED": "false", "RATE_LIMIT_FIELD": "4", "RATE_LIMIT_CREDENTIALS": "3", "RATE_LIMIT_WINDOW_SECONDS": "3"}
@@ -68,3 +69,20 @@ async def test_credential_mutations_have_a_lower_limit_per_client_address(two_ga
     assert _refused(answers[-1]) and answers[-1].status_code == 429, answers[-1].text
     # ...while ordinary fields are still well under their (higher) limit for the same address.
     assert not _refused(answers[0])
+
+
+@needs_apollo
+async def test_a_throttled_apollo_client_waits_retry_after_and_recovers(gateway, mailbox, two_gateways):
+    token = (await sign_up_by_mail(gateway, mailbox, {"email": unique_email("frenada"), "password": "correcto-caballo-bateria",
+                                                      "fullName": "Fer Frenada", "organizationName": "Reintentos SA"}))["accessToken"]
+    async with httpx.AsyncClient(timeout=30) as http:  # other tabs of the same user used up the window
+        used = [await _post(http, two_gateways[0], "query Me { me { id } }", token=token) for _ in range(4)]
+    assert not any(map(_refused, used))
+
+    seen = await apollo("throttled", two_gateways[1].removesuffix("/graphql"), token)
+    first, last = seen["sent"][0], seen["sent"][-1]
+    assert (first["status"], first["codes"]) == (429, ["RATE_LIMITED"]), seen
+    assert 1 <= int(first["retryAfter"]) <= 3
+    assert (last["status"], last["codes"]) == (200, []) and seen["data"]["me"]["id"], seen
+    for before, after in zip(seen["sent"], seen["sent"][1:]):  # every retry waited what the 429 said
+        assert after["started"] - before["started"] >= 1000 * int(before["retryAfter"])

@@ -237,7 +237,7 @@ def test_hive_gateway_is_the_default_edge_and_the_router_a_profile(services: dic
     assert gateway["build"] == {"context": "supergraph", "dockerfile": "Dockerfile"}
     assert (ROOT / "supergraph" / "Dockerfile").is_file()
     dockerfile = (ROOT / "supergraph" / "Dockerfile").read_text()
-    for copied in ("gateway.config.mjs", "upstream.mjs", "ratelimit.mjs", "hygiene.mjs", "gateway.sh",
+    for copied in ("gateway.config.mjs", "upstream.mjs", "ratelimit.mjs", "hygiene.mjs", "apq.mjs", "gateway.sh",
                    "persisted-documents.json", "supergraph.yaml"):
         assert copied in dockerfile and (ROOT / "supergraph" / copied).is_file(), copied
     env = gateway["environment"]

@@ -231,6 +231,38 @@ def test_persisted_documents(stack: Stack) -> None:
         assert status < 500 and [e["extensions"]["code"] for e in body["errors"]] == unknown, body
 
 
+def test_automatic_persisted_queries(stack: Stack) -> None:
+    """APQ by hand: the hash alone is unknown, the document with its sha256 registers it, then the
+    hash alone runs it; a wrong hash and a persisted-only client register nothing."""
+    import hashlib
+
+    token = stack.token()
+    query = f"query Apq{uuid.uuid4().hex[:8]} {{ me {{ id }} }}"
+    digest = hashlib.sha256(query.encode()).hexdigest()
+    pq = {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+
+    def codes(body: dict) -> list:
+        return [e["extensions"]["code"] for e in body.get("errors") or []]
+
+    assert codes(stack.post({"extensions": pq}, token)[1]) == ["PERSISTED_QUERY_NOT_FOUND"]
+    ios = {"apollographql-client-name": "ios"}
+    assert codes(stack.post({"query": query, "extensions": pq}, token, ios)[1]) == ["PERSISTED_QUERY_ONLY"]
+    wrong = {"persistedQuery": {"version": 1, "sha256Hash": "f" * 64}}
+    status, body = stack.post({"query": query, "extensions": wrong}, token)
+    assert status == 400 and codes(body) == ["PERSISTED_QUERY_MISMATCH"], body
+    invalid = "query Broken { me { nope } }"
+    broken = {"persistedQuery": {"version": 1, "sha256Hash": hashlib.sha256(invalid.encode()).hexdigest()}}
+    assert codes(stack.post({"query": invalid, "extensions": broken}, token)[1]) == ["GRAPHQL_VALIDATION_FAILED"]
+    for ext in (pq, wrong, broken):  # nothing registered yet
+        assert codes(stack.post({"extensions": ext}, token)[1]) == ["PERSISTED_QUERY_NOT_FOUND"], ext
+
+    status, body = stack.post({"query": query, "extensions": pq}, token)
+    assert status == 200 and body["data"]["me"]["id"] == "u1", body
+    status, body = stack.post({"extensions": pq}, token)
+    assert status == 200 and body["data"]["me"]["id"] == "u1", body
+    assert codes(stack.post({"extensions": pq}, token, ios)[1]) == ["PERSISTED_QUERY_NOT_FOUND"]  # safelist only
+
+
 async def _ws_subscribe(url: str, token: str | None) -> list[dict]:
     async with websockets.connect(url.replace("http", "ws", 1), subprotocols=["graphql-transport-ws"]) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"} if token else {}}))

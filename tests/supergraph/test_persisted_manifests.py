@@ -1,5 +1,6 @@
 """The persisted operations of schema/operations/: Hive Gateway's safelist and Apollo's manifest
-(supergraph/persist.mjs writes both), and a broken operation failing the build."""
+(supergraph/persist.mjs writes both), keyed by the hashes @apollo/client's persisted-query link
+computes, and a broken operation failing the build."""
 
 from __future__ import annotations
 
@@ -42,3 +43,14 @@ def test_an_operation_the_supergraph_cannot_serve_fails_the_check(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Broken.graphql" in proc.stderr and "noSuchField" in proc.stderr
+
+
+@needs_node
+def test_the_ids_are_the_hashes_apollo_clients_persisted_query_link_sends():
+    """Apollo Client adds __typename to the document before hashing it, so a hash of the file as
+    written would never match: a mobile client held to the safelist could use none of it."""
+    proc = subprocess.run(["node", "tests/supergraph/apollo_hashes.mjs"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    sent = json.loads(proc.stdout.strip().splitlines()[-1])
+    apollo = json.loads(APOLLO.read_text())
+    assert sent == {op["name"]: op["id"] for op in apollo["operations"]}

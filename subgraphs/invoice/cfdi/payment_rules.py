@@ -9,7 +9,7 @@ from datetime import datetime
 
 from . import catalogs
 from .models import Invoice, PaymentTax
-from .payments import payment_totals
+from .payments import margins_apply, paid_amount_bounds, payment_totals, ten_decimal_equivalence
 from .rules import RuleIssue, _decimals
 from .totals import ZERO, round_money, tax_amount_bounds
 
@@ -262,7 +262,7 @@ def payments_amounts(inv: Invoice, now: datetime) -> list[RuleIssue]:
         if _decimals(p.amount) > places:
             issues.append(RuleIssue("CRP20219", f"{path}.amount", f"El monto tiene más decimales de los que admite {p.currency}."))
         # CRP20217 is the same-currency case ("Al ser mismas monedas, no se calculan los márgenes de
-        # variación"); with other currencies SAT allows margins (CRP20275/20276, matrix.PENDING).
+        # variación"); with other currencies SAT allows margins (CRP20276: mixed_currency_margins).
         same_currency = all(d.currency == p.currency for d in p.related_documents)
         paid = sum((d.amount_paid for d in p.related_documents), ZERO)
         if same_currency and round_money(paid, places) > p.amount:
@@ -307,7 +307,67 @@ def payments_amounts(inv: Invoice, now: datetime) -> list[RuleIssue]:
     return issues
 
 
-PAYMENT_RULES = (comprobante_of_payment, concept_of_payment, payments_amounts, related_documents, payment_totals_match)
+def mixed_currency_margins(inv: Invoice, now: datetime) -> list[RuleIssue]:
+    """Monto of a Pago whose documents are not all in MonedaP, and how EquivalenciaDR 1 is written.
+
+    CRP20276 "En el caso donde la suma de los atributos ImpPagado de cada documento relacionado
+    convertido a la moneda del pago no sea menor o igual al atributo Monto en operaciones con
+    diferentes divisas, se debe validar que el valor del atributo Monto sea mayor o igual al
+    resultado de sumar los límites inferiores y menor o igual al resultado de sumar los límites
+    superiores de cada ImpPagado calculados previamente." Each document's limits are
+    `payments.paid_amount_bounds` (a formula derived from the matrix rows and the Anexo 20 Guía's
+    margin method, because SAT's Pagos 2.0 Guía is not in sat-docs; its docstring says how). When
+    Σ ImpPagado / EquivalenciaDR <= Monto nothing is checked, as the row says (a Monto above the
+    documents is allowed, like CRP20217 allows it with one currency); when it is above Monto only
+    the lower sum can be missed, but both are checked as the row states them.
+
+    CRP20277 "Cuando existan operaciones con más de un Documento relacionado en donde al menos uno
+    de ellos contenga la misma moneda que la del Pago, para la fórmula en el cálculo del margen de
+    variación se deben considerar 10 decimales en la EquivalenciaDR cuando el valor sea 1."
+    ("El valor de EquivalenciaDR para la fórmula del cálculo del margen de variación debe ser
+    “1.0000000000”."). The margins above always count such a 1 with 10 decimals; this rule makes the
+    XML say so too (build.py writes EquivalenciaDR as the model holds it; `compute_payment` writes
+    1.0000000000), so no validator has to guess that a bare "1" means ± 0.5e-10 and not ± 0.5.
+
+    CRP20275 (each converted ImpPagado between its own limits) is not a rule here: limits computed
+    from the very ImpPagado and EquivalenciaDR they bound always contain it (matrix.STATUS says why).
+    """
+    if inv.payments is None:
+        return []
+    issues: list[RuleIssue] = []
+    for i, p in enumerate(inv.payments.payments):
+        path = f"payments.payments[{i}]"
+        if not margins_apply(p):
+            continue
+        if ten_decimal_equivalence(p):
+            for j, d in enumerate(p.related_documents):
+                if d.exchange_rate is not None and d.exchange_rate == 1 and _decimals(d.exchange_rate) != 10:
+                    issues.append(RuleIssue(
+                        "CRP20277", f"{path}.related_documents[{j}].exchange_rate",
+                        "En un pago con documentos en varias monedas, la equivalencia 1 se registra como 1.0000000000.",
+                    ))
+        bounds = [paid_amount_bounds(d, p) for d in p.related_documents]
+        if p.amount is None or any(b is None for b in bounds):
+            continue  # a missing EquivalenciaDR is CRP20237's
+        converted = sum((d.amount_paid / (d.exchange_rate or 1) for d in p.related_documents), ZERO)
+        lower = sum((b[0] for b in bounds), ZERO)
+        upper = sum((b[1] for b in bounds), ZERO)
+        if converted > p.amount and not lower <= p.amount <= upper:
+            issues.append(RuleIssue(
+                "CRP20276", f"{path}.amount",
+                f"El monto del pago está fuera de los límites de lo pagado a los documentos ({lower} a {upper}).",
+            ))
+    return issues
+
+
+PAYMENT_RULES = (
+    comprobante_of_payment,
+    concept_of_payment,
+    payments_amounts,
+    related_documents,
+    payment_totals_match,
+    mixed_currency_margins,
+)
 
 
 def check_payments(inv: Invoice, now: datetime) -> list[RuleIssue]:

@@ -8,6 +8,8 @@ Policy (Guía de llenado del complemento de pagos 2.0):
   RetencionesDR by Impuesto, converting each DR amount to the payment currency (÷ EquivalenciaDR)
   and rounding the group half-up to 6 decimals (the XSD's limit) only when it has more.
 - Totales are in MXN: Σ (amount × TipoCambioP) rounded half-up to 2 decimals.
+- In a Pago mixing currencies, an EquivalenciaDR of 1 is written 1.0000000000 (CRP20277; see
+  `ten_decimal_equivalence`), and `paid_amount_bounds` gives each document's variation margin.
 """
 
 from __future__ import annotations
@@ -16,14 +18,74 @@ from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
 
 from . import catalogs
-from .models import Payment, PaymentsComplement, PaymentTax, PaymentTotals, TaxTotal
-from .totals import ZERO, round_money
+from .models import Payment, PaymentsComplement, PaymentTax, PaymentTotals, RelatedDocument, TaxTotal
+from .totals import ZERO, _written_decimals, quotient_bounds, round_money
 
 _SIX = Decimal("0.000001")
+ONE_TEN_DECIMALS = Decimal("1.0000000000")
 
 
 def _to_payment_currency(value: Decimal, equivalence: Decimal | None) -> Decimal:
-    return value / (equivalence or Decimal(1))
+    # Dividing by 1 (however many zeros it is written with) must not change how a value is
+    # written: Decimal("50.00") / Decimal("1.0000000000") is Decimal("50").
+    return value if equivalence is None or equivalence == 1 else value / equivalence
+
+
+def margins_apply(payment: Payment) -> bool:
+    """SAT computes variation margins only when a document's MonedaDR differs from MonedaP.
+
+    Pagos matrix CRP20217: "Al ser mismas monedas, no se calculan los márgenes de variación
+    (límites inferior y superior) por efecto de redondeo."; CRP20275: "Cuando la moneda registrada
+    en el Documento Relacionado sea diferente a la del Pago, primero se debe calcular el margen de
+    variación..."
+    """
+    return any(d.currency != payment.currency for d in payment.related_documents)
+
+
+def ten_decimal_equivalence(payment: Payment) -> bool:
+    """CRP20277's situation: "Cuando existan operaciones con más de un Documento relacionado en
+    donde al menos uno de ellos contenga la misma moneda que la del Pago, para la fórmula en el
+    cálculo del margen de variación se deben considerar 10 decimales en la EquivalenciaDR cuando el
+    valor sea 1." Read together with CRP20217 (no margins when every document shares MonedaP),
+    that is a Pago whose documents are partly in MonedaP and partly not (hence more than one).
+    """
+    return margins_apply(payment) and any(d.currency == payment.currency for d in payment.related_documents)
+
+
+def paid_amount_bounds(doc: RelatedDocument, payment: Payment) -> tuple[Decimal, Decimal] | None:
+    """[lower, upper] of one document's ImpPagado converted to MonedaP (ImpPagado / EquivalenciaDR),
+    in MonedaP decimals; None without a usable EquivalenciaDR (CRP20237 reports a missing one).
+
+    The formula is DERIVED, not transcribed: SAT's Guía de llenado del complemento de pagos 2.0
+    (which gives the Pagos formulas) is not in shared/data/sat-docs, so it combines the Pagos matrix
+    rows CRP20275 ("el cálculo de los limites inferior y superior de cada importe pagado. El límite
+    inferior se debe truncar y el límite superior se debe redondear, al número de decimales que
+    soporte la moneda. Los límites inferior y superior se calculan de manera individual para cada
+    importe pagado"), CRP20276 (the limits are summed in the payment currency and compared with
+    Monto) and CRP20277 (EquivalenciaDR 1 counts with 10 decimals) with the Anexo 20 Guía's margin
+    method as `totals.concept_amount_bounds` applies it (each input ± half a unit of its last
+    written decimal; pregunta 41: lower truncated, upper rounded up):
+
+        lower = trunc((ImpPagado - 10^-nI/2) / (EquivalenciaDR + 10^-nE/2), MonedaP decimals)
+        upper = ceil((ImpPagado + 10^-nI/2) / (EquivalenciaDR - 10^-nE/2), MonedaP decimals)
+
+    nI = MonedaDR decimals (build.py always writes ImpPagado with them); nE = the decimals
+    EquivalenciaDR is written with, or 10 when it is 1 in CRP20277's situation. A document in MonedaP
+    without EquivalenciaDR counts as 1.0000000000 (CRP20238: its value is 1).
+    """
+    eq = doc.exchange_rate
+    if eq is None and doc.currency == payment.currency:
+        eq = ONE_TEN_DECIMALS
+    if eq is None or eq <= 0:
+        return None
+    eq_decimals = 10 if eq == 1 and ten_decimal_equivalence(payment) else _written_decimals(eq)
+    return quotient_bounds(
+        doc.amount_paid,
+        catalogs.currency_decimals(doc.currency),
+        eq,
+        eq_decimals,
+        catalogs.currency_decimals(payment.currency),
+    )
 
 
 def _group_payment_taxes(payment: Payment) -> tuple[list[PaymentTax], list[PaymentTax]]:
@@ -52,9 +114,18 @@ def _group_payment_taxes(payment: Payment) -> tuple[list[PaymentTax], list[Payme
 
 
 def compute_payment(payment: Payment) -> Payment:
-    """A copy of `payment` with remaining balances, Monto (if missing) and ImpuestosP filled."""
+    """A copy of `payment` with remaining balances, Monto (if missing) and ImpuestosP filled, and
+    an EquivalenciaDR of 1 written 1.0000000000 where CRP20277 asks for it."""
     decimals = catalogs.currency_decimals(payment.currency)
-    docs = [replace(d, remaining_balance=d.previous_balance - d.amount_paid) for d in payment.related_documents]
+    ten = ten_decimal_equivalence(payment)
+    docs = [
+        replace(
+            d,
+            remaining_balance=d.previous_balance - d.amount_paid,
+            exchange_rate=ONE_TEN_DECIMALS if ten and d.exchange_rate == 1 else d.exchange_rate,
+        )
+        for d in payment.related_documents
+    ]
     amount = payment.amount
     if amount is None:
         amount = round_money(sum((_to_payment_currency(d.amount_paid, d.exchange_rate) for d in docs), ZERO), decimals)

@@ -23,7 +23,7 @@ written decimal; exact rounding of the true product always lands inside them.
 from __future__ import annotations
 
 from dataclasses import replace
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 
 from . import catalogs
 from .models import Concept, Invoice, Tax, TaxTotal
@@ -68,6 +68,31 @@ def tax_amount_bounds(base: Decimal, rate: Decimal, decimals: int) -> tuple[Deci
     q = quantum(decimals)
     lower = ((base - half_b) * rate).quantize(q, rounding=ROUND_FLOOR)
     upper = ((base + half_b) * rate).quantize(q, rounding=ROUND_CEILING)
+    return max(lower, ZERO), upper
+
+
+def quotient_bounds(
+    dividend: Decimal, dividend_decimals: int, divisor: Decimal, divisor_decimals: int, decimals: int
+) -> tuple[Decimal, Decimal]:
+    """The same margin as `concept_amount_bounds`, for a quotient (ImpPagado / EquivalenciaDR).
+
+    Each input ± half a unit of the decimal it is written with; the smallest quotient those inputs
+    can stand for is (dividend - h) / (divisor + h'), the largest (dividend + h) / (divisor - h');
+    lower truncated, upper rounded up, to `decimals` (Anexo 20 Guía, pregunta 41). The caller says
+    how many decimals each input is written with, because that is not always how the Decimal
+    was built (the builder pads ImpPagado to its currency; CRP20277 fixes EquivalenciaDR 1 at 10).
+    The division itself is rounded in the direction of its bound, so 28-digit precision can never
+    move a limit inward. `divisor` must be > 0 (then divisor - h' > 0 too: a positive value written
+    with n decimals is at least 10^-n).
+    """
+    half_d = quantum(dividend_decimals) / 2
+    half_v = quantum(divisor_decimals) / 2
+    q = quantum(decimals)
+    with localcontext() as ctx:
+        ctx.rounding = ROUND_FLOOR
+        lower = ((dividend - half_d) / (divisor + half_v)).quantize(q)
+        ctx.rounding = ROUND_CEILING
+        upper = ((dividend + half_d) / (divisor - half_v)).quantize(q)
     return max(lower, ZERO), upper
 
 

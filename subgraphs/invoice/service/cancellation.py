@@ -80,7 +80,8 @@ async def run_cancellation(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int =
             async with chosen_pac(rt, session, inv.organization_id, pac, injected=injected, csd=csd) as (chosen, own):
                 cfdi_ref = {"receiver_rfc": inv.customer_rfc, "total": inv.total} if own else {}
                 answer = await ask_pac(chosen.cancel(inv.uuid, issuer.rfc, inv.cancellation_reason,
-                                                     inv.replacement_uuid, **cfdi_ref), inv.id)
+                                                     inv.replacement_uuid, **cfdi_ref), inv.id,
+                                       operation="cancel", pac=chosen)
         except PacError as exc:
             if exc.transient and attempt < max_attempts:
                 inv.pac_code, inv.pac_message = exc.code, exc.message

@@ -18,6 +18,7 @@ from shared.bus import org_channel, publish_live
 from shared.errors import NotFoundError
 from shared.outbox import emit
 from shared.runtime import Runtime
+from shared.telemetry import span
 from subgraphs.invoice import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.cfdi.rules import place_timezone
@@ -86,9 +87,16 @@ async def publish_status(rt: Runtime, inv: m.Invoice) -> None:
         log.warning("could not publish invoice status", exc_info=True)
 
 
-async def ask_pac(call: Awaitable[T], invoice_id) -> T:
+async def ask_pac(call: Awaitable[T], invoice_id, *, operation: str, pac: object) -> T:
     """The PAC's answer within PAC_TIMEOUT_SECONDS. Trouble reaching it (timeout, network, I/O)
-    becomes a transient PacError: it may work next time."""
+    becomes a transient PacError: it may work next time. Traced as one span ("PAC stamp") whatever
+    the provider: the sandbox answers in-process, real PACs' HTTP calls become its children."""
+    with span(f"PAC {operation}", {"pac.operation": operation, "pac.provider": type(pac).__name__,
+                                   "invoice.id": str(invoice_id)}, client=True):
+        return await _ask_pac(call, invoice_id)
+
+
+async def _ask_pac(call: Awaitable[T], invoice_id) -> T:
     try:
         return await asyncio.wait_for(call, get_invoice_settings().pac_timeout_seconds)
     except PacError:

@@ -120,7 +120,7 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
                     async with chosen_pac(rt, session, inv.organization_id, pac, injected=injected,
                                           csd=None) as (chosen, own):  # stamping needs no CSD
                         call = chosen.stamp(xml, idempotency_key=inv.stamp_idempotency_key) if own else chosen.stamp(xml)
-                        result = await ask_pac(call, inv.id)
+                        result = await ask_pac(call, inv.id, operation="stamp", pac=chosen)
                 except PacError as exc:
                     if exc.transient and attempt < max_attempts and inv.stamp_attempts < MAX_TOTAL_ATTEMPTS:
                         inv.pac_code, inv.pac_message = exc.code, exc.message
