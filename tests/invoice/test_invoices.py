@@ -287,3 +287,32 @@ async def test_narrowed_api_key_permissions_are_enforced(org, gql):
     r = await org.api.execute("""mutation { uploadCsd(certificate: "", privateKey: "", password: "") { userErrors { code } } }""",
                               token=reader)
     assert r.error_codes == ["FORBIDDEN"]
+
+
+async def test_a_slow_creation_does_not_hold_back_the_series(org, monkeypatch):
+    """The folio is taken after validation and totals (README, "Folios"): a creation still
+    evaluating holds no lock on the series, so another one in the same series completes meanwhile,
+    and each gets its own folio."""
+    from subgraphs.invoice.service import drafts
+
+    entered, release = asyncio.Event(), asyncio.Event()
+    evaluate = drafts.evaluate
+
+    async def slow_evaluate(session, inv, issuer):
+        if inv.document["concepts"][0]["description"] == "Lenta":
+            entered.set()
+            await release.wait()
+        return await evaluate(session, inv, issuer)
+
+    monkeypatch.setattr(drafts, "evaluate", slow_evaluate)
+    await org.create_invoice()  # the series row exists: a folio taken now would lock it
+    slow = asyncio.create_task(org.create_invoice(concepts=[{**concept(), "description": "Lenta"}]))
+    await asyncio.wait_for(entered.wait(), 30)
+    try:
+        # Would wait on the series row until `slow` commits if its folio were taken before evaluating.
+        quick = await asyncio.wait_for(org.create_invoice(), 30)
+        assert not slow.done()
+    finally:
+        release.set()
+    done = await slow
+    assert quick["folio"] != done["folio"] and done["folio"] == quick["folio"] + 1
