@@ -153,7 +153,11 @@ async def requeue_queued_emails(ctx, older_than_seconds: int = 60) -> int:
 _start, _stop = background_loop("notification-consumer", lambda ctx: CONSUMER.loop(ctx["runtime"]))
 
 
+async def _close_smtp(ctx) -> None:
+    await mailer.CONNECTIONS.close()
+
+
 FUNCTIONS = [func(send_email, max_tries=SEND_EMAIL_MAX_TRIES)]
 CRON_JOBS = [cron(requeue_queued_emails, second={0}, run_at_startup=True)]
 STARTUP = [_start]
-SHUTDOWN = [_stop]
+SHUTDOWN = [_stop, _close_smtp]

@@ -12,6 +12,8 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -71,6 +73,30 @@ async def request_stamp(rt: Runtime, org: uuid.UUID, actor: uuid.UUID, invoice_i
         await record_transition(session, inv, Status.STAMPING, actor, "Timbrado solicitado", idempotency_key=key)
     await publish_status(rt, inv)
     return inv
+
+
+def warm_up() -> None:
+    """Load, once per process and before the first job, what sealing and the sandbox PAC load
+    lazily: SAT catalogs, the XSD and XSLT, the PAC's certificate (~0.3 s of CPU; paid inside the
+    first stamps otherwise). Seals a sample CFDI with the sandbox's certificate and lets the
+    sandbox check it; any refusal is fine, only the loading matters."""
+    from datetime import timedelta
+
+    from subgraphs.invoice.pac import sandbox
+
+    signer = sandbox.signer()
+    sample = cfdi.Invoice(
+        issued_at=(datetime.now(timezone.utc) - timedelta(hours=8)).replace(tzinfo=None, microsecond=0),
+        place_of_issue="42501", voucher_type="I", exportation="01", currency="MXN", payment_form="03",
+        payment_method="PUE", issuer=cfdi.Issuer(signer.rfc, signer.legal_name, "601"),
+        receiver=cfdi.Receiver("EKU9003173C9", "ESCUELA KEMPER URGATE", "42501", "601", "G03"),
+        concepts=[cfdi.Concept("84111506", Decimal(1), "E48", "Servicio", Decimal("100.00"), "02",
+                               transferred_taxes=[cfdi.Tax("002", "Tasa", Decimal("0.160000"))])])
+    try:
+        xml = cfdi.prepare_for_stamping(cfdi.compute_totals(sample), signer, datetime.now(timezone.utc))
+        sandbox.check_stampable(sandbox.parse_xml(xml), datetime.now(timezone.utc))
+    except (cfdi.StampingRefused, PacError):
+        pass
 
 
 @dataclass
