@@ -49,6 +49,9 @@ async def enqueue_email(arq: ArqRedis, message_id: uuid.UUID) -> None:
 
 
 async def _process(rt: Runtime, msg_id: bytes, fields: dict) -> None:
+    kind = fields.get(b"type")
+    if kind is not None and not service.concerns(kind.decode(errors="replace")):
+        return  # not even parsed: most events (e.g. every stamping request) concern nobody here
     raw = fields.get(b"event")
     try:
         event = Event.model_validate_json(raw)
