@@ -254,7 +254,10 @@ async def run(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--invoices", type=int, default=int(os.environ.get("BENCH_INVOICES", "300")))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", str(os.cpu_count() or 1))))
+    from shared.devstack import worker_processes
+
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", worker_processes())),
+                        help="worker processes (default: as `make dev` runs them)")
     parser.add_argument("--concurrency", type=int, default=16, help="createInvoice requests in flight")
     parser.add_argument("--floor-seconds", type=float, default=3.0, help="idle measurement before the runs")
     parser.add_argument("--timeout", type=float, default=600.0)
