@@ -42,6 +42,10 @@ def _database_url() -> tuple[str, bool]:
     return embedded.create_database(embedded.ensure_postgres("pg"), "facturacion", replace=False), True
 
 
+def worker_processes() -> int:
+    return max(1, int(os.environ.get("WORKER_PROCESSES") or (os.cpu_count() or 2) // 2))
+
+
 def _wait_healthy(checks: dict[str, str], timeout: float = 90) -> dict[str, bool]:
     status = {name: False for name in checks}
     deadline = time.monotonic() + timeout
@@ -123,7 +127,13 @@ def main() -> int:
                              "--http-port", str(mail_http), "--dir", str(embedded.DATA / "mail")], env=env)
     for name, port in subgraphs.items():
         manager.add(name, uvicorn_command(f"subgraphs.{name}.app:app", host="127.0.0.1", port=port, python=PY), env=env)
-    manager.add("worker", [PY, "-m", "workers.main"], env=env)
+    # Worker processes: several are safe (one job per id, one relay per schema at a time, shared
+    # consumer groups) and each is one event loop. The subgraphs and the gateway need the other
+    # half of the cores, and every worker adds its own relay, consumers and arq polling (on 2 cores
+    # two workers cost ~40% more CPU per stamp than one: bench/RESULTS-stamping.md), so half the
+    # cores, at least one. WORKER_PROCESSES overrides.
+    for i in range(worker_processes()):
+        manager.add("worker" if i == 0 else f"worker-{i + 1}", [PY, "-m", "workers.main"], env=env)
     manager.add("gateway", [str(ROOT / "supergraph" / "gateway.sh")], env={**env, "GATEWAY_PORT": str(gateway_port)})
     bridge_ports = {b.name: _port(b.name, b.port) for b in bridges()}
     for b in bridges():  # clients of the gateway (the MCP bridge)

@@ -6,7 +6,7 @@ that rolled back. The relay (workers/relay.py) later moves rows to Redis and mar
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text, func, insert, text,
+    BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text, func, insert, select, text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,13 +54,12 @@ async def emit(
     """Append an event to the outbox inside the caller's transaction."""
     ev = make_event(payload, organization_id=organization_id, actor_id=actor_id, aggregate_id=aggregate_id)
     traceparent = current_traceparent()  # None (and no column written) while tracing is off
-    await session.execute(
-        insert(outbox).values(
-            event_id=ev.id, type=ev.type, version=ev.version, organization_id=ev.organization_id,
-            actor_id=ev.actor_id, aggregate_id=ev.aggregate_id, occurred_at=ev.occurred_at,
-            payload=ev.payload, **({"traceparent": traceparent} if traceparent else {}),
-        )
-    )
-    # NOTIFY is transactional: the relay is woken only if and when this transaction commits.
-    await session.execute(text("SELECT pg_notify(:ch, :schema)"), {"ch": OUTBOX_CHANNEL, "schema": outbox.schema})
+    row = insert(outbox).values(
+        event_id=ev.id, type=ev.type, version=ev.version, organization_id=ev.organization_id,
+        actor_id=ev.actor_id, aggregate_id=ev.aggregate_id, occurred_at=ev.occurred_at,
+        payload=ev.payload, **({"traceparent": traceparent} if traceparent else {}),
+    ).returning(outbox.c.id).cte("appended")
+    # The row and the relay's wake-up in one round trip. NOTIFY is transactional: the relay is
+    # woken only if and when this transaction commits.
+    await session.execute(select(func.pg_notify(OUTBOX_CHANNEL, outbox.schema or "")).select_from(row))
     return ev

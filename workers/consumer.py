@@ -64,25 +64,30 @@ class StreamConsumer:
             await pipe.execute()
 
     async def _handle_batch(self, rt: Runtime, entries) -> int:
-        done = 0
-        for msg_id, fields in entries:
-            if fields is None:  # trimmed from the stream while pending
-                await rt.redis.xack(EVENTS_STREAM, self.group, msg_id)
-                continue
-            try:
-                await self.process(rt, msg_id, fields)
-            except Exception as exc:  # noqa: BLE001 - leave it pending; it is claimed again later
-                failures = await rt.redis.hincrby(self.failures_key, msg_id, 1)
-                log.exception("%s consumer: event %s failed (%s/%s)", self.group, msg_id, failures, MAX_DELIVERIES)
-                if failures >= MAX_DELIVERIES:
-                    await self.dead_letter(rt, msg_id, fields, repr(exc))
-                continue
-            async with rt.redis.pipeline(transaction=False) as pipe:
-                pipe.xack(EVENTS_STREAM, self.group, msg_id)
-                pipe.hdel(self.failures_key, msg_id)
-                await pipe.execute()
-            done += 1
-        return done
+        done: list[bytes] = []
+        try:
+            for msg_id, fields in entries:
+                if fields is None:  # trimmed from the stream while pending
+                    await rt.redis.xack(EVENTS_STREAM, self.group, msg_id)
+                    continue
+                try:
+                    await self.process(rt, msg_id, fields)
+                except Exception as exc:  # noqa: BLE001 - leave it pending; it is claimed again later
+                    failures = await rt.redis.hincrby(self.failures_key, msg_id, 1)
+                    log.exception("%s consumer: event %s failed (%s/%s)", self.group, msg_id, failures, MAX_DELIVERIES)
+                    if failures >= MAX_DELIVERIES:
+                        await self.dead_letter(rt, msg_id, fields, repr(exc))
+                    continue
+                done.append(msg_id)
+        finally:
+            # One round trip for the batch's acknowledgements, not one per message: a crash before
+            # it only redelivers messages whose effects are already committed (deduplicated).
+            if done:
+                async with rt.redis.pipeline(transaction=False) as pipe:
+                    pipe.xack(EVENTS_STREAM, self.group, *done)
+                    pipe.hdel(self.failures_key, *done)
+                    await pipe.execute()
+        return len(done)
 
     async def consume_once(self, rt: Runtime, *, consumer: str | None = None, block_ms: int | None = None,
                            claim_idle_ms: int = CLAIM_IDLE_MS) -> int:

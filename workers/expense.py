@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 
 async def _process(rt: Runtime, msg_id: bytes, fields: dict) -> None:
+    kind = fields.get(b"type")
+    if kind is not None and kind.decode(errors="replace") not in MEMBERSHIP_EVENTS:
+        return  # not even parsed: only membership events matter here
     try:
         event = Event.model_validate_json(fields.get(b"event"))
     except Exception:  # noqa: BLE001 - a malformed entry can never succeed

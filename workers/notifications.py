@@ -6,13 +6,17 @@ by event id in Postgres.
 
 Sender (`send_email`): at most once per idempotency key. The message row is locked while it is
 sent and marked sent in the same transaction, so a duplicate job waits and then finds it sent.
-Temporary SMTP failures retry with backoff; 5xx replies are final.
+The consumer sends new messages itself right after its commit (`Sender`, a few at a time over
+reused SMTP connections); the arq job `send_email` takes over what fails there. Temporary SMTP
+failures retry with backoff; 5xx replies are final.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+import weakref
 from datetime import timedelta
 
 from arq import Retry
@@ -45,6 +49,9 @@ async def enqueue_email(arq: ArqRedis, message_id: uuid.UUID) -> None:
 
 
 async def _process(rt: Runtime, msg_id: bytes, fields: dict) -> None:
+    kind = fields.get(b"type")
+    if kind is not None and not service.concerns(kind.decode(errors="replace")):
+        return  # not even parsed: most events (e.g. every stamping request) concern nobody here
     raw = fields.get(b"event")
     try:
         event = Event.model_validate_json(raw)
@@ -63,12 +70,8 @@ async def _process(rt: Runtime, msg_id: bytes, fields: dict) -> None:
             await publish_live(rt.redis, user_channel(n.user_id), service.live_message(n))
         except Exception:  # noqa: BLE001
             log.warning("live push failed for notification %s", n.id)
-    arq = _arq(rt)
     for mid in handled.email_ids:
-        try:
-            await enqueue_email(arq, mid)
-        except Exception:  # noqa: BLE001
-            log.warning("could not enqueue e-mail %s; the sweep will", mid)
+        await SENDER.send_soon(rt, mid)
 
 
 CONSUMER = StreamConsumer("notification", _process)
@@ -130,6 +133,63 @@ async def send_email(ctx, message_id: str) -> str:
     raise retry
 
 
+class Sender:
+    """Sends the consumer's new messages right after its commit, a few at a time, instead of
+    queueing one arq job each: a job per e-mail cost its enqueue, poll, start and finish (several
+    Redis round trips and arq's bookkeeping), as much CPU as the sending itself. `send_email` is
+    the same function either way (row lock, at most once per message); what cannot be sent now
+    goes to the arq job: a temporary failure is retried there with its backoff, and the sweep
+    (`requeue_queued_emails`) covers a worker that dies with messages in flight."""
+
+    IN_FLIGHT = 8  # per consumer; the SMTP connections they use are kept open (mailer.CONNECTIONS)
+
+    def __init__(self) -> None:
+        self._loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _state(self) -> tuple[asyncio.Semaphore, set[asyncio.Task]]:
+        loop = asyncio.get_running_loop()
+        if loop not in self._loops:
+            self._loops[loop] = (asyncio.Semaphore(self.IN_FLIGHT), set())
+        return self._loops[loop]
+
+    async def send_soon(self, rt: Runtime, message_id: uuid.UUID) -> None:
+        """Start sending; waits only while IN_FLIGHT messages are being sent (back-pressure)."""
+        slots, tasks = self._state()
+        await slots.acquire()
+        task = asyncio.create_task(self._send(rt, message_id, slots))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _send(self, rt: Runtime, message_id: uuid.UUID, slots: asyncio.Semaphore) -> None:
+        try:
+            await send_email({"runtime": rt, "job_try": 1}, str(message_id))
+        except Retry:  # attempt recorded; the job retries after the first backoff
+            await self._to_job(rt, message_id, defer=backoff_seconds(1))
+        except Exception:  # noqa: BLE001 - e.g. Postgres away: the job has the outage retries
+            log.warning("e-mail %s not sent now; handed to the job", message_id, exc_info=True)
+            await self._to_job(rt, message_id)
+        finally:
+            slots.release()
+
+    @staticmethod
+    async def _to_job(rt: Runtime, message_id: uuid.UUID, defer: int | None = None) -> None:
+        try:
+            await _arq(rt).enqueue_job("send_email", str(message_id), _job_id=f"send_email:{message_id}",
+                                       _defer_by=defer)
+        except Exception:  # noqa: BLE001
+            log.warning("could not enqueue e-mail %s; the sweep will", message_id)
+
+    async def drain(self, timeout: float = 20.0) -> None:
+        """Let messages in flight finish (the worker stopping): cancelled mid-send, one could be
+        delivered without being marked sent, and go out again."""
+        _, tasks = self._state()
+        if tasks:
+            await asyncio.wait(list(tasks), timeout=timeout)
+
+
+SENDER = Sender()
+
+
 async def requeue_queued_emails(ctx, older_than_seconds: int = 60) -> int:
     """Safety net: messages still `queued` whose job may never have been enqueued (a crash right
     after the consumer's commit). The job id makes this a no-op for messages already scheduled."""
@@ -153,7 +213,12 @@ async def requeue_queued_emails(ctx, older_than_seconds: int = 60) -> int:
 _start, _stop = background_loop("notification-consumer", lambda ctx: CONSUMER.loop(ctx["runtime"]))
 
 
+async def _close_smtp(ctx) -> None:
+    await SENDER.drain()
+    await mailer.CONNECTIONS.close()
+
+
 FUNCTIONS = [func(send_email, max_tries=SEND_EMAIL_MAX_TRIES)]
 CRON_JOBS = [cron(requeue_queued_emails, second={0}, run_at_startup=True)]
 STARTUP = [_start]
-SHUTDOWN = [_stop]
+SHUTDOWN = [_stop, _close_smtp]

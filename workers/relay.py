@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import asyncpg
 from sqlalchemy import MetaData, Table, bindparam, func, select, text, update
@@ -117,10 +117,13 @@ async def relay_schema(rt: Runtime, schema: str, *, after_publish: AfterPublish 
         return len(rows)
 
 
-async def relay_once(rt: Runtime, *, after_publish: AfterPublish | None = None) -> int:
-    """Drain every outbox (batch after batch) once; returns how many rows were delivered."""
-    async with rt.sessionmaker() as session:
-        schemas = await _schemas_with_outbox(session)
+async def relay_once(rt: Runtime, *, after_publish: AfterPublish | None = None,
+                     schemas: Iterable[str] | None = None) -> int:
+    """Drain every outbox (or only `schemas`) batch after batch once; returns how many rows were
+    delivered."""
+    if schemas is None:
+        async with rt.sessionmaker() as session:
+            schemas = await _schemas_with_outbox(session)
     total = 0
     for schema in schemas:
         while True:
@@ -142,8 +145,15 @@ async def relay_loop(rt: Runtime, *, sweep_interval: float = SWEEP_INTERVAL) -> 
     """Relay on every NOTIFY, and at least every `sweep_interval` seconds. Runs until cancelled."""
     wake = asyncio.Event()
     conn: asyncpg.Connection | None = None
+    # Schemas named by NOTIFY since the last pass: only those are relayed on a wake-up (each
+    # commit with an event wakes every worker's relay; a pass over every schema cost one
+    # transaction per schema). The periodic pass still covers them all.
+    notified: set[str] = set()
+    swept_at = 0.0
 
-    def on_notify(*_args) -> None:
+    def on_notify(_conn, _pid, _channel, payload) -> None:
+        if payload in outbox_schemas():
+            notified.add(payload)
         wake.set()
 
     try:
@@ -156,8 +166,14 @@ async def relay_loop(rt: Runtime, *, sweep_interval: float = SWEEP_INTERVAL) -> 
                     log.warning("relay: cannot LISTEN on %s: %s", OUTBOX_CHANNEL, exc)
                     conn = None
             wake.clear()
+            now = asyncio.get_running_loop().time()
+            everything = now - swept_at >= sweep_interval or not notified
+            schemas = None if everything else set(notified)
+            notified.clear()
             try:
-                await relay_once(rt)
+                await relay_once(rt, schemas=schemas)
+                if everything:
+                    swept_at = now
             except Exception:  # noqa: BLE001 - database hiccup: try again on the next tick
                 log.exception("relay pass failed")
             try:

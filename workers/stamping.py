@@ -19,6 +19,7 @@ an accepted request reaches a worker within seconds of Redis being back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from shared.events import Event, InvoiceCancellationRequested, InvoiceStampingRe
 from subgraphs.invoice import service
 from subgraphs.invoice.lifecycle import Status
 from subgraphs.invoice.pac import get_pac
+from subgraphs.invoice.service.stamping import warm_up
 from subgraphs.invoice.settings import load_invoice_settings
 
 log = logging.getLogger(__name__)
@@ -112,8 +114,10 @@ async def notify_expiring_csds(ctx) -> int:
 
 
 async def startup(ctx) -> None:
-    """Refuse to start with an unknown PAC_PROVIDER (SettingsError), before taking any job."""
+    """Refuse to start with an unknown PAC_PROVIDER (SettingsError), before taking any job; load
+    what sealing needs (catalogs, XSD) now rather than inside the first stamps."""
     ctx["pac"] = get_pac(ctx["runtime"].redis, load_invoice_settings())
+    await asyncio.to_thread(warm_up)
 
 
 # keep_result=0: a finished job leaves no result behind, so its id is free for the next request.

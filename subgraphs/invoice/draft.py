@@ -219,7 +219,7 @@ def engine_concepts(draft: Draft) -> list[cfdi.Concept]:
     return concepts
 
 
-def engine_invoice(draft: Draft, *, issuer, series: str, folio: int, issued_at: datetime,
+def engine_invoice(draft: Draft, *, issuer, series: str, folio: int | None, issued_at: datetime,
                    payments: cfdi.PaymentsComplement | None = None) -> cfdi.Invoice:
     """The engine's Invoice for a draft (totals not yet computed). `issuer` is the stored profile."""
     rec, gi, p = draft.receiver, draft.global_information, draft.type == "P"
@@ -231,7 +231,7 @@ def engine_invoice(draft: Draft, *, issuer, series: str, folio: int, issued_at: 
         issuer=cfdi.Issuer(rfc=issuer.rfc, name=issuer.legal_name, tax_regime=issuer.tax_regime),
         receiver=cfdi.Receiver(rfc=rec.rfc, name=rec.name, tax_zip_code=rec.postal_code, tax_regime=rec.tax_regime,
                                cfdi_use=rec.cfdi_use),
-        concepts=concepts, series=series, folio=str(folio),
+        concepts=concepts, series=series, folio=None if folio is None else str(folio),
         payment_form=None if p else draft.payment_form, payment_method=None if p else draft.payment_method,
         payment_conditions=draft.payment_conditions, exchange_rate=None if p else draft.exchange_rate,
         global_information=cfdi.GlobalInformation(gi.periodicity, gi.months, gi.year) if gi else None,

@@ -7,6 +7,9 @@ permanent ones (5xx replies) are final and never retried.
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import weakref
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -141,17 +144,97 @@ def build_message(settings: Settings, *, message_id: str, to_address: str, rende
     return msg
 
 
+class SmtpConnections:
+    """Open SMTP connections, reused from one message to the next.
+
+    A connection per message cost a TCP (and TLS) handshake, EHLO and a name lookup each time:
+    aiosmtplib resolves its own host name (`socket.getfqdn`, a thread and often a DNS query) for
+    every EHLO unless told, and the server's on every connect. Here the local name is resolved
+    once per process, and up to `MAX_IDLE` connections per server and event loop wait for the next
+    message. A reused connection the server has dropped meanwhile (idle timeout, restart) fails
+    before the message is accepted; that message is retried once on a fresh connection.
+    """
+
+    MAX_IDLE = 4
+
+    def __init__(self) -> None:
+        # Per event loop (a connection belongs to the loop that opened it), then per server.
+        self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, list[aiosmtplib.SMTP]]] = (
+            weakref.WeakKeyDictionary())
+        self._local_hostname: str | None = None
+
+    async def local_hostname(self) -> str:
+        if self._local_hostname is None:
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        return self._local_hostname
+
+    def _pool(self, settings: Settings) -> list[aiosmtplib.SMTP]:
+        servers = self._idle.setdefault(asyncio.get_running_loop(), {})
+        return servers.setdefault((settings.smtp_host, settings.smtp_port, settings.smtp_username,
+                                   settings.smtp_password, settings.smtp_starttls), [])
+
+    async def _connect(self, settings: Settings, timeout: float) -> aiosmtplib.SMTP:
+        client = aiosmtplib.SMTP(hostname=settings.smtp_host, port=settings.smtp_port,
+                                 username=settings.smtp_username or None, password=settings.smtp_password or None,
+                                 start_tls=settings.smtp_starttls, timeout=timeout,
+                                 local_hostname=await self.local_hostname())
+        await client.connect()
+        return client
+
+    async def send(self, settings: Settings, msg: EmailMessage, timeout: float) -> None:
+        idle = self._pool(settings)
+        while idle:
+            client = idle.pop()
+            if not client.is_connected:
+                continue
+            try:
+                await client.send_message(msg, timeout=timeout)
+            except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, ConnectionError):
+                client.close()  # dropped while idle: nothing was accepted; a fresh connection below
+                continue
+            except BaseException:
+                await self._discard(client)
+                raise
+            self._keep(idle, client)
+            return
+        client = await self._connect(settings, timeout)
+        try:
+            await client.send_message(msg, timeout=timeout)
+        except BaseException:
+            await self._discard(client)
+            raise
+        self._keep(idle, client)
+
+    def _keep(self, idle: list[aiosmtplib.SMTP], client: aiosmtplib.SMTP) -> None:
+        if len(idle) < self.MAX_IDLE and client.is_connected:
+            idle.append(client)
+        else:
+            client.close()
+
+    @staticmethod
+    async def _discard(client: aiosmtplib.SMTP) -> None:
+        """After a failed command the session state is unknown: never reuse it."""
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - already broken
+            pass
+
+    async def close(self) -> None:
+        """QUIT the running loop's idle connections (the worker's shutdown)."""
+        for clients in self._idle.pop(asyncio.get_running_loop(), {}).values():
+            for client in clients:
+                try:
+                    await asyncio.wait_for(client.quit(), 2)
+                except Exception:  # noqa: BLE001 - closing anyway
+                    client.close()
+
+
+CONNECTIONS = SmtpConnections()
+
+
 async def send(settings: Settings, msg: EmailMessage, *, timeout: float = 15.0) -> None:
     try:
-        await aiosmtplib.send(
-            msg,
-            hostname=settings.smtp_host,
-            port=settings.smtp_port,
-            username=settings.smtp_username or None,
-            password=settings.smtp_password or None,
-            start_tls=settings.smtp_starttls,
-            timeout=timeout,
-        )
+        await CONNECTIONS.send(settings, msg, timeout)
     except aiosmtplib.SMTPRecipientsRefused as exc:
         codes = [r.code for r in exc.recipients]
         detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)

@@ -36,11 +36,16 @@ class Handled:
     email_ids: list[uuid.UUID] = field(default_factory=list)  # newly queued, to hand to the mailer
 
 
+def concerns(event_type: str) -> bool:
+    """Whether events of this type change anything here (most do not: no rows, not even the dedupe one)."""
+    return event_type in _RECIPIENT_EVENTS or event_type in MEMBERSHIP_EVENTS or d.has_audience(event_type)
+
+
 async def handle_event(rt: Runtime, event: Event) -> Handled:
     """Apply one event exactly once: the dedupe row and every effect commit together, so a
     redelivered event (relay crash, consumer crash before XACK) changes nothing."""
-    if event.type not in _RECIPIENT_EVENTS and event.type not in MEMBERSHIP_EVENTS and not d.has_audience(event.type):
-        return Handled()  # most events concern nobody here: no rows, not even the dedupe one
+    if not concerns(event.type):
+        return Handled()
     async with transaction(rt.sessionmaker) as s:
         first_time = (await s.execute(
             pg_insert(ProcessedEvent).values(consumer=CONSUMER, event_id=event.id, event_type=event.type)

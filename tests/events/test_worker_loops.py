@@ -33,8 +33,14 @@ async def test_startup_hooks_relay_and_consume_without_being_asked(rt):
             await asyncio.sleep(0.03)
         else:
             pytest.fail("the worker loops did not turn the event into an e-mail")
-        job = await rt.redis.exists(f"arq:job:send_email:{row.id}")
-        assert job == 1  # handed to the mailer
+        # Handed to the mailer: the consumer tries to send it at once and, the SMTP server of
+        # this test being absent, leaves it to the send_email job.
+        for _ in range(200):
+            if await rt.redis.exists(f"arq:job:send_email:{row.id}"):
+                break
+            await asyncio.sleep(0.03)
+        else:
+            pytest.fail("the e-mail was neither sent nor handed to the send_email job")
     finally:
         for hook in relay.SHUTDOWN + notifications.SHUTDOWN:
             await hook(ctx)

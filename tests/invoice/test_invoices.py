@@ -298,3 +298,65 @@ async def test_narrowed_api_key_permissions_are_enforced(org, gql):
     r = await org.api.execute("""mutation { uploadCsd(certificate: "", privateKey: "", password: "") { userErrors { code } } }""",
                               token=reader)
     assert r.error_codes == ["FORBIDDEN"]
+
+
+async def test_a_slow_creation_does_not_hold_back_the_series(org, monkeypatch):
+    """The folio is taken after validation and totals (README, "Folios"): a creation still
+    evaluating holds no lock on the series, so another one in the same series completes meanwhile,
+    and each gets its own folio."""
+    from subgraphs.invoice.service import drafts
+
+    entered, release = asyncio.Event(), asyncio.Event()
+    evaluate = drafts.evaluate
+
+    async def slow_evaluate(session, inv, issuer):
+        if inv.document["concepts"][0]["description"] == "Lenta":
+            entered.set()
+            await release.wait()
+        return await evaluate(session, inv, issuer)
+
+    monkeypatch.setattr(drafts, "evaluate", slow_evaluate)
+    await org.create_invoice()  # the series row exists: a folio taken now would lock it
+    slow = asyncio.create_task(org.create_invoice(concepts=[{**concept(), "description": "Lenta"}]))
+    await asyncio.wait_for(entered.wait(), 30)
+    try:
+        # Would wait on the series row until `slow` commits if its folio were taken before evaluating.
+        quick = await asyncio.wait_for(org.create_invoice(), 30)
+        assert not slow.done()
+    finally:
+        release.set()
+    done = await slow
+    assert quick["folio"] != done["folio"] and done["folio"] == quick["folio"] + 1
+
+
+async def test_no_lock_on_the_invoice_while_the_pac_answers(org, runtime):
+    """The job claims the invoice in a short transaction, then seals and asks the PAC holding no
+    lock: the row can be locked meanwhile (NOWAIT would fail otherwise), and the outcome is
+    recorded once when the PAC answers."""
+    from sqlalchemy import text
+
+    from subgraphs.invoice.pac.sandbox import SandboxPac
+
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    class SlowPac(SandboxPac):
+        async def stamp(self, xml, **kw):
+            entered.set()
+            await release.wait()
+            return await super().stamp(xml, **kw)
+
+    inv = await org.create_invoice()
+    await org.stamp(inv["id"])
+    job = asyncio.create_task(stamp_invoice_job({"runtime": runtime, "job_try": 1, "pac": SlowPac(runtime.redis)},
+                                                inv["id"]))
+    try:
+        await asyncio.wait_for(entered.wait(), 30)
+        async with runtime.sessionmaker() as session, session.begin():
+            row = (await session.execute(text("SELECT status, stamp_attempts FROM invoice.invoices WHERE id = :id "
+                                              "FOR UPDATE NOWAIT"), {"id": inv["id"]})).one()
+        assert tuple(row) == ("STAMPING", 1)  # claimed (attempt counted and committed), not locked
+    finally:
+        release.set()
+    assert await job == "STAMPED"
+    got = await org.get(inv["id"])
+    assert [h["toStatus"] for h in got["history"]] == ["DRAFT", "STAMPING", "STAMPED"]

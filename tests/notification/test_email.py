@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from arq import Retry
@@ -243,3 +244,47 @@ async def test_unreachable_invoice_service_is_a_temporary_failure(rt, smtp):
                                                    invoice_service_url=f"http://127.0.0.1:{free_port()}")}, str(row.id))
     assert smtp.messages == []
     assert (await _row(rt, str(row.id))).status == QUEUED
+
+
+async def test_smtp_connections_are_reused_and_a_dropped_one_is_replaced(rt, monkeypatch):
+    """One connection (one EHLO, the local name resolved once) for several messages; a connection
+    the server dropped while idle is replaced without losing the message."""
+    from subgraphs.notification import mailer
+
+    ehlo_names: list[str] = []
+
+    class CountingListener(SmtpListener):
+        def __init__(self, port: int):
+            super().__init__(port)
+
+            async def handle_EHLO(server, session, envelope, hostname, responses):  # noqa: N802
+                ehlo_names.append(hostname)
+                session.host_name = hostname
+                return responses
+
+            self.inbox.handle_EHLO = handle_EHLO
+
+    lookups: list[int] = []
+    monkeypatch.setattr(mailer, "socket", SimpleNamespace(
+        getfqdn=lambda: lookups.append(1) or "worker.facturacion.test"))  # the mailer's lookups only
+    connections = mailer.SmtpConnections()
+    listener = CountingListener(free_port()).start()
+    settings = with_settings(rt, smtp_port=listener.port).settings
+    rendered = mailer.Rendered(subject="Hola", text="Hola\n", html="<p>Hola</p>")
+
+    def message(n: int):
+        return mailer.build_message(settings, message_id=f"m{n}", to_address=f"a{n}@example.mx", rendered=rendered)
+
+    try:
+        for n in range(3):
+            await connections.send(settings, message(n), 10)
+        assert len(listener.messages) == 3
+        assert ehlo_names == ["worker.facturacion.test"] and len(lookups) == 1
+        listener.stop()  # the server goes away and comes back: the idle connection is dead
+        listener = CountingListener(listener.port).start()
+        await connections.send(settings, message(3), 10)
+        assert [m["To"] for m in listener.messages] == ["a3@example.mx"]
+        assert len(ehlo_names) == 2 and len(lookups) == 1
+    finally:
+        await connections.close()
+        listener.stop()

@@ -124,8 +124,11 @@ async def create_invoice(rt: Runtime, org: uuid.UUID, actor: uuid.UUID, data: di
         inv = m.Invoice(id=uuid.uuid4(), organization_id=org, created_by=actor, voucher_type=draft.type,
                         status=Status.DRAFT.value, series=draft.series)
         _store(inv, draft)
+        await evaluate(session, inv, issuer)  # totals and issues need no folio
+        # The folio last, just before the insert and the commit: taking it locks the series row
+        # until commit, so everything slow (validation, totals) has to be done by now, or every
+        # creation in the series waits behind it (subgraphs/invoice/README.md, "Folios").
         inv.folio = await take_folio(session, org, draft.series)
-        await evaluate(session, inv, issuer)
         session.add(inv)
         await session.flush()
         session.add(m.InvoiceEvent(invoice_id=inv.id, organization_id=org, actor_id=actor, from_status=None,
@@ -141,8 +144,8 @@ async def update_invoice(rt: Runtime, org: uuid.UUID, actor: uuid.UUID, invoice_
                                     ["id"])
         issuer = await get_issuer(session, org)
         draft = await accept_draft(session, org, issuer, data, current=Draft.model_validate(inv.document))
-        if draft.series != inv.series:
-            inv.series, inv.folio = draft.series, await take_folio(session, org, draft.series)
         _store(inv, draft)
         await evaluate(session, inv, issuer)
+        if draft.series != inv.series:  # a new folio, taken last for the same reason as in create_invoice
+            inv.series, inv.folio = draft.series, await take_folio(session, org, draft.series)
         return inv

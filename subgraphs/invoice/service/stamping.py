@@ -12,8 +12,11 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import transaction
 from shared.errors import InputError, UserError
@@ -21,7 +24,7 @@ from shared.runtime import Runtime
 from subgraphs.invoice import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.lifecycle import EDITABLE, Status
-from subgraphs.invoice.pac import PacError, get_pac
+from subgraphs.invoice.pac import PacError, StampResult, get_pac
 from subgraphs.invoice.pac_accounts import chosen_pac
 from subgraphs.invoice.service.common import ask_pac, locked, publish_status, record_transition, utcnow
 from subgraphs.invoice.service.documents import EVENT_LINK_TTL, document_path
@@ -72,6 +75,30 @@ async def request_stamp(rt: Runtime, org: uuid.UUID, actor: uuid.UUID, invoice_i
     return inv
 
 
+def warm_up() -> None:
+    """Load, once per process and before the first job, what sealing and the sandbox PAC load
+    lazily: SAT catalogs, the XSD and XSLT, the PAC's certificate (~0.3 s of CPU; paid inside the
+    first stamps otherwise). Seals a sample CFDI with the sandbox's certificate and lets the
+    sandbox check it; any refusal is fine, only the loading matters."""
+    from datetime import timedelta
+
+    from subgraphs.invoice.pac import sandbox
+
+    signer = sandbox.signer()
+    sample = cfdi.Invoice(
+        issued_at=(datetime.now(timezone.utc) - timedelta(hours=8)).replace(tzinfo=None, microsecond=0),
+        place_of_issue="42501", voucher_type="I", exportation="01", currency="MXN", payment_form="03",
+        payment_method="PUE", issuer=cfdi.Issuer(signer.rfc, signer.legal_name, "601"),
+        receiver=cfdi.Receiver("EKU9003173C9", "ESCUELA KEMPER URGATE", "42501", "601", "G03"),
+        concepts=[cfdi.Concept("84111506", Decimal(1), "E48", "Servicio", Decimal("100.00"), "02",
+                               transferred_taxes=[cfdi.Tax("002", "Tasa", Decimal("0.160000"))])])
+    try:
+        xml = cfdi.prepare_for_stamping(cfdi.compute_totals(sample), signer, datetime.now(timezone.utc))
+        sandbox.check_stampable(sandbox.parse_xml(xml), datetime.now(timezone.utc))
+    except (cfdi.StampingRefused, PacError):
+        pass
+
+
 @dataclass
 class StampOutcome:
     status: str
@@ -79,10 +106,34 @@ class StampOutcome:
     invoice: m.Invoice | None = None
 
 
+@dataclass
+class _Attempt:
+    """What one stamping attempt learned: a timbre, a final failure, or a transient error to retry."""
+    result: StampResult | None = None
+    failure: tuple[str, str] | None = None
+    retry: tuple[str, str] | None = None
+
+
 async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1, max_attempts: int = 5, pac=None) -> StampOutcome:
-    """Stamp one invoice in STAMPING. Idempotent, and safe with several workers (row lock)."""
+    """Stamp one invoice in STAMPING, exactly once, in three steps so that no row lock is held
+    while the CFDI is sealed (CPU) or the PAC answers (network):
+
+    1. claim, a short transaction: lock the row (SKIP LOCKED: another worker has it), count the
+       attempt, read what the CFDI needs (issuer, CSD, draft), commit;
+    2. seal and ask the PAC, outside any transaction;
+    3. finish, a short transaction: the outcome is recorded only if the invoice is still STAMPING
+       for the same request (idempotency key); otherwise another run already recorded it.
+
+    Exactly once without the lock: arq runs one job per invoice at a time (job id), and should two
+    runs overlap anyway (a killed worker's job re-run), both seal the same CFDI (Fecha fixed at the
+    request, deterministic RSA seal), so the PAC answers both with the one timbre, and only the
+    first finish records it.
+
+    Payment complements (P) are the exception: their balances depend on which other payments of
+    the same invoices are stamped, so they keep the paid invoices locked from building the
+    complement until the timbre is recorded, all in one transaction as before.
+    """
     injected, pac = pac is not None, pac or get_pac(rt.redis)
-    retry = False
     async with transaction(rt.sessionmaker) as session:
         inv = await session.scalar(select(m.Invoice).where(m.Invoice.id == invoice_id)
                                    .with_for_update(skip_locked=True))
@@ -91,57 +142,97 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
         if inv.status != Status.STAMPING:
             return StampOutcome(inv.status, invoice=inv)
         inv.stamp_attempts = (inv.stamp_attempts or 0) + 1
-        issuer = await get_issuer(session, inv.organization_id)
-        csd_row = await active_csd(session, inv.organization_id)
-        failure: tuple[str, str] | None = None
-        result = None
-        if csd_row is None or issuer is None:
-            failure = ("CSD_REQUIRED", "No hay un certificado de sello digital activo.")
-        else:
-            xml = None
-            try:
-                engine = await build_engine_invoice(session, inv, issuer, inv.issued_at, lock_related=True)
-                # Everything SAT's matrices and schema would refuse is found here, never first by
-                # the PAC (rules, catalogs in force on the date, seal, lean XSD); off the event loop,
-                # the stored key's first load (unseal, parse) included.
-                now = utcnow()
-                xml = await asyncio.to_thread(
-                    lambda: cfdi.prepare_for_stamping(engine, open_csd(csd_row, rt.settings), now))
-            except cfdi.StampingRefused as exc:
-                first = exc.issues[0]
-                failure = (first.code, "; ".join(f"{i.code}: {i.message_es}" for i in exc.issues[:5]))
-            except InputError as exc:  # e.g. a paid document cancelled after the draft was saved
-                failure = (exc.errors[0].code, exc.errors[0].message)
-            except Exception:  # noqa: BLE001 - a CFDI we cannot build or seal will not fix itself
-                log.exception("could not build or seal the CFDI", extra={"invoice_id": str(inv.id)})
-                failure = ("SEAL_ERROR", "No se pudo generar o sellar el comprobante con el CSD activo.")
-            if xml is not None:
-                try:
-                    async with chosen_pac(rt, session, inv.organization_id, pac, injected=injected,
-                                          csd=None) as (chosen, own):  # stamping needs no CSD
-                        call = chosen.stamp(xml, idempotency_key=inv.stamp_idempotency_key) if own else chosen.stamp(xml)
-                        result = await ask_pac(call, inv.id, operation="stamp", pac=chosen)
-                except PacError as exc:
-                    if exc.transient and attempt < max_attempts and inv.stamp_attempts < MAX_TOTAL_ATTEMPTS:
-                        inv.pac_code, inv.pac_message = exc.code, exc.message
-                        retry = True
-                    else:
-                        failure = (exc.code, exc.message)
-        if result is not None:
-            inv.uuid, inv.stamped_at, inv.xml = result.uuid, result.stamped_at, result.xml.decode("utf-8")
-            inv.pac_certificate_number = result.sat_certificate_number
-            inv.pac_code = inv.pac_message = None
-            exp = utcnow() + EVENT_LINK_TTL
-            await record_transition(
-                session, inv, Status.STAMPED, None,
-                "Timbre recuperado (ya timbrado)" if result.previously_stamped else "Timbrado por el PAC",
-                uuid=inv.uuid, stamped_at=inv.stamped_at, xml_path=document_path(rt.settings, inv.id, "xml", exp),
-                pdf_path=document_path(rt.settings, inv.id, "pdf", exp))
-        elif failure is not None:
-            inv.pac_code, inv.pac_message = failure
-            await record_transition(session, inv, Status.STAMP_FAILED, None, f"{failure[0]}: {failure[1]}",
-                                    code=failure[0], message=failure[1])
+        key, may_retry = inv.stamp_idempotency_key, attempt < max_attempts and inv.stamp_attempts < MAX_TOTAL_ATTEMPTS
+        hold = inv.voucher_type == "P"
+        prepared = await _prepare(session, inv, lock_related=hold)
+        # A payment complement, or a CFDI refused before sealing: finished in this transaction.
+        finish_now = hold or not isinstance(prepared, _Prepared)
+        if finish_now:
+            retry = await _record(rt, session, inv, await _attempt(rt, inv, prepared, pac, injected, key,
+                                                                   may_retry=may_retry))
+    if not finish_now:
+        outcome = await _attempt(rt, inv, prepared, pac, injected, key, may_retry=may_retry)
+        async with transaction(rt.sessionmaker) as session:
+            inv = await session.scalar(select(m.Invoice).where(m.Invoice.id == invoice_id).with_for_update())
+            if inv.status != Status.STAMPING or inv.stamp_idempotency_key != key:
+                return StampOutcome(inv.status, invoice=inv)  # recorded by another run (the same timbre)
+            retry = await _record(rt, session, inv, outcome)
     if not retry:
         await publish_status(rt, inv)
     return StampOutcome(inv.status, retry=retry, invoice=inv)
 
+
+@dataclass
+class _Prepared:
+    engine: cfdi.Invoice
+    csd_row: m.Certificate
+
+
+async def _prepare(session: AsyncSession, inv: m.Invoice, *, lock_related: bool) -> _Prepared | tuple[str, str]:
+    """The engine's invoice and the CSD to seal it with, or the (code, message) that refuses it."""
+    issuer = await get_issuer(session, inv.organization_id)
+    csd_row = await active_csd(session, inv.organization_id)
+    if csd_row is None or issuer is None:
+        return ("CSD_REQUIRED", "No hay un certificado de sello digital activo.")
+    try:
+        engine = await build_engine_invoice(session, inv, issuer, inv.issued_at, lock_related=lock_related)
+    except InputError as exc:  # e.g. a paid document cancelled after the draft was saved
+        return (exc.errors[0].code, exc.errors[0].message)
+    except Exception:  # noqa: BLE001 - a CFDI we cannot build will not fix itself
+        log.exception("could not build the CFDI", extra={"invoice_id": str(inv.id)})
+        return ("SEAL_ERROR", "No se pudo generar o sellar el comprobante con el CSD activo.")
+    return _Prepared(engine, csd_row)
+
+
+async def _attempt(rt: Runtime, inv: m.Invoice, prepared: _Prepared | tuple[str, str], pac, injected: bool,
+                   key: str | None, *, may_retry: bool) -> _Attempt:
+    """Seal the CFDI and ask the PAC; touches no row (the caller records the outcome)."""
+    if isinstance(prepared, tuple):
+        return _Attempt(failure=prepared)
+    try:
+        # Everything SAT's matrices and schema would refuse is found here, never first by the PAC
+        # (rules, catalogs in force on the date, seal, lean XSD); off the event loop, the stored
+        # key's first load (unseal, parse) included.
+        now = utcnow()
+        xml = await asyncio.to_thread(
+            lambda: cfdi.prepare_for_stamping(prepared.engine, open_csd(prepared.csd_row, rt.settings), now))
+    except cfdi.StampingRefused as exc:
+        first = exc.issues[0]
+        return _Attempt(failure=(first.code, "; ".join(f"{i.code}: {i.message_es}" for i in exc.issues[:5])))
+    except Exception:  # noqa: BLE001 - a CFDI we cannot build or seal will not fix itself
+        log.exception("could not build or seal the CFDI", extra={"invoice_id": str(inv.id)})
+        return _Attempt(failure=("SEAL_ERROR", "No se pudo generar o sellar el comprobante con el CSD activo."))
+    try:
+        # Own session: the organization's PAC accounts are read before the call, and no
+        # connection is held while the PAC answers (none at all with an injected PAC).
+        async with rt.sessionmaker() as session, chosen_pac(rt, session, inv.organization_id, pac,
+                                                            injected=injected, csd=None) as (chosen, own):
+            await session.close()
+            call = chosen.stamp(xml, idempotency_key=key) if own else chosen.stamp(xml)  # stamping needs no CSD
+            return _Attempt(result=await ask_pac(call, inv.id, operation="stamp", pac=chosen))
+    except PacError as exc:
+        if exc.transient and may_retry:
+            return _Attempt(retry=(exc.code, exc.message))
+        return _Attempt(failure=(exc.code, exc.message))
+
+
+async def _record(rt: Runtime, session: AsyncSession, inv: m.Invoice, outcome: _Attempt) -> bool:
+    """The attempt's outcome on the (locked, still STAMPING) invoice; True when it is to be retried."""
+    if outcome.retry is not None:
+        inv.pac_code, inv.pac_message = outcome.retry
+        return True
+    if (result := outcome.result) is not None:
+        inv.uuid, inv.stamped_at, inv.xml = result.uuid, result.stamped_at, result.xml.decode("utf-8")
+        inv.pac_certificate_number = result.sat_certificate_number
+        inv.pac_code = inv.pac_message = None
+        exp = utcnow() + EVENT_LINK_TTL
+        await record_transition(
+            session, inv, Status.STAMPED, None,
+            "Timbre recuperado (ya timbrado)" if result.previously_stamped else "Timbrado por el PAC",
+            uuid=inv.uuid, stamped_at=inv.stamped_at, xml_path=document_path(rt.settings, inv.id, "xml", exp),
+            pdf_path=document_path(rt.settings, inv.id, "pdf", exp))
+    else:
+        code, message = outcome.failure
+        inv.pac_code, inv.pac_message = code, message
+        await record_transition(session, inv, Status.STAMP_FAILED, None, f"{code}: {message}", code=code, message=message)
+    return False

@@ -1,0 +1,272 @@
+"""Stamping end to end, and createInvoice throughput, through the real stack.
+
+Starts the subgraphs (uvicorn), the worker process(es) and the gateway as real processes on
+loopback (tests/stack.py), with the embedded sandbox PAC and a real SMTP listener; signs up an
+issuer through the gateway; then
+
+1. creates N invoices through the gateway at concurrency C (createInvoice/s, CPU per creation);
+2. fires `stampInvoice` for all N at once and waits until every one is STAMPED (polling
+   Postgres from here, so the wait costs the stack nothing) and every notification e-mail of
+   those stamps has been sent;
+3. prints stamps/s, CPU milliseconds per stamp of each process (user + system, from /proc, every
+   process of its group: node included for the gateway) with the idle floor of the same run
+   subtracted, and duplicates: invoices stamped twice, timbres the PAC issued beyond one per
+   invoice, STAMPED transitions beyond one per invoice (all must be 0).
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/6 \\
+        .venv/bin/python bench/stamping.py --invoices 300 --workers 2
+
+The Redis database given is flushed (the sandbox PAC's timbres live there and are counted). Without
+the URLs it uses the embedded servers. Postgres' and Redis' own CPU are not counted (shared
+servers); the wall-clock figures are only meaningful on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+
+from shared import embedded  # noqa: E402
+from shared.registry import subgraphs  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) of every live process in the process group."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+class Meter:
+    def __init__(self, stack):
+        self.stack = stack
+
+    def snapshot(self) -> dict[str, float]:
+        return {name: group_cpu(p.pid) for name, p in self.stack.procs.items()}
+
+    @staticmethod
+    def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+        return {k: b[k] - a[k] for k in a}
+
+
+def _table(title: str, cpu: dict[str, float], floor: dict[str, float], seconds: float, n: int) -> list[str]:
+    """CPU ms per operation per process: raw, and with the idle floor (per second) subtracted."""
+    lines = [f"{title}: CPU ms per operation (raw / minus idle floor)"]
+    tot_raw = tot_net = 0.0
+    for name in sorted(cpu):
+        raw = cpu[name] * 1000 / n
+        net = max(0.0, cpu[name] - floor.get(name, 0.0) * seconds) * 1000 / n
+        tot_raw, tot_net = tot_raw + raw, tot_net + net
+        lines.append(f"  {name:<14} {raw:7.2f} / {net:7.2f}")
+    lines.append(f"  {'TOTAL':<14} {tot_raw:7.2f} / {tot_net:7.2f}")
+    return lines
+
+
+async def _db_count(db_url: str, sql: str, *args) -> int:
+    import asyncpg
+
+    from shared.config import to_plain_url
+
+    conn = await asyncpg.connect(to_plain_url(db_url))
+    try:
+        return int(await conn.fetchval(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def run(args) -> None:
+    from tests.conftest import unique_email
+    from tests.e2e.conftest import GATEWAY_SECRET
+    from tests.gateway_flows import STAMP, new_issuer
+    from tests.graphql_client import GraphQLClient
+    from tests.invoice.conftest import concept
+    from tests.stack import Mailbox, Stack
+
+    admin = os.environ.get("DATABASE_URL") or embedded.ensure_postgres("pg-bench")
+    db = embedded.create_database(admin, "facturacion_bench_stamping")
+    from shared.migrations import SERVICES, upgrade
+
+    for schema in SERVICES:
+        upgrade(schema, db)
+    redis_proc = None
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        redis_proc, redis_url = embedded.start_redis()
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(redis_url)
+    await redis.flushdb()
+
+    mailbox = Mailbox()
+    names = [s.name for s in subgraphs()]
+    ports = {s: embedded.free_port() for s in names}
+    gateway_port = embedded.free_port()
+    env = {**os.environ, "DATABASE_URL": db, "REDIS_URL": redis_url, "APP_ENV": "test", "LOG_LEVEL": "WARNING",
+           "AUTH_JWKS_URL": f"http://127.0.0.1:{ports['auth']}/.well-known/jwks.json",
+           "INVOICE_SERVICE_URL": f"http://127.0.0.1:{ports['invoice']}",
+           "AUTH_SERVICE_URL": f"http://127.0.0.1:{ports['auth']}",
+           "GATEWAY_PORT": str(gateway_port), "GATEWAY_HOST": "127.0.0.1", "GATEWAY_SHARED_SECRET": GATEWAY_SECRET,
+           "LOGIN_MAX_FAILURES_PER_IP": "1000", "RATE_LIMIT_DISABLED": "true", "AUTHZ_CACHE_SECONDS": "0",
+           "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port)}
+    for s, p in ports.items():
+        env[f"{s.upper()}_URL"] = f"http://127.0.0.1:{p}/graphql"
+    log_dir = Path(args.log_dir or "/tmp") / f"bench-stamping-{os.getpid()}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(env, log_dir)
+    out: list[str] = []
+    try:
+        def profiled(name: str, argv: list[str]) -> list[str]:
+            if not args.profile:
+                return argv
+            spy = str(Path(sys.executable).with_name("py-spy"))
+            return [spy, "record", "-r", "250", "-f", "raw", "-o", str(Path(args.profile) / f"{name}.txt"), "--", *argv]
+
+        for name, port in ports.items():
+            stack.start(name, profiled(name, stack.subgraph_argv(name, port)), f"http://127.0.0.1:{port}/health/ready")
+        for i in range(args.workers):
+            stack.start(f"worker{i + 1}", profiled(f"worker{i + 1}", [sys.executable, "-m", "workers.main"]), None)
+        stack.start("gateway", [str(Path(__file__).resolve().parents[1] / "supergraph" / "gateway.sh")],
+                    f"http://127.0.0.1:{gateway_port}/readiness", env={"LOG_LEVEL": "warn"})
+        limits = httpx.Limits(max_connections=args.invoices + 10, max_keepalive_connections=args.invoices + 10)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway_port}", timeout=300, limits=limits) as http:
+            gw = GraphQLClient(http)
+            token, customer_id = await new_issuer(gw, mailbox, customer_email=unique_email("cliente"))
+            meter = Meter(stack)
+
+            # --- createInvoice at concurrency C ---
+            create = """mutation($i: InvoiceInput!) { createInvoice(input: $i) { invoice { id folio }
+                userErrors { code field message } } }"""
+            data = {"customerId": customer_id, "paymentForm": "03", "paymentMethod": "PUE", "concepts": [concept()]}
+            for _ in range(5):  # warm-up (connections, caches)
+                await gw.ok(create, {"i": data}, token=token)
+            queue = list(range(args.invoices))
+            ids: list[str] = []
+            folios: list[int] = []
+
+            async def creator():
+                while queue:
+                    queue.pop()
+                    r = (await gw.ok(create, {"i": data}, token=token))["createInvoice"]
+                    assert r["userErrors"] == [], r
+                    ids.append(r["invoice"]["id"])
+                    folios.append(r["invoice"]["folio"])
+
+            await asyncio.sleep(2)
+            floor_a, t0 = meter.snapshot(), time.monotonic()
+            await asyncio.sleep(args.floor_seconds)
+            floor_s = time.monotonic() - t0
+            floor = {k: v / floor_s for k, v in Meter.delta(floor_a, meter.snapshot()).items()}
+            a, t0 = meter.snapshot(), time.monotonic()
+            await asyncio.gather(*[creator() for _ in range(args.concurrency)])
+            create_s = time.monotonic() - t0
+            create_cpu = Meter.delta(a, meter.snapshot())
+            assert len(set(folios)) == len(folios), "duplicate folios"
+            out.append(f"createInvoice: {len(ids)} at concurrency {args.concurrency} in {create_s:.2f} s = "
+                       f"{len(ids) / create_s:.1f}/s; duplicate folios: {len(folios) - len(set(folios))}")
+            out += _table("createInvoice", create_cpu, floor, create_s, len(ids))
+
+            # --- stampInvoice for all at once ---
+            await asyncio.sleep(3)  # let the relay and consumers settle after the creations
+            a, t0 = meter.snapshot(), time.monotonic()
+            results = await asyncio.gather(*[gw.ok(STAMP, {"id": i, "k": f"bench-{i}"}, token=token) for i in ids])
+            accepted_s = time.monotonic() - t0
+            requests_cpu = Meter.delta(a, meter.snapshot())
+            bad = [r for r in results if r["stampInvoice"]["userErrors"]]
+            assert not bad, bad[:3]
+            id_list = [uuid.UUID(i) for i in ids]
+            stamped = 0
+            while stamped < len(ids):
+                await asyncio.sleep(0.2)
+                stamped = await _db_count(db, "SELECT count(*) FROM invoice.invoices WHERE id = ANY($1) AND "
+                                              "status = 'STAMPED'", id_list)
+                failed = await _db_count(db, "SELECT count(*) FROM invoice.invoices WHERE id = ANY($1) AND "
+                                             "status = 'STAMP_FAILED'", id_list)
+                assert failed == 0, f"{failed} STAMP_FAILED"
+                assert time.monotonic() - t0 < args.timeout, f"only {stamped} stamped after {args.timeout}s"
+            stamp_s = time.monotonic() - t0
+            # The worker's share is done once the stamps' notifications went out as e-mails.
+            while True:
+                handled = await _db_count(db, "SELECT count(*) FROM notification.processed_events "
+                                              "WHERE event_type = 'invoice.stamped'")
+                queued = await _db_count(db, "SELECT count(*) FROM notification.email_messages WHERE status = 'queued'")
+                if handled >= len(ids) and queued == 0:
+                    break
+                assert time.monotonic() - t0 < args.timeout, f"mail not drained: {handled} handled, {queued} queued"
+                await asyncio.sleep(0.2)
+            drained_s = time.monotonic() - t0
+            stamp_cpu = Meter.delta(a, meter.snapshot())
+
+            # --- exactly once ---
+            distinct = await _db_count(db, "SELECT count(DISTINCT uuid) FROM invoice.invoices WHERE id = ANY($1)", id_list)
+            transitions = await _db_count(db, "SELECT count(*) FROM invoice.invoice_events WHERE invoice_id = ANY($1) "
+                                              "AND to_status = 'STAMPED'", id_list)
+            timbres = len([k async for k in redis.scan_iter("pac:sandbox:cfdi:*")])
+            sent = await _db_count(db, "SELECT count(*) FROM notification.email_messages WHERE status = 'sent' "
+                                       "AND template = 'invoice_status'")
+            out.append(f"stampInvoice x{len(ids)} fired at once: accepted in {accepted_s:.2f} s, all STAMPED in "
+                       f"{stamp_s:.2f} s = {len(ids) / stamp_s:.1f} stamps/s; e-mails sent by {drained_s:.2f} s")
+            out.append(f"duplicates: invoices sharing a UUID {len(ids) - distinct}, PAC timbres beyond one per "
+                       f"invoice {timbres - len(ids)}, STAMPED transitions beyond one {transitions - len(ids)}; "
+                       f"status e-mails sent {sent}")
+            out += _table("stampInvoice requests (until all accepted; workers already busy)", requests_cpu, floor,
+                          accepted_s, len(ids))
+            out += _table("stamp end to end (request, worker, mail)", stamp_cpu, floor, drained_s, len(ids))
+            out.append(f"idle floor CPU ms/s: " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in sorted(floor.items())))
+            out.append(f"workers: {args.workers}; cores: {os.cpu_count()}; logs: {log_dir}")
+    finally:
+        if args.profile:  # py-spy writes its file when interrupted (SIGTERM to the group would lose it)
+            import signal
+
+            for proc in stack.procs.values():
+                if Path(proc.args[0]).name == "py-spy":
+                    proc.send_signal(signal.SIGINT)
+            for proc in stack.procs.values():
+                if Path(proc.args[0]).name == "py-spy":
+                    proc.wait(30)
+        stack.stop_all()
+        mailbox.stop()
+        await redis.aclose()
+        if redis_proc is not None:
+            redis_proc.terminate()
+    print("\n".join(out), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--invoices", type=int, default=int(os.environ.get("BENCH_INVOICES", "300")))
+    from shared.devstack import worker_processes
+
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", worker_processes())),
+                        help="worker processes (default: as `make dev` runs them)")
+    parser.add_argument("--concurrency", type=int, default=16, help="createInvoice requests in flight")
+    parser.add_argument("--floor-seconds", type=float, default=3.0, help="idle measurement before the runs")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--log-dir", default=None)
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="run the subgraphs and workers under py-spy (pip install py-spy), raw stacks into DIR "
+                             "(CPU figures then include py-spy's own)")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
