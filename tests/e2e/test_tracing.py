@@ -196,9 +196,10 @@ async def test_one_stamp_is_one_trace_from_gateway_to_pac(traced_stack, traced_g
         if len(resolver) != 1:
             return None
         trace = [(svc, s) for svc, s in spans if s.trace_id == resolver[0].trace_id]
-        # Complete once the worker's PAC span and the gateway's root span have been exported.
+        # Complete once the worker's job and PAC spans and the gateway's root span have been
+        # exported (the job span ends last: the result is recorded after the PAC answers).
         names = {(svc, s.name) for svc, s in trace}
-        if ("worker", "PAC stamp") not in names or not any(svc == "gateway" and not s.parent_span_id for svc, s in trace):
+        if not {("worker", "PAC stamp"), ("worker", "stamp_invoice_job")} <= names or not any(svc == "gateway" and not s.parent_span_id for svc, s in trace):
             return None
         return trace
 
