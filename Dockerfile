@@ -11,6 +11,7 @@ WORKDIR /src
 # tooling stay out of the image.
 COPY pyproject.toml ./
 COPY shared ./shared
+COPY sat ./sat
 COPY subgraphs ./subgraphs
 COPY workers ./workers
 COPY mcp_bridge ./mcp_bridge

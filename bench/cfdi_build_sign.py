@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from subgraphs.invoice.cfdi import (  # noqa: E402
+from sat.cfdi import (  # noqa: E402
     Concept,
     Invoice,
     Issuer,

@@ -32,7 +32,7 @@ from arq.worker import func
 from shared.events import Event, InvoiceCancellationRequested, InvoiceStampingRequested
 from subgraphs.invoice import service
 from subgraphs.invoice.lifecycle import Status
-from subgraphs.invoice.pac import get_pac
+from sat.pac import get_pac
 from subgraphs.invoice.service.stamping import warm_up
 from subgraphs.invoice.settings import load_invoice_settings
 

@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any, Callable
 
-from subgraphs.invoice.cfdi.rfc import valid_rfc
+from sat.cfdi.rfc import valid_rfc
 
 Recognizer = Callable[[bytes], list[str]]
 

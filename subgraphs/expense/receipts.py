@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import zlib
 
-from subgraphs.invoice.cfdi.xmlsafe import UnsafeXmlError, parse_xml
+from sat.cfdi.xmlsafe import UnsafeXmlError, parse_xml
 
 ALLOWED_TYPES = ("image/jpeg", "image/png", "image/webp", "application/pdf", "application/xml")
 MAX_INFLATED_BYTES = 50 * 1024 * 1024  # all of a PDF's Flate streams together

@@ -1,5 +1,5 @@
 """Is a supplier CFDI still valid at SAT? Asked of SAT's ConsultaCFDIService through the invoice
-service's adapter (subgraphs/invoice/pac/sat_status.py) when a CFDI is imported or attached, and
+service's adapter (sat/pac/sat_status.py) when a CFDI is imported or attached, and
 again on demand (`recheckSupplierCfdiStatus`).
 
 A CFDI SAT reports as cancelled backs no expense: the import is refused. When SAT cannot be
@@ -24,9 +24,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from subgraphs.expense.supplier_cfdi import MESSAGES
-from subgraphs.invoice.pac.base import PacError
-from subgraphs.invoice.pac.sat_status import PRODUCTION_URL, SatStatusService
-from subgraphs.invoice.pac.transport import Timeouts, shared_client
+from sat.pac.base import PacError
+from sat.pac.sat_status import PRODUCTION_URL, SatStatusService
+from sat.pac.transport import Timeouts, shared_client
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from subgraphs.expense import models as m
 from subgraphs.expense.receipts import ReceiptRefused, check_receipt, normalize_declared_type
 from subgraphs.expense.sat_check import SatState, ask_sat
 from subgraphs.expense.supplier_cfdi import CfdiRefused, SupplierCfdi, read_supplier_cfdi
-from subgraphs.invoice.cfdi import parse_cfdi
-from subgraphs.invoice.cfdi.catalogs import contains as in_catalog
-from subgraphs.invoice.cfdi.rfc import valid_rfc
+from sat.cfdi import parse_cfdi
+from sat.cfdi.catalogs import contains as in_catalog
+from sat.cfdi.rfc import valid_rfc
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Reading a supplier's CFDI 4.0 as the backing of an expense. Pure: no database, no network.
 
-The checks are the invoice engine's (`subgraphs/invoice/cfdi`, a framework-free package both
+The checks are the invoice engine's (`sat/cfdi`, a framework-free package both
 services import): hardened parsing, the issuer's Sello against the embedded certificate, the
 timbre's SelloCFD equal to the Sello, the TFD's structure, and the engine's PUE/PPD payment
 rules. This module only maps their outcome to the expense API's codes and reads the amounts.
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from subgraphs.invoice.cfdi import CfdiParseError, UnsafeXmlError, parse_cfdi, verify_cfdi
-from subgraphs.invoice.cfdi.rules import payment_method_and_form
+from sat.cfdi import CfdiParseError, UnsafeXmlError, parse_cfdi, verify_cfdi
+from sat.cfdi.rules import payment_method_and_form
 
 MAX_CFDI_BYTES = 2 * 1024 * 1024  # a supplier invoice, not a catalogue
 

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from shared.errors import UserError
-from subgraphs.invoice import cfdi
+from sat import cfdi
 
 _MAX = Decimal(10) ** 18  # SAT's numeric types: at most 18 integer digits ...
 _PLACES = 6  # ... and 6 decimals (t_Importe, Cantidad, TasaOCuota)

@@ -20,11 +20,11 @@ from shared.db import transaction
 from shared.errors import InputError, UserError
 from shared.runtime import Runtime
 from subgraphs.invoice import models as m
-from subgraphs.invoice.cfdi.csd import Csd
+from sat.cfdi.csd import Csd
 
-from .pac.base import PacError
-from .pac.transport import shared_client
-from .pac.accounts import PacAccount, PacSettings, build_pac, open_account, seal_account
+from sat.pac.base import PacError
+from sat.pac.transport import shared_client
+from sat.pac.accounts import PacAccount, PacSettings, build_pac, open_account, seal_account
 
 MAX_ACCOUNTS = len(("finkok", "swsapien"))
 

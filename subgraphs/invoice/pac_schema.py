@@ -13,7 +13,7 @@ from shared.context import RequestContext
 from shared.errors import Payload, payload_or_errors
 from shared.permissions import Permission as P
 from subgraphs.invoice import pac_accounts as use
-from subgraphs.invoice.pac.accounts import PacAccount as Account
+from sat.pac.accounts import PacAccount as Account
 
 Ctx = Info[RequestContext, None]
 

@@ -27,8 +27,8 @@ from shared.permissions import Permission as P
 from shared.validation import DEFAULT_MAX_YEAR, DEFAULT_MIN_YEAR, column_limits, limits
 from subgraphs.invoice import loaders, service
 from subgraphs.invoice import models as m
-from subgraphs.invoice.cfdi import search_catalog
-from subgraphs.invoice.cfdi.catalogs import CatalogSearchError, UnknownCatalogError
+from sat.cfdi import search_catalog
+from sat.cfdi.catalogs import CatalogSearchError, UnknownCatalogError
 from subgraphs.invoice.draft import Draft
 from subgraphs.invoice.lifecycle import Status
 from subgraphs.invoice.pac_schema import PacMutations, PacQueries

@@ -1,6 +1,6 @@
 """Settings of the invoice service and the stamping worker, validated at start-up.
 
-`PAC_PROVIDER` names the PAC adapter (`subgraphs.invoice.pac.PROVIDERS`); an unknown name stops
+`PAC_PROVIDER` names the PAC adapter (`sat.pac.PROVIDERS`); an unknown name stops
 the service and the worker before they accept work, instead of leaving invoices in STAMPING.
 Provider adapters add their own settings here (credentials, URLs), each prefixed by the provider.
 """
@@ -18,13 +18,13 @@ from shared.config import SettingsError
 class InvoiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
-    pac_provider: str = Field(default="sandbox", description="PAC adapter: one of subgraphs.invoice.pac.PROVIDERS")
+    pac_provider: str = Field(default="sandbox", description="PAC adapter: one of sat.pac.PROVIDERS")
     pac_timeout_seconds: float = Field(default=30.0, gt=0, le=300, description="Longest wait for one PAC answer")
 
     @field_validator("pac_provider")
     @classmethod
     def _known_provider(cls, v: str) -> str:
-        from subgraphs.invoice.pac import PROVIDERS
+        from sat.pac import PROVIDERS
 
         v = v.strip().lower()
         if v not in PROVIDERS:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from subgraphs.invoice.cfdi.csd import Csd, load_csd
-from subgraphs.invoice.cfdi.models import Concept, Invoice, Issuer, Receiver, Tax
+from sat.cfdi.csd import Csd, load_csd
+from sat.cfdi.models import Concept, Invoice, Issuer, Receiver, Tax
 
 FIXTURES = Path(__file__).with_name("fixtures")
 CSD_DIR = FIXTURES / "csd"
@@ -80,7 +80,7 @@ def make_invoice(**overrides) -> Invoice:
 
 def make_payment_invoice() -> Invoice:
     """A CFDI de pago (type P) settling half of a PPD invoice, with IVA per related document."""
-    from subgraphs.invoice.cfdi.models import Payment, PaymentsComplement, PaymentTax, PaymentTotals, RelatedDocument
+    from sat.cfdi.models import Payment, PaymentsComplement, PaymentTax, PaymentTotals, RelatedDocument
 
     doc_tax = PaymentTax("002", "Tasa", Decimal("0.160000"), Decimal("1000.00"), Decimal("160.00"))
     payment = Payment(

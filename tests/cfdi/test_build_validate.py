@@ -6,12 +6,12 @@ from decimal import Decimal
 
 from lxml import etree
 
-from subgraphs.invoice.cfdi.build import build_tree, build_xml, to_bytes
-from subgraphs.invoice.cfdi.csd import sign_cfdi
-from subgraphs.invoice.cfdi.models import CFDI_NS, PAGO20_NS
-from subgraphs.invoice.cfdi.totals import compute_totals
-from subgraphs.invoice.cfdi.validate import validate_xsd
-from subgraphs.invoice.cfdi.xmlsafe import parse_xml
+from sat.cfdi.build import build_tree, build_xml, to_bytes
+from sat.cfdi.csd import sign_cfdi
+from sat.cfdi.models import CFDI_NS, PAGO20_NS
+from sat.cfdi.totals import compute_totals
+from sat.cfdi.validate import validate_xsd
+from sat.cfdi.xmlsafe import parse_xml
 
 from .conftest import make_invoice, make_payment_invoice
 from .test_satcfdi_parity import INVOICES
@@ -100,7 +100,7 @@ def test_build_xml_bytes_is_parseable_and_amounts_required() -> None:
 def test_lean_mode_defers_huge_catalogs_to_rules(csd_eku) -> None:
     from datetime import datetime
 
-    from subgraphs.invoice.cfdi.rules import check_invoice
+    from sat.cfdi.rules import check_invoice
 
     from .conftest import make_invoice as mk
 

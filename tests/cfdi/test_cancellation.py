@@ -4,14 +4,14 @@ from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 
-from subgraphs.invoice.cfdi.cancellation import (
+from sat.cfdi.cancellation import (
     acceptance_exemption,
     cancellation_deadline,
     check_cancellation_request,
     requires_receiver_acceptance,
 )
-from subgraphs.invoice.cfdi.models import GlobalInformation, Receiver
-from subgraphs.invoice.cfdi.totals import compute_totals
+from sat.cfdi.models import GlobalInformation, Receiver
+from sat.cfdi.totals import compute_totals
 
 from .conftest import make_invoice, make_payment_invoice
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from subgraphs.invoice.cfdi import catalogs
-from subgraphs.invoice.cfdi.catalogs import CatalogSearchError, search_catalog
-from subgraphs.invoice.cfdi.models import Concept, Receiver, RelatedCfdis, Tax
-from subgraphs.invoice.cfdi.refresh_resources import PHPCFDI_TABLES, read_phpcfdi
-from subgraphs.invoice.cfdi.rules import check_invoice
+from sat.cfdi import catalogs
+from sat.cfdi.catalogs import CatalogSearchError, search_catalog
+from sat.cfdi.models import Concept, Receiver, RelatedCfdis, Tax
+from sat.cfdi.refresh_resources import PHPCFDI_TABLES, read_phpcfdi
+from sat.cfdi.rules import check_invoice
 
 from .conftest import make_invoice
 

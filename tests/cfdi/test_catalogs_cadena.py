@@ -4,10 +4,10 @@ import threading
 
 import pytest
 
-from subgraphs.invoice.cfdi import catalogs
-from subgraphs.invoice.cfdi.cadena import cadena_original, tfd_cadena_original
-from subgraphs.invoice.cfdi.catalogs import UnknownCatalogError, currency_decimals, search_catalog
-from subgraphs.invoice.cfdi.xmlsafe import parse_xml
+from sat.cfdi import catalogs
+from sat.cfdi.cadena import cadena_original, tfd_cadena_original
+from sat.cfdi.catalogs import UnknownCatalogError, currency_decimals, search_catalog
+from sat.cfdi.xmlsafe import parse_xml
 
 from .conftest import CORPUS_DIR
 
@@ -61,7 +61,7 @@ def test_cadena_of_production_cfdi_and_thread_safety() -> None:
 def _tfd(**attrs: str):
     from lxml import etree
 
-    from subgraphs.invoice.cfdi.models import TFD_NS
+    from sat.cfdi.models import TFD_NS
 
     el = etree.Element(f"{{{TFD_NS}}}TimbreFiscalDigital", nsmap={"tfd": TFD_NS})
     for name, value in attrs.items():  # attribute order is irrelevant: the XSLT fixes it

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from subgraphs.invoice.cfdi.csd import CsdError, check_rfc, is_csd_certificate, load_csd
+from sat.cfdi.csd import CsdError, check_rfc, is_csd_certificate, load_csd
 
 from .conftest import CSD_2023_NOW, OLD_CSD_NOW, PASSWORD, read_csd_files
 

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from hypothesis import given, settings, strategies as st
 
-from subgraphs.invoice.cfdi.csd import (
+from sat.cfdi.csd import (
     MAX_KEY_ITERATIONS, CsdError, SatAuthorities, key_iterations, load_csd, sat_production_authorities,
 )
 

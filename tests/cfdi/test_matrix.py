@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from subgraphs.invoice.cfdi.matrix import ENFORCED, STATUS
-from subgraphs.invoice.cfdi.models import (
+from sat.cfdi.matrix import ENFORCED, STATUS
+from sat.cfdi.models import (
     Concept,
     GlobalInformation,
     Invoice,
@@ -30,9 +30,9 @@ from subgraphs.invoice.cfdi.models import (
     TaxTotal,
     ThirdParty,
 )
-from subgraphs.invoice.cfdi.payments import compute_payments, paid_amount_bounds
-from subgraphs.invoice.cfdi.rules import check_invoice
-from subgraphs.invoice.cfdi.totals import compute_totals
+from sat.cfdi.payments import compute_payments, paid_amount_bounds
+from sat.cfdi.rules import check_invoice
+from sat.cfdi.totals import compute_totals
 
 from .conftest import make_invoice, make_payment_invoice
 
@@ -484,8 +484,8 @@ def test_converted_imp_pagado_always_lies_within_its_own_limits() -> None:
     values, in any pair of currencies and with EquivalenciaDR written with 0 to 10 decimals."""
     from hypothesis import given, settings, strategies as st
 
-    from subgraphs.invoice.cfdi.models import Payment
-    from subgraphs.invoice.cfdi.totals import round_money
+    from sat.cfdi.models import Payment
+    from sat.cfdi.totals import round_money
 
     currencies = st.sampled_from(["MXN", "USD", "JPY", "CLF"])  # 2, 2, 0 and 4 decimals
 
@@ -493,7 +493,7 @@ def test_converted_imp_pagado_always_lies_within_its_own_limits() -> None:
     @given(doc_cur=currencies, pay_cur=currencies, paid=st.integers(1, 10**12),
            eq_units=st.integers(1, 10**12), eq_places=st.integers(0, 10), ten=st.booleans())
     def check(doc_cur, pay_cur, paid, eq_units, eq_places, ten):
-        from subgraphs.invoice.cfdi.catalogs import currency_decimals
+        from sat.cfdi.catalogs import currency_decimals
 
         amount_paid = D(paid).scaleb(-currency_decimals(doc_cur))
         eq = D(eq_units).scaleb(-eq_places)
@@ -519,8 +519,8 @@ def test_builder_writes_equivalence_one_with_ten_decimals_only_when_currencies_m
     allows 10 fraction digits), with the USD document's 1 written 1.0000000000 (CRP20277)."""
     from lxml import etree
 
-    from subgraphs.invoice.cfdi.models import PAGO20_NS
-    from subgraphs.invoice.cfdi.stamping import prepare_for_stamping
+    from sat.cfdi.models import PAGO20_NS
+    from sat.cfdi.stamping import prepare_for_stamping
 
     def equivalences(inv: Invoice) -> list[str | None]:
         root = etree.fromstring(prepare_for_stamping(inv, csd_eku, NOW))

@@ -7,12 +7,12 @@ from datetime import datetime
 
 import pytest
 
-from subgraphs.invoice.cfdi.build import build_tree, to_bytes
-from subgraphs.invoice.cfdi.cadena import cadena_original
-from subgraphs.invoice.cfdi.csd import sign_cfdi
-from subgraphs.invoice.cfdi.parse import CfdiParseError, parse_cfdi
-from subgraphs.invoice.cfdi.tfd import stamp_cfdi
-from subgraphs.invoice.cfdi.totals import compute_totals
+from sat.cfdi.build import build_tree, to_bytes
+from sat.cfdi.cadena import cadena_original
+from sat.cfdi.csd import sign_cfdi
+from sat.cfdi.parse import CfdiParseError, parse_cfdi
+from sat.cfdi.tfd import stamp_cfdi
+from sat.cfdi.totals import compute_totals
 
 from .conftest import CORPUS_DIR, make_payment_invoice
 from .test_satcfdi_parity import INVOICES
@@ -51,7 +51,7 @@ REBUILDABLE = [
 
 @pytest.mark.parametrize("name", REBUILDABLE)
 def test_corpus_rebuild_gives_same_cadena(name: str) -> None:
-    from subgraphs.invoice.cfdi.xmlsafe import parse_xml
+    from sat.cfdi.xmlsafe import parse_xml
 
     data = (CORPUS_DIR / name).read_bytes()
     original = parse_xml(data)

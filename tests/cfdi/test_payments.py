@@ -3,8 +3,8 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from subgraphs.invoice.cfdi.models import Payment, PaymentsComplement, PaymentTax, PaymentTotals, RelatedDocument
-from subgraphs.invoice.cfdi.payments import compute_payments
+from sat.cfdi.models import Payment, PaymentsComplement, PaymentTax, PaymentTotals, RelatedDocument
+from sat.cfdi.payments import compute_payments
 
 
 def _doc(uuid: str, currency: str, paid: str, eq: str | None, base: str, iva: str, isr: str | None = None):
@@ -53,8 +53,8 @@ def test_usd_payment_settling_mxn_and_usd_documents() -> None:
 def test_unrounded_amount_paid_prints_half_up_everywhere() -> None:
     # Regression: build.fmt_money used Decimal's default (half-even) rounding, so an unrounded
     # amount_paid printed ImpPagado="2.34" while Monto (round_money, half-up) was "2.35".
-    from subgraphs.invoice.cfdi.build import fmt_money, payments_element
-    from subgraphs.invoice.cfdi.models import PAGO20_NS
+    from sat.cfdi.build import fmt_money, payments_element
+    from sat.cfdi.models import PAGO20_NS
 
     assert fmt_money(Decimal("2.345"), 2) == "2.35"
     assert fmt_money(Decimal("0.125"), 2) == "0.13"
@@ -86,8 +86,8 @@ def test_unrounded_amount_paid_prints_half_up_everywhere() -> None:
 def test_prorate_document_taxes_follows_the_share_paid() -> None:
     """TrasladosDR of a partial payment: the invoice's summary scaled by ImpPagado / Total, each
     ImporteDR = round(BaseDR × TasaOCuotaDR); an exempt line keeps only its base."""
-    from subgraphs.invoice.cfdi.models import TaxTotal
-    from subgraphs.invoice.cfdi.payments import prorate_document_taxes
+    from sat.cfdi.models import TaxTotal
+    from sat.cfdi.payments import prorate_document_taxes
 
     summary = [
         TaxTotal("002", Decimal("160.00"), "Tasa", Decimal("0.160000"), Decimal("1000.00")),

@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from subgraphs.invoice.cfdi.models import Concept, GlobalInformation, Receiver, Tax
-from subgraphs.invoice.cfdi.rules import check_invoice, person_type
-from subgraphs.invoice.cfdi.totals import compute_totals
+from sat.cfdi.models import Concept, GlobalInformation, Receiver, Tax
+from sat.cfdi.rules import check_invoice, person_type
+from sat.cfdi.totals import compute_totals
 
 from .conftest import iva16, make_invoice, make_payment_invoice
 
@@ -133,7 +133,7 @@ def test_rule_refuses_bad_input(overrides: dict, code: str) -> None:
 
 
 def test_catalog_codes_inside_payments_and_third_parties() -> None:
-    from subgraphs.invoice.cfdi.models import ThirdParty
+    from sat.cfdi.models import ThirdParty
 
     pago = make_payment_invoice()
     pago.payments.payments[0].payment_form = "77"

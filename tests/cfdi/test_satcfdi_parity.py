@@ -9,12 +9,12 @@ from decimal import Decimal
 
 import pytest
 
-from subgraphs.invoice.cfdi.build import build_tree, to_bytes
-from subgraphs.invoice.cfdi.cadena import cadena_original
-from subgraphs.invoice.cfdi.csd import sign_cfdi
-from subgraphs.invoice.cfdi.models import Concept, GlobalInformation, Invoice, Receiver, RelatedCfdis, Tax
-from subgraphs.invoice.cfdi.totals import compute_totals
-from subgraphs.invoice.cfdi.validate import validate_xsd
+from sat.cfdi.build import build_tree, to_bytes
+from sat.cfdi.cadena import cadena_original
+from sat.cfdi.csd import sign_cfdi
+from sat.cfdi.models import Concept, GlobalInformation, Invoice, Receiver, RelatedCfdis, Tax
+from sat.cfdi.totals import compute_totals
+from sat.cfdi.validate import validate_xsd
 
 from .conftest import CSD_DIR, PASSWORD, iva16, make_invoice
 
@@ -28,7 +28,7 @@ def _sat_tax(cls, t: Tax):
 
 def _as_written(price: Decimal, currency: str) -> Decimal:
     """We pad ValorUnitario to the currency decimals ("15.5" -> "15.50"); satcfdi writes it as given."""
-    from subgraphs.invoice.cfdi.catalogs import currency_decimals
+    from sat.cfdi.catalogs import currency_decimals
 
     decimals = max(currency_decimals(currency), -price.as_tuple().exponent)
     return price.quantize(Decimal(1).scaleb(-decimals))
@@ -213,7 +213,7 @@ def test_output_declaration_and_no_default_namespace(csd_eku) -> None:
 def test_payment_cfdi_identical_to_satcfdi(csd_eku) -> None:
     from satcfdi.create.cfd import pago20
 
-    from subgraphs.invoice.cfdi.payments import compute_payments
+    from sat.cfdi.payments import compute_payments
 
     from .conftest import make_payment_invoice
 

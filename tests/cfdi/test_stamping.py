@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from subgraphs.invoice.cfdi import (
+from sat.cfdi import (
     StampingRefused,
     build_tree,
     check_invoice,
@@ -15,7 +15,7 @@ from subgraphs.invoice.cfdi import (
     sign_cfdi,
     validate_for_stamping,
 )
-from subgraphs.invoice.cfdi.validate import validate_xsd
+from sat.cfdi.validate import validate_xsd
 
 from .conftest import make_invoice, make_payment_invoice
 

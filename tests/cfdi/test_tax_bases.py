@@ -17,9 +17,9 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from subgraphs.invoice.cfdi.models import Concept, Tax
-from subgraphs.invoice.cfdi.rules import check_invoice
-from subgraphs.invoice.cfdi.totals import compute_totals
+from sat.cfdi.models import Concept, Tax
+from sat.cfdi.rules import check_invoice
+from sat.cfdi.totals import compute_totals
 
 from .conftest import make_invoice
 

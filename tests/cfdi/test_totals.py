@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from subgraphs.invoice.cfdi.models import Concept, Tax
-from subgraphs.invoice.cfdi.totals import (
+from sat.cfdi.models import Concept, Tax
+from sat.cfdi.totals import (
     ZERO,
     compute_totals,
     concept_amount_bounds,
@@ -139,7 +139,7 @@ def concepts(draw, decimals: int):
 @settings(max_examples=200, deadline=None)
 @given(st.data(), st.sampled_from(["MXN", "USD", "JPY", "CLF"]))
 def test_invariants(data, currency) -> None:
-    from subgraphs.invoice.cfdi.catalogs import currency_decimals
+    from sat.cfdi.catalogs import currency_decimals
 
     decimals = currency_decimals(currency)
     items = data.draw(st.lists(concepts(decimals), min_size=1, max_size=6))

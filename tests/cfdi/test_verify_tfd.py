@@ -7,14 +7,14 @@ from datetime import datetime
 
 import pytest
 
-from subgraphs.invoice.cfdi.build import build_tree, to_bytes
-from subgraphs.invoice.cfdi.cadena import tfd_cadena_original
-from subgraphs.invoice.cfdi.csd import sign_cfdi
-from subgraphs.invoice.cfdi.models import CFDI_NS, TFD_NS
-from subgraphs.invoice.cfdi.tfd import stamp_cfdi
-from subgraphs.invoice.cfdi.totals import compute_totals
-from subgraphs.invoice.cfdi.validate import validate_xsd
-from subgraphs.invoice.cfdi.verify import directory_lookup, verify_cfdi
+from sat.cfdi.build import build_tree, to_bytes
+from sat.cfdi.cadena import tfd_cadena_original
+from sat.cfdi.csd import sign_cfdi
+from sat.cfdi.models import CFDI_NS, TFD_NS
+from sat.cfdi.tfd import stamp_cfdi
+from sat.cfdi.totals import compute_totals
+from sat.cfdi.validate import validate_xsd
+from sat.cfdi.verify import directory_lookup, verify_cfdi
 
 from .conftest import CORPUS_DIR, SAT_CERTS_DIR, make_invoice
 
@@ -96,7 +96,7 @@ def test_corrupt_sat_certificate_file_reports_unavailable(csd_eku, csd_xia, tmp_
     # PEM is still accepted (csd.load_certificate tries DER, then PEM).
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from subgraphs.invoice.cfdi.csd import load_certificate
+    from sat.cfdi.csd import load_certificate
 
     der = (SAT_CERTS_DIR.parent / "csd" / "xia190128j61_csd.cer").read_bytes()
     (tmp_path / "30001000000400002443.cer").write_bytes(load_certificate(der).public_bytes(Encoding.PEM))

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from subgraphs.invoice.cfdi.words import amount_in_words, integer_to_words
+from sat.cfdi.words import amount_in_words, integer_to_words
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from subgraphs.invoice.cfdi.verify import verify_cfdi
-from subgraphs.invoice.cfdi.xmlsafe import MAX_XML_BYTES, UnsafeXmlError, parse_xml
+from sat.cfdi.verify import verify_cfdi
+from sat.cfdi.xmlsafe import MAX_XML_BYTES, UnsafeXmlError, parse_xml
 
 from .conftest import SAT_CERTS_DIR
 

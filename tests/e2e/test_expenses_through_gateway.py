@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from subgraphs.invoice.cfdi import build_tree, compute_totals, load_csd, sign_cfdi, stamp_cfdi, to_bytes
+from sat.cfdi import build_tree, compute_totals, load_csd, sign_cfdi, stamp_cfdi, to_bytes
 from tests.cfdi.conftest import CSD_2023_NOW, PASSWORD as CSD_PASSWORD, make_invoice, read_csd_files
 from tests.conftest import unique_email
 from tests.e2e.conftest import sign_up_by_mail

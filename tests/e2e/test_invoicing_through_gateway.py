@@ -12,8 +12,8 @@ import asyncio
 import httpx
 import pytest
 
-from subgraphs.invoice.cfdi import verify_cfdi
-from subgraphs.invoice.pac import sandbox
+from sat.cfdi import verify_cfdi
+from sat.pac import sandbox
 from tests.conftest import unique_email
 from tests.e2e.conftest import subscribe
 from tests.gateway_flows import create_invoice, new_issuer

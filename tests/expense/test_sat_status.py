@@ -9,7 +9,7 @@ from lxml import etree
 
 from shared.embedded import free_port
 from subgraphs.expense.sat_check import SatCheckSettings
-from subgraphs.invoice.cfdi import parse_cfdi
+from sat.cfdi import parse_cfdi
 from tests.expense.test_supplier_cfdi import ATTACH, IMPORT, PROFILE, RECEIVER, csd, stamped, xml  # noqa: F401
 from tests.pac.simulators import Faults, SatLedger, SimServer
 from tests.pac.simulators.core import Record

@@ -12,8 +12,8 @@ import pytest
 from lxml import etree
 
 from subgraphs.expense.supplier_cfdi import CfdiRefused, read_supplier_cfdi
-from subgraphs.invoice.cfdi import build_tree, compute_totals, sign_cfdi, stamp_cfdi, to_bytes
-from subgraphs.invoice.cfdi.models import CFDI_NS, TFD_NS
+from sat.cfdi import build_tree, compute_totals, sign_cfdi, stamp_cfdi, to_bytes
+from sat.cfdi.models import CFDI_NS, TFD_NS
 from tests.cfdi.conftest import CSD_2023_NOW, PASSWORD, make_invoice, read_csd_files
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "data" / "cfdi-corpus"
@@ -22,7 +22,7 @@ RECEIVER = "XIA190128J61"  # make_invoice(): EKU9003173C9 bills XENON INDUSTRIAL
 
 @pytest.fixture(scope="module")
 def csd():
-    from subgraphs.invoice.cfdi import load_csd
+    from sat.cfdi import load_csd
 
     cer, key = read_csd_files("eku9003173c9_csd_2023")
     return load_csd(cer, key, PASSWORD, now=CSD_2023_NOW)

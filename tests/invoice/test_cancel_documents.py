@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from shared.events import parse_event
 from subgraphs.invoice import models as m
-from subgraphs.invoice.cfdi import parse_cfdi
+from sat.cfdi import parse_cfdi
 from tests.invoice.conftest import CANCEL, CREATE_INVOICE, concept, pac_env
 from workers.stamping import cancel_invoice_job, poll_cancellation_job, poll_cancellations, stamp_invoice_job
 
@@ -26,7 +26,7 @@ async def _stamped(org, job_ctx, **kw) -> dict:
 
 async def _age(runtime, invoice_id, days=5):
     """Make a stamped invoice look older (the next-business-day exemption no longer applies)."""
-    from subgraphs.invoice.pac.sandbox import _PREFIX
+    from sat.pac.sandbox import _PREFIX
 
     async with runtime.sessionmaker() as session:
         inv = await session.get(m.Invoice, uuid.UUID(invoice_id))

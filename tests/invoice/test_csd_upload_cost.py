@@ -10,7 +10,7 @@ import uuid
 import psycopg2
 
 from shared.config import to_plain_url
-from subgraphs.invoice import cfdi
+from sat import cfdi
 from tests.cfdi.hostile_keys import claiming
 from tests.cfdi.test_csd_hostile import _forge
 from tests.invoice.conftest import CSD_DIR, CSD_PASSWORD, ISSUER, SAVE_ISSUER, UPLOAD_CSD, csd_files

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from subgraphs.invoice import cfdi
+from sat import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.draft import Draft, engine_concepts, parse
 from subgraphs.invoice.service import money

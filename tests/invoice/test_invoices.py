@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from subgraphs.invoice import models as m
-from subgraphs.invoice.cfdi import parse_cfdi, validate_xsd, verify_cfdi
-from subgraphs.invoice.pac.sandbox import certificate_lookup
+from sat.cfdi import parse_cfdi, validate_xsd, verify_cfdi
+from sat.pac.sandbox import certificate_lookup
 from tests.invoice.conftest import CREATE_INVOICE, GET_INVOICE, STAMP, concept, pac_env
 from workers.stamping import stamp_invoice_job
 
@@ -159,7 +159,7 @@ async def test_permanent_rejection_then_fix_and_retry(org, job_ctx):
 
 async def test_previously_stamped_answer_recovers_the_timbre(org, runtime, job_ctx):
     """A crash after the PAC stamped but before our commit: the retry gets the same timbre back."""
-    from subgraphs.invoice.pac import get_pac
+    from sat.pac import get_pac
 
     inv = await org.create_invoice()
     await org.stamp(inv["id"])
@@ -335,7 +335,7 @@ async def test_no_lock_on_the_invoice_while_the_pac_answers(org, runtime):
     recorded once when the PAC answers."""
     from sqlalchemy import text
 
-    from subgraphs.invoice.pac.sandbox import SandboxPac
+    from sat.pac.sandbox import SandboxPac
 
     entered, release = asyncio.Event(), asyncio.Event()
 

@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from shared.crypto import SecretDecryptionError
 from shared.errors import InputError
-from subgraphs.invoice import cfdi
+from sat import cfdi
 from subgraphs.invoice import models as m
-from subgraphs.invoice.pac.accounts import PacAccount, PacSettings
+from sat.pac.accounts import PacAccount, PacSettings
 from subgraphs.invoice.pac_accounts import list_pac_accounts, organization_pac, set_pac_accounts
 from tests.cfdi.conftest import make_invoice
 from tests.pac.conftest import (  # noqa: F401 - fixtures: the PAC simulators and test CSDs

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from subgraphs.invoice.cfdi import build_tree, compute_totals, load_csd, sign_cfdi, to_bytes, verify_cfdi
-from subgraphs.invoice.cfdi.rules import place_timezone
-from subgraphs.invoice.pac import PacError
-from subgraphs.invoice.pac.sandbox import PAC_RFC, SandboxPac, certificate_lookup
+from sat.cfdi import build_tree, compute_totals, load_csd, sign_cfdi, to_bytes, verify_cfdi
+from sat.cfdi.rules import place_timezone
+from sat.pac import PacError
+from sat.pac.sandbox import PAC_RFC, SandboxPac, certificate_lookup
 from tests.cfdi.conftest import CSD_DIR, make_invoice
 from tests.invoice.conftest import CSD_PASSWORD, pac_env
 

@@ -148,7 +148,7 @@ async def test_a_pac_refusal_ends_the_cancellation_in_cancellation_failed(org, j
 
     class RefusingPac:
         async def cancel(self, *args):
-            from subgraphs.invoice.pac import PacError
+            from sat.pac import PacError
             raise PacError("205", "UUID no encontrado en el SAT.")
 
     assert await stamping.cancel_invoice_job({**job_ctx, "pac": RefusingPac()}, inv["id"]) == "CANCELLATION_FAILED"

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from subgraphs.invoice import cfdi
-from subgraphs.invoice.cfdi.rules import place_timezone
-from subgraphs.invoice.pac import finkok, swsapien
-from subgraphs.invoice.pac.sat_status import SatStatusService
-from subgraphs.invoice.pac.transport import Timeouts
+from sat import cfdi
+from sat.cfdi.rules import place_timezone
+from sat.pac import finkok, swsapien
+from sat.pac.sat_status import SatStatusService
+from sat.pac.transport import Timeouts
 from tests.cfdi.conftest import OLD_CSD_NOW, make_invoice
 
 from .simulators import Faults, SatLedger, SimServer, StampingEngine

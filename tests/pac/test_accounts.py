@@ -7,9 +7,9 @@ import uuid
 import pytest
 
 from shared.crypto import SecretDecryptionError
-from subgraphs.invoice.pac import finkok, swsapien
-from subgraphs.invoice.pac.accounts import PacAccount, PacSettings, build_pac, open_account, seal_account
-from subgraphs.invoice.pac.failover import FailoverPac
+from sat.pac import finkok, swsapien
+from sat.pac.accounts import PacAccount, PacSettings, build_pac, open_account, seal_account
+from sat.pac.failover import FailoverPac
 
 from .conftest import FINKOK_PASSWORD, FINKOK_USER, SW_TOKEN
 

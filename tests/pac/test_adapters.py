@@ -7,11 +7,11 @@ from decimal import Decimal
 
 import pytest
 
-from subgraphs.invoice import cfdi
-from subgraphs.invoice.cfdi.xmlsafe import parse_xml
-from subgraphs.invoice.pac.base import PacError
-from subgraphs.invoice.pac.sandbox import certificate_lookup
-from subgraphs.invoice.pac.transport import PacInDoubt
+from sat import cfdi
+from sat.cfdi.xmlsafe import parse_xml
+from sat.pac.base import PacError
+from sat.pac.sandbox import certificate_lookup
+from sat.pac.transport import PacInDoubt
 
 
 def seal_of(xml: bytes) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from subgraphs.invoice.cfdi.xmlsafe import parse_xml
-from subgraphs.invoice.pac.base import PacError
-from subgraphs.invoice.pac.failover import FailoverPac
-from subgraphs.invoice.pac.transport import PacInDoubt
+from sat.cfdi.xmlsafe import parse_xml
+from sat.pac.base import PacError
+from sat.pac.failover import FailoverPac
+from sat.pac.transport import PacInDoubt
 
 from .conftest import build_adapter
 

@@ -10,11 +10,11 @@ import httpx
 import pytest
 
 from shared.embedded import free_port
-from subgraphs.invoice import cfdi
-from subgraphs.invoice.pac import finkok, swsapien
-from subgraphs.invoice.pac.base import PacError
-from subgraphs.invoice.pac.sat_status import CfdiStatus, SatStatusService, expression
-from subgraphs.invoice.pac.transport import PacInDoubt, Timeouts, send
+from sat import cfdi
+from sat.pac import finkok, swsapien
+from sat.pac.base import PacError
+from sat.pac.sat_status import CfdiStatus, SatStatusService, expression
+from sat.pac.transport import PacInDoubt, Timeouts, send
 
 from .conftest import SIM_TIMEOUTS, build_adapter
 

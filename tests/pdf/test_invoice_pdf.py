@@ -21,7 +21,7 @@ import pytest
 import segno
 from lxml import etree
 
-from subgraphs.invoice.cfdi.xmlsafe import UnsafeXmlError
+from sat.cfdi.xmlsafe import UnsafeXmlError
 from subgraphs.invoice.pdf import (
     LEGEND,
     NotACfdi40Error,
@@ -273,7 +273,7 @@ def test_catalog_descriptions_come_from_sat_catalog() -> None:
 
 
 def test_printed_tfd_cadena_is_the_engines() -> None:
-    from subgraphs.invoice.cfdi.cadena import tfd_cadena_original
+    from sat.cfdi.cadena import tfd_cadena_original
 
     xml = _read("CfdiUtils__cfdi40-real.xml")
     expected = tfd_cadena_original(etree.fromstring(xml))

@@ -197,7 +197,7 @@ def _csd_shaped_pair(serial: int) -> tuple[bytes, bytes]:
 
 @pytest.mark.parametrize("serial", [int.from_bytes(b"3" * 19, "big"), 10**30, 7])
 def test_a_csd_serial_that_is_not_20_digits_is_refused(serial):
-    from subgraphs.invoice.cfdi.csd import CsdError, load_csd
+    from sat.cfdi.csd import CsdError, load_csd
 
     cer, key = _csd_shaped_pair(serial)
     with pytest.raises(CsdError):

@@ -11,7 +11,7 @@ Public API:
 from .render import LEGEND, render_invoice_pdf, render_view_pdf
 from .sat import format_qr_total, verification_url
 from .view import InvoiceView, NotACfdi40Error, parse_invoice
-from subgraphs.invoice.cfdi.words import amount_in_words
+from sat.cfdi.words import amount_in_words
 
 __all__ = [
     "LEGEND",

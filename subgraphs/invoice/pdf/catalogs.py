@@ -7,7 +7,7 @@ engine caches each catalog's index per process, so a lookup here is a dict acces
 
 from __future__ import annotations
 
-from subgraphs.invoice.cfdi import catalogs
+from sat.cfdi import catalogs
 
 
 def description(catalog: str, code: str | None) -> str:

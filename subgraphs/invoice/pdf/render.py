@@ -22,7 +22,7 @@ from fpdf import FPDF
 from . import catalogs as cat
 from .sat import verification_url
 from .view import Concepto, InvoiceView, Tax, dec, parse_invoice
-from subgraphs.invoice.cfdi.words import amount_in_words
+from sat.cfdi.words import amount_in_words
 
 # ---------------------------------------------------------------------------------- style
 PAGE_FORMAT = "Letter"

@@ -9,7 +9,7 @@ tests) we round to 6 decimals, drop trailing zeros but keep one decimal digit: "
 "1000.0", "0" -> "0.0", "123.45" -> "123.45". RFCs containing "&" are XML-escaped ("&amp;").
 
 The TFD cadena original is not built here: the view takes it from the engine
-(`subgraphs.invoice.cfdi.cadena.tfd_cadena_original`, SAT's own XSLT), the one definition the
+(`sat.cfdi.cadena.tfd_cadena_original`, SAT's own XSLT), the one definition the
 PAC's SelloSAT is computed over.
 """
 

@@ -1,6 +1,6 @@
 """A small, display-only view of a stamped CFDI 4.0, read straight from the XML.
 
-This is *not* the engine's model (subgraphs/invoice/cfdi): it keeps every value as the exact
+This is *not* the engine's model (sat/cfdi): it keeps every value as the exact
 string found in the XML (so the PDF shows what was stamped) and only what the representación
 impresa prints. Parsing goes through the project's one hardened parser, `xmlsafe.parse_xml`.
 """
@@ -12,9 +12,9 @@ from decimal import Decimal, InvalidOperation
 
 from lxml import etree
 
-from subgraphs.invoice.cfdi.cadena import tfd_cadena_original
-from subgraphs.invoice.cfdi.models import CFDI_NS, PAGO20_NS, TFD_NS
-from subgraphs.invoice.cfdi.xmlsafe import parse_xml
+from sat.cfdi.cadena import tfd_cadena_original
+from sat.cfdi.models import CFDI_NS, PAGO20_NS, TFD_NS
+from sat.cfdi.xmlsafe import parse_xml
 
 # The engine does not model Nómina or implocal (display only here), so those two live here.
 NS = {

@@ -14,10 +14,10 @@ from sqlalchemy import select
 from shared.db import transaction
 from shared.errors import InputError, UserError
 from shared.runtime import Runtime
-from subgraphs.invoice import cfdi
+from sat import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.lifecycle import CANCELLABLE, VALID, Status
-from subgraphs.invoice.pac import PacError, get_pac
+from sat.pac import PacError, get_pac
 from subgraphs.invoice.pac_accounts import chosen_pac
 from subgraphs.invoice.service.common import ask_pac, locked, publish_status, record_transition, utcnow
 from subgraphs.invoice.service.issuer import active_csd, get_issuer, open_csd

@@ -19,12 +19,12 @@ from shared.errors import NotFoundError
 from shared.outbox import emit
 from shared.runtime import Runtime
 from shared.telemetry import span
-from subgraphs.invoice import cfdi
+from sat import cfdi
 from subgraphs.invoice import models as m
-from subgraphs.invoice.cfdi.rules import place_timezone
-from subgraphs.invoice.cfdi.totals import round_money
+from sat.cfdi.rules import place_timezone
+from sat.cfdi.totals import round_money
 from subgraphs.invoice.lifecycle import Status, event_for
-from subgraphs.invoice.pac import PacError
+from sat.pac import PacError
 from subgraphs.invoice.settings import get_invoice_settings
 
 T = TypeVar("T")

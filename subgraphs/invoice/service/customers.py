@@ -12,7 +12,7 @@ from shared.errors import InputError, UserError
 from shared.runtime import Runtime
 from shared.validation import email_problem
 from subgraphs.invoice import models as m
-from subgraphs.invoice.cfdi import catalogs
+from sat.cfdi import catalogs
 from subgraphs.invoice.service.common import utcnow
 from subgraphs.invoice.service.issuer import party_problems
 

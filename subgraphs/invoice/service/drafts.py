@@ -14,9 +14,9 @@ from shared.db import transaction
 from shared.errors import InputError, UserError
 from shared.runtime import Runtime
 from shared.validation import fits_money
-from subgraphs.invoice import cfdi
+from sat import cfdi
 from subgraphs.invoice import models as m
-from subgraphs.invoice.cfdi.rules import PUBLICO_EN_GENERAL
+from sat.cfdi.rules import PUBLICO_EN_GENERAL
 from subgraphs.invoice.draft import Draft, ReceiverSnapshot, client_path, engine_invoice, parse
 from subgraphs.invoice.lifecycle import EDITABLE, Status
 from subgraphs.invoice.service.common import local_now, locked

@@ -21,12 +21,12 @@ from shared.errors import InputError, UserError
 from shared.events import CsdExpiring
 from shared.outbox import emit
 from shared.runtime import Runtime
-from subgraphs.invoice import cfdi
+from sat import cfdi
 from subgraphs.invoice import models as m
-from subgraphs.invoice.cfdi import catalogs
-from subgraphs.invoice.cfdi.csd import Csd, SatAuthorities, load_certificate
-from subgraphs.invoice.cfdi.rfc import valid_rfc  # one RFC check for every service
-from subgraphs.invoice.cfdi.rules import person_type
+from sat.cfdi import catalogs
+from sat.cfdi.csd import Csd, SatAuthorities, load_certificate
+from sat.cfdi.rfc import valid_rfc  # one RFC check for every service
+from sat.cfdi.rules import person_type
 from subgraphs.invoice.service.common import utcnow
 
 def series_problem(code: str) -> str | None:

@@ -12,9 +12,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import InputError, UserError
-from subgraphs.invoice import cfdi
+from sat import cfdi
 from subgraphs.invoice import models as m
-from subgraphs.invoice.cfdi.totals import round_money
+from sat.cfdi.totals import round_money
 from subgraphs.invoice.draft import Draft, client_path
 from subgraphs.invoice.lifecycle import PAYABLE, VALID
 

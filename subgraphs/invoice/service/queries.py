@@ -14,7 +14,7 @@ from shared.db import PlainRow, plain_rows, plain_select
 from shared.runtime import Runtime
 from shared.validation import INT32_MAX
 from subgraphs.invoice import models as m
-from subgraphs.invoice.cfdi.totals import round_money
+from sat.cfdi.totals import round_money
 from subgraphs.invoice.lifecycle import Status
 from subgraphs.invoice.service.common import utcnow
 

@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db import transaction
 from shared.errors import InputError, UserError
 from shared.runtime import Runtime
-from subgraphs.invoice import cfdi
+from sat import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.lifecycle import EDITABLE, Status
-from subgraphs.invoice.pac import PacError, StampResult, get_pac
+from sat.pac import PacError, StampResult, get_pac
 from subgraphs.invoice.pac_accounts import chosen_pac
 from subgraphs.invoice.service.common import ask_pac, locked, publish_status, record_transition, utcnow
 from subgraphs.invoice.service.documents import EVENT_LINK_TTL, document_path
@@ -82,7 +82,7 @@ def warm_up() -> None:
     sandbox check it; any refusal is fine, only the loading matters."""
     from datetime import timedelta
 
-    from subgraphs.invoice.pac import sandbox
+    from sat.pac import sandbox
 
     signer = sandbox.signer()
     sample = cfdi.Invoice(

@@ -17,12 +17,12 @@ from decimal import Decimal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from subgraphs.invoice.cfdi import requires_receiver_acceptance, stamp_cfdi, to_bytes
-from subgraphs.invoice.cfdi.csd import certificate_rfc
-from subgraphs.invoice.cfdi.rules import place_timezone
-from subgraphs.invoice.cfdi.xmlsafe import UnsafeXmlError, parse_xml
-from subgraphs.invoice.pac.base import PacError
-from subgraphs.invoice.pac.sandbox import check_stampable, signer
+from sat.cfdi import requires_receiver_acceptance, stamp_cfdi, to_bytes
+from sat.cfdi.csd import certificate_rfc
+from sat.cfdi.rules import place_timezone
+from sat.cfdi.xmlsafe import UnsafeXmlError, parse_xml
+from sat.pac.base import PacError
+from sat.pac.sandbox import check_stampable, signer
 
 
 def seal_hash(root) -> str:

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from subgraphs.invoice.cfdi.xmlsafe import UnsafeXmlError, parse_xml
+from sat.cfdi.xmlsafe import UnsafeXmlError, parse_xml
 
 from .core import Faults, SatLedger
 

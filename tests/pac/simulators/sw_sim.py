@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from subgraphs.invoice.cfdi.xmlsafe import UnsafeXmlError, parse_xml
-from subgraphs.invoice.pac.base import PacError
+from sat.cfdi.xmlsafe import UnsafeXmlError, parse_xml
+from sat.pac.base import PacError
 
 from .core import Faults, SatLedger, StampingEngine, check_csd
 

@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from subgraphs.invoice.cfdi.models import CFDI_NS, TFD_NS
-from subgraphs.invoice.cfdi.xmlsafe import UnsafeXmlError, parse_xml
+from sat.cfdi.models import CFDI_NS, TFD_NS
+from sat.cfdi.xmlsafe import UnsafeXmlError, parse_xml
 
 from .base import PacError, StampResult
 

@@ -20,7 +20,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
-from subgraphs.invoice.cfdi.csd import Csd
+from sat.cfdi.csd import Csd
 
 from .base import CancelResult, PacError, StampResult
 from .sat_status import CfdiStatus

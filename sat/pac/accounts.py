@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.crypto import seal, unseal
-from subgraphs.invoice.cfdi.csd import Csd
+from sat.cfdi.csd import Csd
 
 from . import finkok, sat_status, swsapien
 from .failover import FailoverPac

@@ -1,6 +1,6 @@
 """Regenerate `resources/` from the installed `satcfdi` wheel and SAT's 4.0 catalog tables.
 
-Run: ``python -m subgraphs.invoice.cfdi.refresh_resources [PHPCFDI_SQL_DIR]``
+Run: ``python -m sat.cfdi.refresh_resources [PHPCFDI_SQL_DIR]``
 (PHPCFDI_SQL_DIR defaults to ../shared/data/sat-catalogs-phpcfdi). ``--catalogs-only`` applies just
 the second source to the shipped catalogs.
 
@@ -147,7 +147,7 @@ PHPCFDI_TABLES = {
     "cfdi_40_objetos_impuestos": "c_ObjetoImp",
     "cfdi_40_paises": "c_Pais",
 }
-DEFAULT_PHPCFDI_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "sat-catalogs-phpcfdi"
+DEFAULT_PHPCFDI_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sat-catalogs-phpcfdi"
 _TAX_NAMES = {"ISR": "001", "IVA": "002", "IVA Crédito aplicado del 50%": "002", "IEPS": "003"}
 # Rows SAT's current table no longer lists but invoices dated in their window still use:
 # the IEPS Cuota ceiling of the 2022 catCFDI (59.1449), replaced by 72.1605 from 2026-01-01.
@@ -361,7 +361,7 @@ Everything here is SAT's public material, copied from the **satcfdi {version}** 
 (`satcfdi/transform/schemas/www.sat.gob.mx/...` for XSD/XSLT, `satcfdi/catalogs/catalogs.db` for
 catalogs), which mirrors SAT's site. Regenerate with:
 
-    python -m subgraphs.invoice.cfdi.refresh_resources
+    python -m sat.cfdi.refresh_resources
 
 The only change made to SAT files: `xs:import/@schemaLocation` and `xsl:include/@href` are
 rewritten to sibling file names (everything is stored flat), so nothing is ever fetched from the

@@ -28,14 +28,14 @@ from pathlib import Path
 from cryptography import x509
 from redis.asyncio import Redis
 
-from subgraphs.invoice.cfdi import load_csd, requires_receiver_acceptance, stamp_cfdi, to_bytes, validate_xsd
-from subgraphs.invoice.cfdi.cadena import cadena_original
-from subgraphs.invoice.cfdi.csd import Csd, certificate_rfc, is_csd_certificate, verify_signature
-from subgraphs.invoice.cfdi.models import CFDI_NS, TFD_NS
-from subgraphs.invoice.cfdi.parse import parse_tree
-from subgraphs.invoice.cfdi.rules import issue_date_window
-from subgraphs.invoice.cfdi.xmlsafe import UnsafeXmlError, parse_xml
-from subgraphs.invoice.cfdi.rules import place_timezone
+from sat.cfdi import load_csd, requires_receiver_acceptance, stamp_cfdi, to_bytes, validate_xsd
+from sat.cfdi.cadena import cadena_original
+from sat.cfdi.csd import Csd, certificate_rfc, is_csd_certificate, verify_signature
+from sat.cfdi.models import CFDI_NS, TFD_NS
+from sat.cfdi.parse import parse_tree
+from sat.cfdi.rules import issue_date_window
+from sat.cfdi.xmlsafe import UnsafeXmlError, parse_xml
+from sat.cfdi.rules import place_timezone
 
 from .base import CancelResult, PacError, StampResult
 

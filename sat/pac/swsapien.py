@@ -23,7 +23,7 @@ from decimal import Decimal
 import httpx
 from cryptography.hazmat.primitives import serialization
 
-from subgraphs.invoice.cfdi.csd import Csd
+from sat.cfdi.csd import Csd
 
 from .base import CancelResult, PacError, StampResult
 from .finkok import cancel_outcome

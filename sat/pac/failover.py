@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from redis.asyncio import Redis
 
-from subgraphs.invoice.cfdi.xmlsafe import UnsafeXmlError, parse_xml
+from sat.cfdi.xmlsafe import UnsafeXmlError, parse_xml
 
 from .base import CancelResult, PacError, StampResult
 from .transport import PacInDoubt
