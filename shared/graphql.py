@@ -41,6 +41,7 @@ from shared.errors import (
     log_user_errors,
 )
 from shared.health import health_routes
+from shared.live_graphql import SharedEventExecutor, next_message_text
 from shared.logs import RequestIdMiddleware, configure_logging, redacted_traceback, request_id_var
 from shared.runtime import Runtime, build_runtime
 from shared.telemetry import graphql_extensions, instrument_asgi_app, setup_tracing
@@ -231,6 +232,7 @@ def build_schema(*, query: type, mutation: type | None = None, subscription: typ
     return ServiceSchema(
         query=query, mutation=mutation, subscription=subscription, types=list(types),
         extensions=schema_extensions(),
+        execution_context_class=SharedEventExecutor,  # live events: one execution per selection
     )
 
 
@@ -247,6 +249,11 @@ class ServiceGraphQL(GraphQL):
 
     async def get_context(self, request, response) -> RequestContext:
         return RequestContext(request=request, response=response, runtime=self._runtime_getter())
+
+    def encode_json(self, data: object) -> str | bytes:
+        # A shared subscription result is serialized once for all its subscribers.
+        text = next_message_text(data)
+        return text if text is not None else super().encode_json(data)
 
     def decode_json(self, data: str | bytes) -> object:
         """Only a JSON object (or a batch list, refused as such) is a GraphQL request: invalid
