@@ -200,8 +200,7 @@ async def run_round(mode: str, target: str, tokens: list[str], args, publish, pi
                         raise RuntimeError(f"subscribers failed: {failures}")
                     del pending[key]
         await asyncio.sleep(1.0)  # the last warm-ups drain
-        if on_open:
-            on_open()
+        stop_profile = on_open() if on_open else None
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         published: dict[int, float] = {}
         for k in range(args.events):
@@ -210,6 +209,8 @@ async def run_round(mode: str, target: str, tokens: list[str], args, publish, pi
             await asyncio.sleep(args.interval)
         await asyncio.sleep(2.0)
         cpu = {name: (cpu_seconds(pid) - cpu0[name]) / args.events for name, pid in pids.items()}
+        if callable(stop_profile):
+            stop_profile()
         received, failures, failed = [], [], 0
         for _, conn in children:
             conn.send("stop")
@@ -236,7 +237,7 @@ async def run_round(mode: str, target: str, tokens: list[str], args, publish, pi
             "failed": failed, "failures": failures, "cpu": cpu}
 
 
-def start_stack(db: str, redis_url: str, log_dir: Path, subscribers: int):
+def start_stack(db: str, redis_url: str, log_dir: Path, subscribers: int, profile: str | None = None):
     from shared.embedded import free_port
     from tests.stack import Stack
 
@@ -258,10 +259,32 @@ def start_stack(db: str, redis_url: str, log_dir: Path, subscribers: int):
         stack.start(name, stack.subgraph_argv(name, port), f"http://127.0.0.1:{port}/health/ready",
                     {"LOG_LEVEL": "WARNING"})
         stack.urls[name] = f"http://127.0.0.1:{port}"
-    stack.start("gateway", [str(ROOT / "supergraph" / "gateway.sh")], f"http://127.0.0.1:{gateway_port}/readiness",
-                {"LOG_LEVEL": "warn"})
+    cmd = [str(ROOT / "supergraph" / "gateway.sh")]
+    if profile:  # gateway.sh's command with node's CPU profiler (written when the gateway exits)
+        sg = ROOT / "supergraph"
+        cmd = ["node", "--cpu-prof", f"--cpu-prof-dir={profile}", str(sg / "node_modules/@graphql-hive/gateway/dist/bin.js"),
+               "supergraph", str(ROOT / "schema/supergraph.graphql"), "--config-path", str(sg / "gateway.config.mjs"),
+               "--host", "127.0.0.1", "--port", str(gateway_port)]
+    stack.start("gateway", cmd, f"http://127.0.0.1:{gateway_port}/readiness", {"LOG_LEVEL": "warn"})
     stack.urls["gateway"] = f"http://127.0.0.1:{gateway_port}"
     return stack
+
+
+def profile(pid: int, out: str, r: int):
+    """py-spy on the invoice process during the events (a developer's aid: `pip install py-spy`)."""
+    import signal
+    import subprocess
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    path = Path(out) / f"invoice-round{r + 1}.txt"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
+                             "--nonblocking", "-r", "200", "-o", str(path)], stdout=subprocess.DEVNULL)
+
+    def stop():
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        print(f"profile: {path}")
+    return stop
 
 
 async def log_in(gateway: str, email: str, n: int) -> tuple[list[str], str]:
@@ -303,7 +326,7 @@ async def main(args) -> None:
         rt = build_runtime("auth", load_settings(database_url=db, redis_url=redis_url, app_env="test"))
         await auth_service.ensure_demo(rt, email=email, password=PASSWORD)
         await rt.close()
-        stack = start_stack(db, redis_url, log_dir, args.subscribers)
+        stack = start_stack(db, redis_url, log_dir, args.subscribers, args.profile)
         redis = Redis.from_url(redis_url)
         try:
             tokens, org = await log_in(stack.urls["gateway"], email, args.tokens)
@@ -319,8 +342,12 @@ async def main(args) -> None:
             rounds = []
             for r in range(args.rounds):
                 opened: dict = {}
-                res = await run_round("gateway", ws_url, tokens, args, publish, pids,
-                                      on_open=lambda: opened.setdefault("rss", rss_mib(inv)))
+
+                def on_open():
+                    opened["rss"] = rss_mib(inv)
+                    return profile(inv, args.profile, r) if args.profile else None
+
+                res = await run_round("gateway", ws_url, tokens, args, publish, pids, on_open=on_open)
                 rss[f"round {r + 1}: {args.subscribers} open"] = opened.get("rss", float("nan"))
                 await asyncio.sleep(3.0)  # the gateway closes its upstream subscriptions
                 rss[f"round {r + 1}: closed"] = rss_mib(inv)
@@ -363,4 +390,5 @@ if __name__ == "__main__":
     parser.add_argument("--tokens", type=int, default=10)
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--profile", metavar="DIR", help="py-spy the invoice process during the events into DIR")
     asyncio.run(main(parser.parse_args()))

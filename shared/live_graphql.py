@@ -21,6 +21,7 @@ from typing import Any
 
 from graphql import ExecutionResult, print_ast
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types.execution import ExecutionResult as StrawberryResult
 
 from shared.pubsub import SharedEvent
 
@@ -59,7 +60,6 @@ def next_message_text(message: object) -> str | None:
 class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
     """graphql-core executor: a `SharedEvent` is executed once per message and selection."""
 
-    _shared: SharedEvent | None = None
     _selection: Any = _UNSET
 
     def build_per_event_executor(self, payload: Any):
@@ -67,9 +67,9 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
             return super().build_per_event_executor(payload)
         if self._selection is _UNSET:  # once per subscription, not per event
             self._selection = self._selection_key()
-        executor = super().build_per_event_executor(payload.value)
-        executor._shared = payload
-        return executor
+        # No copy of this executor per subscriber and event (graphql-core's way): only the first
+        # subscriber of a message and selection builds one, inside `_SharedRun`.
+        return _SharedRun(self, payload)
 
     def _selection_key(self) -> Any:
         op = self.operation
@@ -78,21 +78,41 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         variables = json.dumps(self.variable_values, sort_keys=True, separators=(",", ":"), default=str)
         return ("graphql-selection", document, name, variables)
 
-    def execute_operation(self, serially: bool | None = None):
-        event = self._shared
-        if event is None:
-            return super().execute_operation(serially)
-        shared = event.message.shared(self._selection, lambda _data: self._execute_once(serially))
-        if isinstance(shared, asyncio.Future):
-            return _copy_when_done(shared)
-        return _copy(shared)
-
-    def _execute_once(self, serially: bool | None):
-        result = super().execute_operation(serially)
+    def _execute_once(self, event: SharedEvent, serially: bool | None):
+        result = super().build_per_event_executor(event.value).execute_operation(serially)
         if self.is_awaitable(result):
             # Some resolver of the selection is async: every subscriber awaits the same task.
             return asyncio.ensure_future(_frozen_when_done(result))
         return _frozen(result)
+
+
+class _SharedRun:
+    """What graphql-core runs for one subscriber and one shared event: the memoized execution."""
+
+    __slots__ = ("executor", "event")
+
+    def __init__(self, executor: SharedEventExecutor, event: SharedEvent):
+        self.executor, self.event = executor, event
+
+    def execute_operation(self, serially: bool | None = None):
+        ex, event = self.executor, self.event
+        shared = event.message.shared(ex._selection, lambda _data: ex._execute_once(event, serially))
+        if isinstance(shared, asyncio.Future):
+            return _copy_when_done(shared)
+        return _copy(shared)
+
+
+class SharedResultsSchema:
+    """Mixin for the Strawberry schema: a shared, error-free result skips the per-result
+    extension bookkeeping (error processing, extension results), which would otherwise cost more
+    per subscriber than the execution we saved. Our extensions add no results to subscription
+    events; a result with errors takes Strawberry's full path."""
+
+    async def _handle_execution_result(self, context, result, extensions_runner, *args, **kwargs):
+        if not result.errors and isinstance(result.data, SharedData):
+            context.result = out = StrawberryResult(data=result.data, errors=None)
+            return out
+        return await super()._handle_execution_result(context, result, extensions_runner, *args, **kwargs)
 
 
 def _frozen(result: ExecutionResult) -> ExecutionResult:

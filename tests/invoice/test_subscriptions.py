@@ -122,9 +122,9 @@ async def test_fan_out_executes_each_selection_once_per_message(served_invoice, 
     serialized: list[int] = []
     original_execute, original_text = live_graphql.SharedEventExecutor._execute_once, live_graphql.SharedData.json_text
 
-    def counting_execute(self, serially):
+    def counting_execute(self, event, serially):
         executed.append(self._selection)
-        return original_execute(self, serially)
+        return original_execute(self, event, serially)
 
     def counting_text(self):
         if not hasattr(self, "_text"):
