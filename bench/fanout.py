@@ -148,9 +148,17 @@ async def _client(conn, mode: str, target: str, tokens: list[str], first: int, c
 
 # --- the parent -----------------------------------------------------------------------------------
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pgid: int) -> float:
+    """CPU time of every live process in the process group (the gateway's workers included)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -237,7 +245,8 @@ async def run_round(mode: str, target: str, tokens: list[str], args, publish, pi
             "failed": failed, "failures": failures, "cpu": cpu}
 
 
-def start_stack(db: str, redis_url: str, log_dir: Path, subscribers: int, profile: str | None = None):
+def start_stack(db: str, redis_url: str, log_dir: Path, subscribers: int, profile: str | None = None,
+                gateway_workers: int = 1):
     from shared.embedded import free_port
     from tests.stack import Stack
 
@@ -265,7 +274,8 @@ def start_stack(db: str, redis_url: str, log_dir: Path, subscribers: int, profil
         cmd = ["node", "--cpu-prof", f"--cpu-prof-dir={profile}", str(sg / "node_modules/@graphql-hive/gateway/dist/bin.js"),
                "supergraph", str(ROOT / "schema/supergraph.graphql"), "--config-path", str(sg / "gateway.config.mjs"),
                "--host", "127.0.0.1", "--port", str(gateway_port)]
-    stack.start("gateway", cmd, f"http://127.0.0.1:{gateway_port}/readiness", {"LOG_LEVEL": "warn"})
+    stack.start("gateway", cmd, f"http://127.0.0.1:{gateway_port}/readiness",
+                {"LOG_LEVEL": "warn", "FORK": str(gateway_workers)})
     stack.urls["gateway"] = f"http://127.0.0.1:{gateway_port}"
     return stack
 
@@ -285,6 +295,30 @@ def profile(pid: int, out: str, r: int):
         proc.wait(30)
         print(f"profile: {path}")
     return stop
+
+
+CATALOGS = ["ClaveProdServ", "ClaveUnidad", "RegimenFiscal", "UsoCFDI", "FormaPago", "MetodoPago", "Moneda",
+            "CodigoPostal", "ObjetoImp", "Exportacion"]
+
+
+async def other_loads(gateway: str, token: str, documents: int, rss=None) -> None:
+    """What else fills the invoice process's memory: the SAT catalogs and their search indexes
+    (loaded once, on the first catalog search or CFDI validation, as stamping does), and
+    `documents` distinct list-query documents (a dashboard's variety; parser and validation caches
+    keep 512 each)."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=gateway, timeout=60, headers={"Authorization": f"Bearer {token}"}) as http:
+        for name in CATALOGS:
+            r = await http.post("/graphql", json={"query": "query($n: String!) { satCatalog(name: $n, search: \"servicio\") { code } }",
+                                                  "variables": {"n": name}})
+            assert "errors" not in r.json(), r.text
+        if rss is not None:
+            rss()
+        for i in range(documents):
+            r = await http.post("/graphql", json={"query": f"query List{i} {{ invoices(first: {1 + i % 50}) {{ nodes {{ id status }} "
+                                                           f"pageInfo {{ hasNextPage }} }} invoiceDashboard(year: {2000 + i % 30}) {{ count }} }}"})
+            assert "errors" not in r.json(), r.text
 
 
 async def log_in(gateway: str, email: str, n: int) -> tuple[list[str], str]:
@@ -326,7 +360,7 @@ async def main(args) -> None:
         rt = build_runtime("auth", load_settings(database_url=db, redis_url=redis_url, app_env="test"))
         await auth_service.ensure_demo(rt, email=email, password=PASSWORD)
         await rt.close()
-        stack = start_stack(db, redis_url, log_dir, args.subscribers, args.profile)
+        stack = start_stack(db, redis_url, log_dir, args.subscribers, args.profile, args.gateway_workers)
         redis = Redis.from_url(redis_url)
         try:
             tokens, org = await log_in(stack.urls["gateway"], email, args.tokens)
@@ -339,6 +373,10 @@ async def main(args) -> None:
             inv = pids["invoice"]
             ws_url = stack.urls["gateway"].replace("http", "ws", 1) + "/graphql"
             rss = {"idle": rss_mib(inv)}
+            if args.documents:
+                await other_loads(stack.urls["gateway"], tokens[0], args.documents,
+                                  lambda: rss.__setitem__("SAT catalogs loaded", rss_mib(inv)))
+                rss[f"{args.documents} list documents"] = rss_mib(inv)
             rounds = []
             for r in range(args.rounds):
                 opened: dict = {}
@@ -352,6 +390,9 @@ async def main(args) -> None:
                 await asyncio.sleep(3.0)  # the gateway closes its upstream subscriptions
                 rss[f"round {r + 1}: closed"] = rss_mib(inv)
                 rounds.append(res)
+            if args.documents:  # the same loads again: bounded caches do not grow any more
+                await other_loads(stack.urls["gateway"], tokens[0], args.documents)
+                rss["loads again"] = rss_mib(inv)
             floor = await run_round("redis", channel, tokens, args, publish, {})
         finally:
             await redis.aclose()
@@ -361,7 +402,8 @@ async def main(args) -> None:
 
     gw = min(rounds, key=lambda r: r["spread_p99"])
     print(f"fan-out: {args.subscribers} subscribers (graphql-transport-ws through Hive Gateway), {args.events} events "
-          f"{args.interval * 1000:.0f} ms apart, {args.tokens} access tokens, {args.procs} client processes")
+          f"{args.interval * 1000:.0f} ms apart, {args.tokens} access tokens, {args.procs} client processes, "
+          f"{args.gateway_workers} gateway worker(s)")
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"{'':34}{'spread p50':>11}{'spread p99':>11}{'last p50':>10}{'last p99':>10}{'missed':>8}")
     for r, res in enumerate(rounds):
@@ -375,7 +417,8 @@ async def main(args) -> None:
               f"gateway {res['cpu']['gateway'] * 1000:.1f} ms "
               f"({res['cpu']['invoice'] * 1e6 / args.subscribers:.0f} + {res['cpu']['gateway'] * 1e6 / args.subscribers:.0f}"
               f" µs per subscriber)")
-    print("invoice RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items()))
+    print("invoice RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items())
+          + f"; last/idle {list(rss.values())[-1] / rss['idle']:.2f}x")
     failures = [f for res in [*rounds, floor] for f in res["failures"]]
     if failures or any(res["missed"] for res in [*rounds, floor]):
         print(f"FAILED: missed events or failed subscribers: {failures[:3]} (logs in {log_dir})")
@@ -390,5 +433,8 @@ if __name__ == "__main__":
     parser.add_argument("--tokens", type=int, default=10)
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--documents", type=int, default=1000,
+                        help="distinct list-query documents sent before the fan-out (memory phase; 0: none)")
+    parser.add_argument("--gateway-workers", type=int, default=1, help="Hive Gateway --fork (its FORK variable)")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the invoice process during the events into DIR")
     asyncio.run(main(parser.parse_args()))
