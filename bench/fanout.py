@@ -264,6 +264,15 @@ def start_stack(db: str, redis_url: str, log_dir: Path, subscribers: int, profil
     for s, p in ports.items():
         env[f"{s.upper()}_URL"] = f"http://127.0.0.1:{p}/graphql"
     stack = Stack(env, log_dir)
+    try:
+        _start(stack, ports, gateway_port, profile, gateway_workers)
+    except BaseException:
+        stack.stop_all()  # whatever did start
+        raise
+    return stack
+
+
+def _start(stack, ports: dict[str, int], gateway_port: int, profile: str | None, gateway_workers: int) -> None:
     for name, port in ports.items():
         stack.start(name, stack.subgraph_argv(name, port), f"http://127.0.0.1:{port}/health/ready",
                     {"LOG_LEVEL": "WARNING"})
@@ -277,7 +286,6 @@ def start_stack(db: str, redis_url: str, log_dir: Path, subscribers: int, profil
     stack.start("gateway", cmd, f"http://127.0.0.1:{gateway_port}/readiness",
                 {"LOG_LEVEL": "warn", "FORK": str(gateway_workers)})
     stack.urls["gateway"] = f"http://127.0.0.1:{gateway_port}"
-    return stack
 
 
 def profile(pid: int, out: str, r: int):
