@@ -30,19 +30,28 @@ function isAsyncIterable(value) {
   return value != null && typeof value[Symbol.asyncIterator] === 'function';
 }
 
-function copy(value) {
-  // The gateway annotates the results it receives (delegation): each client gets its own.
+function deepCopy(value) {
+  // The gateway annotates the results it receives from a subgraph (delegation): each client
+  // gets its own copy of the data (plain JSON); errors are passed on as they are.
+  if (value == null || typeof value !== 'object' || value.data == null) return value;
   try {
-    return structuredClone(value);
+    return { ...value, data: structuredClone(value.data) };
   } catch {
     return value;
   }
 }
 
+function shallowCopy(value) {
+  // A final result on its way to a client: plugins may replace its fields (error masking), not
+  // edit its data; each client gets its own envelope around the shared data.
+  return value != null && typeof value === 'object' ? { ...value } : value;
+}
+
 /** One client's view of a shared upstream subscription: an async iterator with its own queue. */
 class Follower {
-  constructor(upstream) {
+  constructor(upstream, copy) {
     this.upstream = upstream;
+    this.copy = copy;
     this.queue = [];
     this.waiter = null;
     this.done = false;
@@ -54,7 +63,7 @@ class Follower {
     if (this.waiter) {
       const { resolve } = this.waiter;
       this.waiter = null;
-      resolve({ value: copy(value), done: false });
+      resolve({ value: this.copy(value), done: false });
     } else {
       this.queue.push(value);
     }
@@ -78,7 +87,7 @@ class Follower {
   }
 
   next() {
-    if (this.queue.length) return Promise.resolve({ value: copy(this.queue.shift()), done: false });
+    if (this.queue.length) return Promise.resolve({ value: this.copy(this.queue.shift()), done: false });
     if (this.error) {
       const e = this.error;
       this.error = null;
@@ -168,12 +177,15 @@ class Upstream {
 
 /**
  * Gateway plugin: subgraph subscriptions with the same (subgraph, Authorization, document,
- * operation name, variables) share one upstream subscription.
+ * operation name, variables) share one upstream subscription, and client subscriptions with the
+ * same (Authorization, document, operation name, variables) share one execution per event.
  */
 export function useSharedUpstreamSubscriptions() {
   const upstreams = new Map();
 
-  async function follow(key, execute, signal) {
+  const clientStreams = new Map();
+
+  async function follow(upstreams, key, execute, signal, copy) {
     let upstream = upstreams.get(key);
     if (upstream === undefined) {
       upstream = new Upstream(() => {
@@ -184,8 +196,8 @@ export function useSharedUpstreamSubscriptions() {
     }
     const refused = await upstream.ready;
     if (refused) return refused;
-    if (upstream.closed) return follow(key, execute, signal); // it ended just now: start afresh
-    const follower = new Follower(upstream);
+    if (upstream.closed) return follow(upstreams, key, execute, signal, copy); // it ended just now: start afresh
+    const follower = new Follower(upstream, copy);
     upstream.followers.add(follower);
     signal?.addEventListener?.('abort', () => follower.return(), { once: true });
     return follower;
@@ -204,12 +216,27 @@ export function useSharedUpstreamSubscriptions() {
         executionRequest.variables ?? {},
       ]);
       const signal = executionRequest.signal ?? executionRequest.info?.signal;
-      setExecutor((request) => follow(key, () => executor({
+      setExecutor((request) => follow(upstreams, key, () => executor({
         // The shared upstream outlives the client that started it: not its abort signal.
         ...request,
         signal: undefined,
         info: request.info ? { ...request.info, signal: undefined } : request.info,
-      }), signal));
+      }), signal, deepCopy));
+    },
+    // The same one level up: identical client subscriptions (same token, document, variables)
+    // share the gateway's execution of each event (delegation, merging), so each client costs
+    // only its own envelope, JSON and socket write. Anonymous subscriptions are not shared.
+    onSubscribe({ args, subscribeFn, setSubscribeFn }) {
+      const authorization = args.contextValue?.forwardedAuthorization;
+      if (!authorization) return;
+      const key = JSON.stringify([
+        authorization,
+        documentText(args.document),
+        args.operationName ?? null,
+        args.variableValues ?? {},
+      ]);
+      setSubscribeFn((subscribeArgs) => follow(clientStreams, key, () => subscribeFn({ ...subscribeArgs, signal: undefined }),
+        subscribeArgs.signal, shallowCopy));
     },
   };
 }
