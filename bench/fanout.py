@@ -339,6 +339,7 @@ async def log_in(gateway: str, email: str, n: int) -> tuple[list[str], str]:
                 "query": "mutation($i: LogInInput!) { logIn(input: $i) { tokens { accessToken } userErrors { code } } }",
                 "variables": {"i": {"email": email, "password": PASSWORD}}})
             body = r.json()
+            assert "data" in body, body
             tokens.append(body["data"]["logIn"]["tokens"]["accessToken"])
     part = tokens[0].split(".")[1]
     import base64
