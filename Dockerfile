@@ -37,4 +37,4 @@ EXPOSE 4001 4002 4003 4004 4005
 # Overridden per service in compose.yaml.
 # --no-proxy-headers: uvicorn must never take the client address from X-Forwarded-For itself; only
 # shared/client_address.py decides, and only for requests carrying the gateway's secret.
-CMD ["uvicorn", "subgraphs.auth.app:app", "--host", "0.0.0.0", "--port", "4001", "--no-proxy-headers", "--timeout-keep-alive", "75"]
+CMD ["uvicorn", "subgraphs.auth.app:app", "--host", "0.0.0.0", "--port", "4001", "--no-proxy-headers", "--timeout-keep-alive", "75", "--ws-per-message-deflate", "false"]

@@ -47,9 +47,14 @@ schema: install
 check-schema: install
 	node supergraph/compose.mjs --check
 
+# Every benchmark prints its figures beside its floor (bench/RESULTS.md says what each means and
+# the machine); a benchmark that fails (an error, a missed event) fails the target. Files another
+# branch has not brought yet are skipped. Uses DATABASE_URL / REDIS_URL when set, else embedded servers.
+BENCHES := cfdi_build_sign pdf_render graphql_overhead tracing_overhead dashboard stamping fanout ocr_receipts
 bench: install
-	$(BIN)/python bench/cfdi_build_sign.py
-	$(BIN)/python -m subgraphs.invoice.pdf.bench
+	@set -e; for b in $(BENCHES); do \
+	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py; else echo "== bench/$$b.py: not on this branch"; fi; \
+	done
 
 clean:
 	rm -rf $(VENV) supergraph/node_modules .data

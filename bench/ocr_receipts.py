@@ -3,7 +3,8 @@ artefacts, every field known. Prints per-field accuracy and time per receipt.
 
     .venv/bin/python bench/ocr_receipts.py [count] [seed]
 
-Needs the `ocr` extra (pip install -e '.[ocr]'); prints "OCR no disponible" otherwise.
+Needs the `ocr` extra (pip install -e '.[ocr]'); prints "OCR no disponible" otherwise
+and exits 0 (skipped).
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def make_receipt(rng: random.Random) -> tuple[bytes, dict]:
 def main(count: int = 30, seed: int = 9) -> int:
     recognize = engine()
     if recognize is None:
-        print("OCR no disponible: instala el extra `ocr` (pip install -e '.[ocr]')")
-        return 1
+        # An optional extra `make install` does not bring: skipped, not failed (`make bench`).
+        print("OCR no disponible: instala el extra `ocr` (pip install -e '.[ocr]'); benchmark omitido")
+        return 0
     rng = random.Random(seed)
     hits = {"total": 0, "date": 0, "merchant_rfc": 0, "merchant_name": 0}
     started = time.perf_counter()

@@ -42,6 +42,7 @@ from shared.errors import (
     log_user_errors,
 )
 from shared.health import health_routes
+from shared.live_graphql import SharedEventExecutor, SharedResultsSchema, next_message_text
 from shared.logs import RequestIdMiddleware, configure_logging, redacted_traceback, request_id_var
 from shared.runtime import Runtime, build_runtime
 from shared.telemetry import graphql_extensions, instrument_asgi_app, setup_tracing
@@ -146,7 +147,7 @@ def log_error(error: GraphQLError) -> None:
         log.error("unexpected error path=%s request_id=%s\n%s", path, rid, redacted_traceback(original))
 
 
-class ServiceSchema(strawberry.federation.Schema):
+class ServiceSchema(SharedResultsSchema, strawberry.federation.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context=None) -> None:
         for error in errors:
             log_error(error)
@@ -180,6 +181,12 @@ class ErrorPolicy(MaskErrors):
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         return [self._one(e) for e in errors]
+
+    def _process_stream_result(self, result) -> None:
+        # Once per subscriber and event: the common case (no errors) skips the base class's
+        # typing.Protocol isinstance checks, the costliest part of a live event's delivery.
+        if getattr(result, "errors", None) or getattr(result, "incremental", None) or getattr(result, "completed", None):
+            super()._process_stream_result(result)
 
     def _one(self, error: GraphQLError) -> GraphQLError:
         if is_unavailable(error.original_error):
@@ -241,6 +248,7 @@ def build_schema(*, query: type, mutation: type | None = None, subscription: typ
     return ServiceSchema(
         query=query, mutation=mutation, subscription=subscription, types=list(types),
         extensions=schema_extensions(),
+        execution_context_class=SharedEventExecutor,  # live events: one execution per selection
     )
 
 
@@ -260,6 +268,11 @@ class ServiceGraphQL(GraphQL):
         if scope_type(request) == "http":
             request.state.graphql_context = ctx  # closed by __call__ when the answer is ready
         return ctx
+
+    def encode_json(self, data: object) -> str | bytes:
+        # A shared subscription result is serialized once for all its subscribers.
+        text = next_message_text(data)
+        return text if text is not None else super().encode_json(data)
 
     def decode_json(self, data: str | bytes) -> object:
         """Only a JSON object (or a batch list, refused as such) is a GraphQL request: invalid

@@ -3,8 +3,9 @@
 Every GraphQL subscription of a process listens through its `LiveHub` (`Runtime.live`):
 - One connection, whatever the number of subscriptions: the hub SUBSCRIBEs to a channel while at
   least one local subscription wants it, and each message is decoded once (`LiveMessage`) and handed
-  to every local subscriber. `LiveMessage.shared` lets them compute a payload once per key (e.g.
-  per distinct selection) instead of once per subscriber.
+  to every local subscriber. `LiveMessage.shared` lets them compute a payload once per key instead
+  of once per subscriber, and `LiveMessage.event` hands GraphQL an event whose selection is executed
+  and serialized once per distinct (document, variables) for all subscribers (`shared.live_graphql`).
 - Bounded: open subscriptions are limited per user and per organization in each process
   (`SUBSCRIPTIONS_MAX_PER_USER`, `SUBSCRIPTIONS_MAX_PER_ORGANIZATION`); past them the client gets
   `TOO_MANY_SUBSCRIPTIONS`. A subscriber that does not keep up (mailbox full) is ended with
@@ -67,6 +68,21 @@ class LiveMessage:
         except KeyError:
             value = self._memo[key] = compute(self.data)
             return value
+
+    def event(self, key: Any, compute: Callable[[Any], Any]) -> SharedEvent:
+        """What a subscription resolver yields when the event's fields depend on the message only
+        (never on the subscriber's context): GraphQL then runs each distinct selection of it once
+        for every subscriber of this message, and each subscriber only copies the result."""
+        return SharedEvent(self, self.shared(key, compute))
+
+
+class SharedEvent:
+    """A subscription event that all subscribers of one message receive alike (see `LiveMessage.event`)."""
+
+    __slots__ = ("message", "value")
+
+    def __init__(self, message: LiveMessage, value: Any):
+        self.message, self.value = message, value
 
 
 def token_expired() -> AppError:

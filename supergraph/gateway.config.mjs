@@ -38,6 +38,7 @@ import YAML from 'yaml';
 import { markResolvedById, registeredDocument, useAutomaticPersistedQueries } from './apq.mjs';
 import { useRequestHygiene } from './hygiene.mjs';
 import { rateLimitConfig, useRateLimitedErrors } from './ratelimit.mjs';
+import { useSharedUpstreamSubscriptions } from './subscriptions.mjs';
 import { upstreamRetry } from './upstream.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -343,7 +344,9 @@ export const gatewayConfig = defineConfig({
   landingPage: !production,
   cors: corsConfig(),
   gracefulShutdownTimeout: 5_000,
+  // Client subscriptions identical down to the token share one upstream subscription (subscriptions.mjs).
   plugins: () => [useOptionalJwt(), useMaxAliases(maxAliases), useSubgraphUnavailable(), useRateLimitedErrors(),
+    useSharedUpstreamSubscriptions(),
     useRequestHygiene({ maxBodyBytes: Number(env.MAX_BODY_BYTES || 2_000_000) }),
     useAutomaticPersistedQueries({ mayRegister: allowArbitraryDocuments, safelisted: (hash) => Object.hasOwn(persisted, hash),
       ttlSeconds: Number(env.APQ_TTL_SECONDS || 86_400) })],

@@ -800,8 +800,9 @@ def _status_event(msg: dict) -> InvoiceStatusEvent:
 
 @strawberry.type
 class Subscription:
-    # Both listen through the process's one pub/sub connection (shared/pubsub.py); the event object
-    # is built once per message for every subscriber of the organization.
+    # Both listen through the process's one pub/sub connection (shared/pubsub.py). The event's
+    # fields depend on the message only, so it is a shared event: built once per message, and each
+    # distinct selection of it executed and serialized once for every subscriber (shared/live_graphql.py).
     @strawberry.subscription(description="Status changes of one invoice.")
     async def invoice_status_changed(self, info: Ctx, id: strawberry.ID) -> AsyncGenerator[InvoiceStatusEvent, None]:
         p = await info.context.require(P.INVOICE_READ)
@@ -810,14 +811,14 @@ class Subscription:
             raise NotFoundError("Factura no encontrada.")
         async for msg in info.context.runtime.live.stream(org_channel(p.organization_id), p):
             if msg.data.get("kind") == "invoice_status" and msg.data.get("invoiceId") == wanted:
-                yield msg.shared(InvoiceStatusEvent, _status_event)
+                yield msg.event(InvoiceStatusEvent, _status_event)
 
     @strawberry.subscription(description="Status changes of every invoice of the caller's organization.")
     async def invoice_events(self, info: Ctx) -> AsyncGenerator[InvoiceStatusEvent, None]:
         p = await info.context.require(P.INVOICE_READ)
         async for msg in info.context.runtime.live.stream(org_channel(p.organization_id), p):
             if msg.data.get("kind") == "invoice_status":
-                yield msg.shared(InvoiceStatusEvent, _status_event)
+                yield msg.event(InvoiceStatusEvent, _status_event)
 
 
 schema = build_schema(query=Query, mutation=Mutation, subscription=Subscription,

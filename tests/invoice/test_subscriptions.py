@@ -21,7 +21,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-async def served_invoice_url(settings, auth_http):
+async def served_invoice_url(served_invoice):
+    return served_invoice[1]
+
+
+@pytest.fixture
+async def served_invoice(settings, auth_http):
+    """(app, WebSocket URL) of the invoice app served by uvicorn."""
     app = make_invoice_app(settings, auth_http)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning",
@@ -32,7 +38,7 @@ async def served_invoice_url(settings, auth_http):
             break
         await asyncio.sleep(0.025)
     assert server.started
-    yield f"ws://127.0.0.1:{port}/graphql"
+    yield app, f"ws://127.0.0.1:{port}/graphql"
     server.should_exit = True
     await asyncio.wait_for(task, 10)
 
@@ -95,3 +101,81 @@ async def test_subscription_requires_a_token(served_invoice_url):
         assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
     finally:
         await ws.close()
+
+
+def _claims(token: str) -> dict:
+    import base64
+
+    body = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+async def test_fan_out_executes_each_selection_once_per_message(served_invoice, new_org, monkeypatch):
+    """Nine subscribers over three connections, two distinct selections: every subscriber receives
+    every event, GraphQL runs 2 selections x 3 messages = 6 times (not 27) and serializes each once;
+    another organization's subscriber, same selection, receives nothing."""
+    from shared import live_graphql
+    from shared.bus import org_channel, publish_live
+
+    app, url = served_invoice
+    executed: list[tuple] = []
+    serialized: list[int] = []
+    original_execute, original_text = live_graphql.SharedEventExecutor._execute_once, live_graphql.SharedData.json_text
+
+    def counting_execute(self, event, serially):
+        executed.append(self._selection)
+        return original_execute(self, event, serially)
+
+    def counting_text(self):
+        if not hasattr(self, "_text"):
+            serialized.append(1)
+        return original_text.fget(self)
+
+    monkeypatch.setattr(live_graphql.SharedEventExecutor, "_execute_once", counting_execute)
+    monkeypatch.setattr(live_graphql.SharedData, "json_text", property(counting_text))
+
+    org, other = await new_org(with_csd=False), await new_org(with_csd=False)
+    org_id = _claims(org.token)["org"]
+    short = "subscription { invoiceEvents { invoiceId status } }"
+    full = "subscription Full { invoiceEvents { invoiceId status uuid code message at } }"
+    conns = [await _connect(url, org.token) for _ in range(3)]
+    spy = await _connect(url, other.token)
+    wanted: dict[tuple[int, str], str] = {}
+    try:
+        for c, ws in enumerate(conns):
+            for n, query in enumerate([short, short, full]):
+                await ws.send(json.dumps({"id": f"s{n}", "type": "subscribe", "payload": {"query": query}}))
+                wanted[(c, f"s{n}")] = query
+        await spy.send(json.dumps({"id": "spy", "type": "subscribe", "payload": {"query": short}}))
+        live = app.state.runtime.live
+        for _ in range(400):  # until the server's hub delivers to all nine (bounded; no timing asserted)
+            if live.listening(org_channel(org_id)) == 9:
+                break
+            await asyncio.sleep(0.025)
+        assert live.listening(org_channel(org_id)) == 9
+
+        events = [{"kind": "invoice_status", "invoiceId": f"00000000-0000-0000-0000-00000000000{i}",
+                   "status": "STAMPED", "uuid": f"UUID-{i}", "code": None, "message": None,
+                   "at": "2026-01-01T00:00:00+00:00"} for i in range(3)]
+        for ev in events:
+            await publish_live(app.state.runtime.redis, org_channel(org_id), ev)
+
+        for c, ws in enumerate(conns):
+            got: dict[str, list[dict]] = {"s0": [], "s1": [], "s2": []}
+            while any(len(v) < 3 for v in got.values()):
+                msg = await _next(ws)
+                assert msg["type"] == "next", msg
+                got[msg["id"]].append(msg["payload"]["data"]["invoiceEvents"])
+            for sid in ("s0", "s1"):
+                assert got[sid] == [{"invoiceId": e["invoiceId"], "status": "STAMPED"} for e in events]
+            assert [g["uuid"] for g in got["s2"]] == ["UUID-0", "UUID-1", "UUID-2"]
+            assert got["s2"][0]["at"] == "2026-01-01T00:00:00+00:00"
+
+        assert len(executed) == 6, executed
+        assert len({s for s in executed}) == 2
+        assert len(serialized) == 6
+        with pytest.raises(asyncio.TimeoutError):  # another organization hears nothing
+            await _next(spy, timeout=0.5)
+    finally:
+        for ws in [*conns, spy]:
+            await ws.close()
