@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cfdi_build_sign import CSD_DIR, invoice  # noqa: E402
-from subgraphs.invoice.cfdi import build_tree, compute_totals, load_csd, sign_cfdi, stamp_cfdi, to_bytes  # noqa: E402
-from subgraphs.invoice.cfdi.xmlsafe import parse_xml  # noqa: E402
-from subgraphs.invoice.pac.sandbox import PAC_RFC, signer  # noqa: E402
+from sat.cfdi import build_tree, compute_totals, load_csd, sign_cfdi, stamp_cfdi, to_bytes  # noqa: E402
+from sat.cfdi.xmlsafe import parse_xml  # noqa: E402
+from sat.pac.sandbox import PAC_RFC, signer  # noqa: E402
 from subgraphs.invoice.pdf import render_invoice_pdf  # noqa: E402
 
 
