@@ -30,7 +30,7 @@ import path from 'node:path';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 
-import { defineConfig } from '@graphql-hive/gateway';
+import { defineConfig, getCacheInstanceFromConfig } from '@graphql-hive/gateway';
 import { GraphQLError } from 'graphql';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import YAML from 'yaml';
@@ -290,6 +290,22 @@ function corsConfig() {
   };
 }
 
+// Hive Gateway caches the loaded supergraph in its cache under one fixed key, and a starting
+// instance serves what it finds there before its own file. With a shared Redis that is another
+// instance's schema: the previous release during a deploy, or another stack's on a shared test
+// Redis. Our supergraph is a local file, so the cache buys nothing: that key is never read or kept.
+const SUPERGRAPH_CACHE_KEY = 'hive-gateway:supergraph';
+
+export function withoutSupergraph(cache) {
+  return new Proxy(cache, {
+    get(target, prop, receiver) {
+      if (prop === 'get') return (key) => (key === SUPERGRAPH_CACHE_KEY ? undefined : target.get(key));
+      if (prop === 'set') return (key, value, options) => (key === SUPERGRAPH_CACHE_KEY ? undefined : target.set(key, value, options));
+      return Reflect.get(target, prop, receiver);
+    },
+  });
+}
+
 export const gatewayConfig = defineConfig({
   supergraph: supergraphPath,
   host: env.GATEWAY_HOST || '127.0.0.1',
@@ -300,7 +316,9 @@ export const gatewayConfig = defineConfig({
   pollingInterval: 10_000, // pick up a re-composed schema/supergraph.graphql without a restart
   transportEntries,
   // Rate limits (ratelimit.mjs), counted in Redis when REDIS_URL is set so every instance agrees.
-  ...(env.REDIS_URL ? { cache: { type: 'redis', url: env.REDIS_URL, lazyConnect: false } } : {}),
+  // The supergraph itself is kept out of it: every instance reads its own file (see below).
+  ...(env.REDIS_URL ? { cache: async (ctx) => withoutSupergraph(
+    await getCacheInstanceFromConfig({ cache: { type: 'redis', url: env.REDIS_URL, lazyConnect: false } }, ctx)) } : {}),
   ...(rateLimitConfig(env) ? { rateLimiting: rateLimitConfig(env) } : {}),
   upstreamRetry, // a query that failed on a reused connection is retried (upstream.mjs)
   ...(tracing ? { openTelemetry: openTelemetryConfig } : {}),

@@ -131,7 +131,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
                                    stdout=open(tmp / "gateway.log", "w"), stderr=subprocess.STDOUT)
         procs.append(gateway)
         wait_http_ok(f"http://127.0.0.1:{gw_port}/readiness", gateway)
-        yield Stack(f"http://127.0.0.1:{gw_port}/graphql", keys, procs, gateway, json.loads((tmp / "pd.json").read_text()))
+        st = Stack(f"http://127.0.0.1:{gw_port}/graphql", keys, procs, gateway, json.loads((tmp / "pd.json").read_text()))
+        st.gw_env, st.tmp = gw_env, tmp
+        yield st
     finally:
         for p in reversed(procs):
             if p.poll() is None:
@@ -305,6 +307,31 @@ def test_sse_subscription(stack: Stack) -> None:
                       headers={"accept": "text/event-stream"}, timeout=10) as r:
         body = "".join(r.iter_text())
     assert r.status_code == 200 and body.count("msg ") == 2, body
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="the gateway uses Redis only with REDIS_URL")
+def test_a_starting_gateway_serves_its_own_supergraph_not_one_found_in_redis(stack: Stack) -> None:
+    """Hive Gateway caches the loaded supergraph under one fixed key and a new instance used to
+    serve that before its own file: another stack's schema on a shared Redis, the previous
+    release's during a deploy. Seed the key with the product's real supergraph, start a gateway on
+    this toy one: it must answer the toy's own fields."""
+    import redis
+
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    seed = (ROOT / "schema" / "supergraph.graphql").read_text()
+    client.set("hive-gateway:supergraph", seed, ex=60)
+    port = _free_port()
+    gw = subprocess.Popen(["sh", str(ROOT / "supergraph" / "gateway.sh")], env={**stack.gw_env, "GATEWAY_PORT": str(port)},
+                          stdout=open(stack.tmp / "gateway2.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/readiness", gw)
+        r = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": "{ authSeen notificationSeen }"}, timeout=10)
+        assert r.status_code == 200 and "errors" not in r.json(), r.text
+        assert client.get("hive-gateway:supergraph").decode() == seed  # untouched: never written either
+    finally:
+        client.delete("hive-gateway:supergraph")
+        gw.send_signal(signal.SIGTERM)
+        gw.wait(15)
 
 
 def test_zz_gateway_exits_cleanly_on_sigterm(stack: Stack) -> None:
