@@ -38,7 +38,7 @@ import YAML from 'yaml';
 import { markResolvedById, registeredDocument, useAutomaticPersistedQueries } from './apq.mjs';
 import { useRequestHygiene } from './hygiene.mjs';
 import { rateLimitConfig, useRateLimitedErrors } from './ratelimit.mjs';
-import { useSharedUpstreamSubscriptions } from './subscriptions.mjs';
+import { useSharedUpstreamSubscriptions, useSubgraphSubscriptionErrors } from './subscriptions.mjs';
 import { upstreamRetry } from './upstream.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -362,9 +362,11 @@ export const gatewayConfig = defineConfig({
   landingPage: !production,
   cors: corsConfig(),
   gracefulShutdownTimeout: 5_000,
-  // Client subscriptions identical down to the token share one upstream subscription (subscriptions.mjs).
+  // Client subscriptions identical down to the token share one upstream subscription; a subgraph's
+  // refusal of one reaches the client unmasked (both subscriptions.mjs; the refusal first, so that
+  // shared upstreams hand it on).
   plugins: () => [useOptionalJwt(), useMaxAliases(maxAliases), useSubgraphUnavailable(), useRateLimitedErrors(),
-    useSharedUpstreamSubscriptions(),
+    useSubgraphSubscriptionErrors(), useSharedUpstreamSubscriptions(),
     useRequestHygiene({ maxBodyBytes: Number(env.MAX_BODY_BYTES || 2_000_000) }),
     useAutomaticPersistedQueries({ mayRegister: allowArbitraryDocuments, safelisted: (hash) => Object.hasOwn(persisted, hash),
       ttlSeconds: Number(env.APQ_TTL_SECONDS || 86_400) })],

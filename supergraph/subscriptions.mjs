@@ -30,6 +30,12 @@ function isAsyncIterable(value) {
   return value != null && typeof value[Symbol.asyncIterator] === 'function';
 }
 
+function isSubscription(executionRequest) {
+  const type = executionRequest.operationType
+    ?? getOperationAST(executionRequest.document, executionRequest.operationName)?.operation;
+  return type === 'subscription';
+}
+
 function deepCopy(value) {
   // The gateway annotates the results it receives from a subgraph (delegation): each client
   // gets its own copy of the data (plain JSON); errors are passed on as they are.
@@ -205,9 +211,7 @@ export function useSharedUpstreamSubscriptions() {
 
   return {
     onSubgraphExecute({ subgraphName, executionRequest, executor, setExecutor }) {
-      const type = executionRequest.operationType
-        ?? getOperationAST(executionRequest.document, executionRequest.operationName)?.operation;
-      if (type !== 'subscription') return;
+      if (!isSubscription(executionRequest)) return;
       const key = JSON.stringify([
         subgraphName,
         executionRequest.context?.forwardedAuthorization ?? '',
@@ -237,6 +241,79 @@ export function useSharedUpstreamSubscriptions() {
       ]);
       setSubscribeFn((subscribeArgs) => follow(clientStreams, key, () => subscribeFn({ ...subscribeArgs, signal: undefined }),
         subscribeArgs.signal, shallowCopy));
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subgraph subscription errors, as the subgraph sent them.
+//
+// A subgraph refuses a subscription before its stream starts (a check that raises before the
+// resolver returns its stream, a document it does not validate) with the graphql-transport-ws
+// `error` message, and graphql-ws rejects the upstream iterator with that message's payload: an
+// array of plain error objects, no GraphQLErrors, which the gateway masked as
+// INTERNAL_SERVER_ERROR "Unexpected error." (errors sent in a `next` payload, a stream ended by
+// an error, always reached the client). Such a refusal becomes the stream's last result,
+// `{ data: null, errors }`, which the gateway handles like any subgraph result: the client gets
+// the message and extensions (code, ...) plus serviceName, over WebSocket and SSE alike.
+// Anything else that ends the stream (a dropped socket, a bug) is still masked; a dropped socket
+// rejects with a CloseEvent, which is no Error and used to reach the client as an error without
+// a message, so it is thrown on as an Error (logged by the gateway, masked for the client).
+// ---------------------------------------------------------------------------------------------
+
+/** The formatted errors of a graphql-transport-ws `error` message, or null for anything else. */
+function refusalErrors(thrown) {
+  return Array.isArray(thrown) && thrown.length > 0
+    && thrown.every((e) => e != null && typeof e === 'object' && !(e instanceof Error) && typeof e.message === 'string')
+    ? thrown : null;
+}
+
+function asError(thrown) {
+  if (thrown instanceof Error) return thrown;
+  const detail = [thrown?.code, thrown?.reason].filter(Boolean).join(' ');
+  return new Error(`Subgraph subscription failed${detail ? ` (WebSocket closed: ${detail})` : ''}`, { cause: thrown });
+}
+
+function refusalsAsResults(iterable) {
+  const iterator = iterable[Symbol.asyncIterator]();
+  let ended = false;
+  // A plain iterator, not an async generator: return() must reach the upstream at once, not
+  // after the next event (an async generator waits for its pending next() to settle first).
+  return {
+    next() {
+      if (ended) return Promise.resolve({ value: undefined, done: true });
+      return iterator.next().catch((thrown) => {
+        const errors = refusalErrors(thrown);
+        if (!errors) throw asError(thrown);
+        ended = true;
+        return { value: { data: null, errors }, done: false };
+      });
+    },
+    return(value) {
+      ended = true;
+      return iterator.return ? iterator.return(value) : Promise.resolve({ value, done: true });
+    },
+    throw(error) {
+      ended = true;
+      return iterator.throw ? iterator.throw(error) : Promise.reject(error);
+    },
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
+}
+
+/**
+ * Gateway plugin: a subgraph's refusal of a subscription reaches the client as the subgraph sent
+ * it. Listed before useSharedUpstreamSubscriptions, so that a shared upstream hands the refusal,
+ * as a result, to every client following it.
+ */
+export function useSubgraphSubscriptionErrors() {
+  return {
+    onSubgraphExecute({ executionRequest, executor, setExecutor }) {
+      if (!isSubscription(executionRequest)) return;
+      setExecutor((request) => Promise.resolve(executor(request))
+        .then((result) => (isAsyncIterable(result) ? refusalsAsResults(result) : result)));
     },
   };
 }

@@ -28,6 +28,24 @@ async def sign_up_by_mail(gateway, mailbox, account: dict) -> dict:
     return done["completeSignUp"]["tokens"]
 
 
+async def join_as_member(gateway, mailbox, owner: str, role: str) -> tuple[str, str]:
+    """A new person invited into the owner's organization with `role`, signed up and joined by
+    the mailed invitation: their access token there and their user id."""
+    import re
+
+    email = unique_email("miembro")
+    await gateway.ok("mutation($e: String!, $r: Role!) { inviteMember(email: $e, role: $r) { invitation { id } } }",
+                     {"e": email, "r": role}, token=owner)
+    [invite] = await mailbox.wait_for(email)
+    invitation = re.search(r"invitacion\?token=([\w-]+)", invite.get_body(preferencelist=("plain",)).get_content()).group(1)
+    own = await sign_up_by_mail(gateway, mailbox, {"email": email, "password": PASSWORD, "fullName": "Miembro", "organizationName": "Propia"})
+    joined = await gateway.ok("mutation($t: String!) { acceptInvitation(token: $t) { tokens { accessToken } } }", {"t": invitation},
+                              token=own["accessToken"])
+    token = joined["acceptInvitation"]["tokens"]["accessToken"]
+    user_id = (await gateway.ok("{ me { id } }", token=token))["me"]["id"]
+    return token, user_id
+
+
 async def new_issuer(gateway, mailbox, *, customer_email: str):
     token = (await sign_up_by_mail(gateway, mailbox, {"email": unique_email("emisor"), "password": PASSWORD,
                                                       "fullName": "Contadora Kemper", "organizationName": "Escuela Kemper Urgate"}))["accessToken"]

@@ -334,6 +334,80 @@ def test_a_starting_gateway_serves_its_own_supergraph_not_one_found_in_redis(sta
         gw.wait(15)
 
 
+async def _ws_messages(url: str, query: str, token: str | None = None) -> list[dict]:
+    async with websockets.connect(url.replace("http", "ws", 1), subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"} if token else {}}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+        messages = []
+        while True:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            messages.append(msg)
+            if msg["type"] in ("complete", "error"):
+                return messages
+
+
+def _sse_events(url: str, query: str, token: str | None = None) -> list[dict]:
+    headers = {"accept": "text/event-stream", **({"authorization": f"Bearer {token}"} if token else {})}
+    with httpx.stream("POST", url, json={"query": query}, headers=headers, timeout=10) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        return [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:") and line[5:].strip()]
+
+
+# How a subgraph ends a subscription with a typed error: refused before its stream exists (the
+# graphql-transport-ws `error` message), refused at its first step or ended after two events (the
+# error in a `next` payload, then `complete`).
+ENDINGS = {
+    "refused-error": ("notificationRefused(code: \"FORBIDDEN\")", 0, "Suscripción rechazada (FORBIDDEN).", {"code": "FORBIDDEN"}),
+    "refused-next": ("notificationAdded(failAfter: 0, code: \"TOO_MANY_SUBSCRIPTIONS\")", 0,
+                     "Suscripción terminada (TOO_MANY_SUBSCRIPTIONS).", {"code": "TOO_MANY_SUBSCRIPTIONS", "limit": 2}),
+    "ended-next": ("notificationAdded(failAfter: 2, code: \"STALE_TOKEN\")", 2,
+                   "Suscripción terminada (STALE_TOKEN).", {"code": "STALE_TOKEN", "limit": 2}),
+}
+
+
+@pytest.mark.parametrize("token", [False, True], ids=["anonymous", "token"])  # with a token: shared (subscriptions.mjs)
+@pytest.mark.parametrize("ending", list(ENDINGS))
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_subscription_errors_from_a_subgraph_reach_the_client(stack: Stack, transport: str, ending: str, token: bool) -> None:
+    """The client gets the subgraph's message and extensions (not the masked INTERNAL_SERVER_ERROR
+    "Unexpected error."), after the events sent before it, then the end of the stream."""
+    field, events, message, extensions = ENDINGS[ending]
+    query = f"subscription {{ {field} {{ id message }} }}"
+    jwt_ = stack.token() if token else None
+    if transport == "ws":
+        msgs = asyncio.run(_ws_messages(stack.url, query, jwt_))
+        assert msgs[-1] == {"id": "1", "type": "complete"}, msgs
+        payloads = [m["payload"] for m in msgs if m["type"] == "next"]
+    else:
+        payloads = _sse_events(stack.url, query, jwt_)
+    assert len(payloads) == events + 1, payloads
+    assert all(p["data"] and "errors" not in p for p in payloads[:-1]), payloads
+    root = field.split("(")[0]
+    assert payloads[-1]["errors"] == [{"message": message, "path": [root],
+                                       "extensions": {**extensions, "serviceName": "notification"}}], payloads
+
+
+@pytest.mark.parametrize("token", [False, True], ids=["anonymous", "token"])
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_untyped_subscription_failures_stay_masked(stack: Stack, transport: str, token: bool) -> None:
+    """What no subgraph sent as a GraphQL error (here: the subgraph drops the gateway's socket)
+    reaches the client as the masked INTERNAL_SERVER_ERROR "Unexpected error.", nothing of the
+    failure itself (it used to arrive as an error without a message)."""
+    query = "subscription { notificationBroken { id } }"
+    jwt_ = stack.token() if token else None
+    if transport == "ws":
+        msgs = asyncio.run(_ws_messages(stack.url, query, jwt_))
+        assert msgs[-1] == {"id": "1", "type": "complete"}, msgs
+        payloads = [m["payload"] for m in msgs if m["type"] == "next"]
+    else:
+        payloads = _sse_events(stack.url, query, jwt_)
+    [payload] = payloads
+    [error] = payload["errors"]
+    assert error["message"] == "Unexpected error." and error["extensions"]["code"] == "INTERNAL_SERVER_ERROR", payload
+    assert "4500" not in json.dumps(payload) and "WebSocket" not in json.dumps(payload), payload
+
+
 def test_zz_gateway_exits_cleanly_on_sigterm(stack: Stack) -> None:
     stack.gateway.send_signal(signal.SIGTERM)
     assert stack.gateway.wait(15) == 0
