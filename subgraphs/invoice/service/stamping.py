@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import transaction
@@ -26,7 +26,10 @@ from subgraphs.invoice import models as m
 from subgraphs.invoice.lifecycle import EDITABLE, Status
 from sat.pac import PacError, StampResult, get_pac
 from subgraphs.invoice.pac_accounts import chosen_pac
-from subgraphs.invoice.service.common import ask_pac, locked, publish_status, record_transition, utcnow
+from shared.outbox import emit
+from subgraphs.invoice.lifecycle import event_for
+from subgraphs.invoice.service.common import (ask_pac, invoice_ref, locked, publish_status, record_transition,
+                                              utcnow)
 from subgraphs.invoice.service.documents import EVENT_LINK_TTL, document_path
 from subgraphs.invoice.service.drafts import build_engine_invoice, evaluate
 from subgraphs.invoice.service.issuer import active_csd, get_issuer, open_csd
@@ -152,11 +155,10 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
                                                                    may_retry=may_retry))
     if not finish_now:
         outcome = await _attempt(rt, inv, prepared, pac, injected, key, may_retry=may_retry)
-        async with transaction(rt.sessionmaker) as session:
-            inv = await session.scalar(select(m.Invoice).where(m.Invoice.id == invoice_id).with_for_update())
-            if inv.status != Status.STAMPING or inv.stamp_idempotency_key != key:
-                return StampOutcome(inv.status, invoice=inv)  # recorded by another run (the same timbre)
-            retry = await _record(rt, session, inv, outcome)
+        finished = await _finish(rt, inv, key, outcome)
+        if finished is not None:
+            return finished  # recorded by another run (the same timbre)
+        retry = outcome.retry is not None
     if not retry:
         await publish_status(rt, inv)
     return StampOutcome(inv.status, retry=retry, invoice=inv)
@@ -214,6 +216,66 @@ async def _attempt(rt: Runtime, inv: m.Invoice, prepared: _Prepared | tuple[str,
         if exc.transient and may_retry:
             return _Attempt(retry=(exc.code, exc.message))
         return _Attempt(failure=(exc.code, exc.message))
+
+
+_invoices, _history = m.Invoice.__table__, m.InvoiceEvent.__table__
+# What the event's invoice reference needs (common.invoice_ref), returned by the finishing UPDATE.
+_REF_COLUMNS = ("id", "organization_id", "series", "folio", "voucher_type", "total", "currency", "customer_name",
+                "customer_rfc", "customer_email", "created_by", "status")
+
+
+async def _finish(rt: Runtime, inv: m.Invoice, key: str | None, outcome: _Attempt) -> StampOutcome | None:
+    """Step 3 in Core statements, no ORM unit of work: one conditional UPDATE (still STAMPING for
+    the same request) with the history row in the same statement, then the outbox row. The
+    condition is what the row lock and re-read were for: a second run finds no row to update.
+    Sets the outcome on `inv` (detached) for the live push; answers the StampOutcome to return
+    when another run had recorded it, None otherwise."""
+    values: dict = {}
+    to: Status | None = None
+    if outcome.retry is not None:
+        values["pac_code"], values["pac_message"] = outcome.retry
+    elif (result := outcome.result) is not None:
+        to, why = Status.STAMPED, "Timbre recuperado (ya timbrado)" if result.previously_stamped else "Timbrado por el PAC"
+        values.update(uuid=result.uuid, stamped_at=result.stamped_at, xml=result.xml.decode("utf-8"),
+                      pac_certificate_number=result.sat_certificate_number, pac_code=None, pac_message=None)
+    else:
+        code, message = outcome.failure
+        to, why = Status.STAMP_FAILED, f"{code}: {message}"
+        values.update(pac_code=code, pac_message=message)
+    if to is not None:
+        payload_cls = event_for(Status.STAMPING, to)  # IllegalTransition if the lifecycle forbids it
+        values["status"] = to.value
+    changed = (update(_invoices).where(_invoices.c.id == inv.id, _invoices.c.status == Status.STAMPING.value,
+                                       _invoices.c.stamp_idempotency_key == key)
+               .values(**values).returning(*(_invoices.c[c] for c in _REF_COLUMNS)))
+    async with transaction(rt.sessionmaker) as session:
+        if to is None:
+            row = (await session.execute(changed)).first()
+        else:
+            done = changed.cte("finished")
+            history = insert(_history).from_select(
+                ["id", "invoice_id", "organization_id", "actor_id", "from_status", "to_status", "reason"],
+                select(literal(uuid.uuid4(), _history.c.id.type), done.c.id, done.c.organization_id,
+                       literal(None, _history.c.actor_id.type), literal(Status.STAMPING.value), literal(to.value),
+                       literal(why))).cte("history")
+            row = (await session.execute(select(done).add_cte(history))).first()
+        if row is None:
+            status = await session.scalar(select(_invoices.c.status).where(_invoices.c.id == inv.id))
+            return StampOutcome(status or "BUSY_OR_MISSING")
+        for name, value in values.items():
+            setattr(inv, name, value)
+        if to is not None and payload_cls is not None:
+            fields = ({"code": values["pac_code"], "message": values["pac_message"]} if to is Status.STAMP_FAILED else
+                      _stamped_fields(rt, inv))
+            await emit(session, m.outbox, payload_cls(**invoice_ref(row), **fields),
+                       organization_id=row.organization_id, actor_id=None, aggregate_id=f"invoice:{row.id}")
+    return None
+
+
+def _stamped_fields(rt: Runtime, inv: m.Invoice) -> dict:
+    exp = utcnow() + EVENT_LINK_TTL
+    return dict(uuid=inv.uuid, stamped_at=inv.stamped_at, xml_path=document_path(rt.settings, inv.id, "xml", exp),
+                pdf_path=document_path(rt.settings, inv.id, "pdf", exp))
 
 
 async def _record(rt: Runtime, session: AsyncSession, inv: m.Invoice, outcome: _Attempt) -> bool:
