@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from sqlalchemy import insert, literal, select, update
+from sqlalchemy import and_, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import transaction
@@ -138,16 +138,22 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
     """
     injected, pac = pac is not None, pac or get_pac(rt.redis)
     async with transaction(rt.sessionmaker) as session:
-        inv = await session.scalar(select(m.Invoice).where(m.Invoice.id == invoice_id)
-                                   .with_for_update(skip_locked=True))
-        if inv is None:
+        # The invoice (locked), its issuer and active CSD in one round trip instead of three.
+        claimed = (await session.execute(
+            select(m.Invoice, m.IssuerProfile, m.Certificate)
+            .outerjoin(m.IssuerProfile, m.IssuerProfile.organization_id == m.Invoice.organization_id)
+            .outerjoin(m.Certificate, and_(m.Certificate.organization_id == m.Invoice.organization_id,
+                                           m.Certificate.active.is_(True)))
+            .where(m.Invoice.id == invoice_id).limit(1).with_for_update(of=m.Invoice, skip_locked=True))).first()
+        if claimed is None:
             return StampOutcome("BUSY_OR_MISSING")
+        inv, issuer, csd_row = claimed
         if inv.status != Status.STAMPING:
             return StampOutcome(inv.status, invoice=inv)
         inv.stamp_attempts = (inv.stamp_attempts or 0) + 1
         key, may_retry = inv.stamp_idempotency_key, attempt < max_attempts and inv.stamp_attempts < MAX_TOTAL_ATTEMPTS
         hold = inv.voucher_type == "P"
-        prepared = await _prepare(session, inv, lock_related=hold)
+        prepared = await _prepare(session, inv, issuer, csd_row, lock_related=hold)
         # A payment complement, or a CFDI refused before sealing: finished in this transaction.
         finish_now = hold or not isinstance(prepared, _Prepared)
         if finish_now:
@@ -170,10 +176,9 @@ class _Prepared:
     csd_row: m.Certificate
 
 
-async def _prepare(session: AsyncSession, inv: m.Invoice, *, lock_related: bool) -> _Prepared | tuple[str, str]:
+async def _prepare(session: AsyncSession, inv: m.Invoice, issuer: m.IssuerProfile | None,
+                   csd_row: m.Certificate | None, *, lock_related: bool) -> _Prepared | tuple[str, str]:
     """The engine's invoice and the CSD to seal it with, or the (code, message) that refuses it."""
-    issuer = await get_issuer(session, inv.organization_id)
-    csd_row = await active_csd(session, inv.organization_id)
     if csd_row is None or issuer is None:
         return ("CSD_REQUIRED", "No hay un certificado de sello digital activo.")
     try:
