@@ -19,20 +19,18 @@ from sqlalchemy import and_, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import transaction
-from shared.errors import InputError, UserError
+from shared.errors import InputError, NotFoundError, UserError
 from shared.runtime import Runtime
 from sat import cfdi
 from subgraphs.invoice import models as m
-from subgraphs.invoice.lifecycle import EDITABLE, Status
+from shared.outbox import emit
+from subgraphs.invoice.lifecycle import EDITABLE, Status, event_for
 from sat.pac import PacError, StampResult, get_pac
 from subgraphs.invoice.pac_accounts import chosen_pac
-from shared.outbox import emit
-from subgraphs.invoice.lifecycle import event_for
-from subgraphs.invoice.service.common import (ask_pac, invoice_ref, locked, publish_status, record_transition,
-                                              utcnow)
+from subgraphs.invoice.service.common import ask_pac, invoice_ref, publish_status, record_transition, utcnow
 from subgraphs.invoice.service.documents import EVENT_LINK_TTL, document_path
 from subgraphs.invoice.service.drafts import build_engine_invoice, evaluate
-from subgraphs.invoice.service.issuer import active_csd, get_issuer, open_csd
+from subgraphs.invoice.service.issuer import open_csd
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +45,31 @@ def stamp_job_id(invoice_id) -> str:
     return f"stamp:{invoice_id}"
 
 
+def _with_issuer_and_csd(*where, skip_locked: bool = False):
+    """The invoice (row-locked), its issuer profile and active CSD (either may be None) in one
+    query instead of three round trips."""
+    return (select(m.Invoice, m.IssuerProfile, m.Certificate)
+            .outerjoin(m.IssuerProfile, m.IssuerProfile.organization_id == m.Invoice.organization_id)
+            .outerjoin(m.Certificate, and_(m.Certificate.organization_id == m.Invoice.organization_id,
+                                           m.Certificate.active.is_(True)))
+            .where(*where).limit(1).with_for_update(of=m.Invoice, skip_locked=skip_locked))
+
+
 async def request_stamp(rt: Runtime, org: uuid.UUID, actor: uuid.UUID, invoice_id: uuid.UUID, key: str) -> m.Invoice:
     key = (key or "").strip()
     if not key or len(key) > 200:
         raise InputError.single("INVALID_IDEMPOTENCY_KEY", "La clave de idempotencia es obligatoria (máx. 200).",
                                 ["idempotencyKey"])
     async with transaction(rt.sessionmaker) as session:
-        inv = await locked(session, org, invoice_id)
+        found = (await session.execute(_with_issuer_and_csd(m.Invoice.id == invoice_id,
+                                                            m.Invoice.organization_id == org))).first()
+        if found is None:
+            raise NotFoundError("Factura no encontrada.")
+        inv, issuer, csd_row = found
         if inv.stamp_idempotency_key == key:
             return inv  # the same request again: the same answer, nothing new
         if inv.status not in EDITABLE:
             raise InputError.single("INVALID_STATUS", "La factura no se puede timbrar en su estado actual.", ["id"])
-        issuer = await get_issuer(session, org)
-        csd_row = await active_csd(session, org)
         if csd_row is None:
             raise InputError.single("CSD_REQUIRED", "Carga y activa un certificado de sello digital (CSD).", ["id"])
         if csd_row.valid_to < utcnow():
@@ -138,13 +148,7 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
     """
     injected, pac = pac is not None, pac or get_pac(rt.redis)
     async with transaction(rt.sessionmaker) as session:
-        # The invoice (locked), its issuer and active CSD in one round trip instead of three.
-        claimed = (await session.execute(
-            select(m.Invoice, m.IssuerProfile, m.Certificate)
-            .outerjoin(m.IssuerProfile, m.IssuerProfile.organization_id == m.Invoice.organization_id)
-            .outerjoin(m.Certificate, and_(m.Certificate.organization_id == m.Invoice.organization_id,
-                                           m.Certificate.active.is_(True)))
-            .where(m.Invoice.id == invoice_id).limit(1).with_for_update(of=m.Invoice, skip_locked=True))).first()
+        claimed = (await session.execute(_with_issuer_and_csd(m.Invoice.id == invoice_id, skip_locked=True))).first()
         if claimed is None:
             return StampOutcome("BUSY_OR_MISSING")
         inv, issuer, csd_row = claimed
