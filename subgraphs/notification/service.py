@@ -4,12 +4,13 @@ caller's organization AND user."""
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,14 +50,15 @@ async def handle_event(rt: Runtime, event: Event) -> Handled:
         return Handled()
     async with transaction(rt.sessionmaker) as s:
         out = Handled()
-        dedupe = (pg_insert(ProcessedEvent).values(consumer=CONSUMER, event_id=event.id, event_type=event.type)
-                  .on_conflict_do_nothing().returning(ProcessedEvent.event_id))
         if _facts_known_upfront(event):
-            first_time, facts = await _first_time_and_facts(s, dedupe, event)
+            first_time, facts = await _first_time_and_facts(s, event)
             if not first_time:
                 return out  # already applied
         else:
-            if (await s.execute(dedupe)).first() is None:
+            if (await s.execute(
+                pg_insert(ProcessedEvent).values(consumer=CONSUMER, event_id=event.id, event_type=event.type)
+                .on_conflict_do_nothing().returning(ProcessedEvent.event_id)
+            )).first() is None:
                 return out  # already applied
             if event.type in _RECIPIENT_EVENTS:
                 await _project_recipient(s, event)
@@ -132,21 +134,35 @@ def _json_rows(table, *columns, where):
             .select_from(table).where(*where).scalar_subquery())
 
 
-async def _first_time_and_facts(s: AsyncSession, dedupe, event: Event) -> tuple[bool, d.Facts]:
-    """The dedupe row and everything `_facts` reads, in one statement (one round trip instead of
-    five: most events reaching here, e.g. every stamp, concern one user of one organization)."""
-    org, users = event.organization_id, d.users_concerned(event, {})
-    first = dedupe.cte("first_time")
+@functools.cache
+def _first_time_and_facts_statement():
+    """Built once (bound: consumer, event_id, event_type, org, users): constructing it per event
+    cost about as much as running it."""
+    from sqlalchemy.dialects.postgresql import ARRAY, UUID
+
+    users = bindparam("users", type_=ARRAY(UUID(as_uuid=True)))
+    org = bindparam("org", type_=UUID(as_uuid=True))
+    first = (pg_insert(ProcessedEvent).values(consumer=bindparam("p_consumer"), event_id=bindparam("p_event_id"),
+                                              event_type=bindparam("p_event_type"))
+             .on_conflict_do_nothing().returning(ProcessedEvent.event_id).cte("first_time"))
     r, p, o = Recipient.__table__, Preference.__table__, OrganizationDefault.__table__
-    row = (await s.execute(select(
+    return select(
         select(func.count()).select_from(first).scalar_subquery(),
-        _json_rows(r, r.c.user_id, r.c.email, r.c.full_name, r.c.locale, where=[r.c.user_id.in_(users)]),
+        _json_rows(r, r.c.user_id, r.c.email, r.c.full_name, r.c.locale, where=[r.c.user_id == func.any(users)]),
         _json_rows(p, p.c.user_id, p.c.category, p.c.channel, p.c.enabled,
-                   where=[p.c.organization_id == org, p.c.user_id.in_(users)]),
+                   where=[p.c.organization_id == org, p.c.user_id == func.any(users)]),
         _json_rows(o, o.c.category, o.c.channel, o.c.enabled, where=[o.c.organization_id == org]),
         select(OrganizationSettings.send_cfdi_to_customer).where(
             OrganizationSettings.organization_id == org).scalar_subquery(),
-    ))).one()
+    )
+
+
+async def _first_time_and_facts(s: AsyncSession, event: Event) -> tuple[bool, d.Facts]:
+    """The dedupe row and everything `_facts` reads, in one statement (one round trip instead of
+    five: most events reaching here, e.g. every stamp, concern one user of one organization)."""
+    row = (await s.execute(_first_time_and_facts_statement(), {
+        "p_consumer": CONSUMER, "p_event_id": event.id, "p_event_type": event.type,
+        "org": event.organization_id, "users": d.users_concerned(event, {})})).one()
     first_time, recipients, prefs, defaults, send_cfdi = row
     recipients, prefs, defaults = (_decoded(v) for v in (recipients, prefs, defaults))
     return bool(first_time), d.Facts(
