@@ -143,39 +143,41 @@ class ResilientWorker(Worker):
                 self._backoff = BACKOFF_FIRST
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """arq's start_jobs, with every free slot's job claimed in one round trip (`_START`, the
-        same checks and in-progress mark as arq's WATCH/EXISTS/ZSCORE/MULTI, four round trips per
-        job). A slot is counted (counter + semaphore) before Redis is asked; when Redis fails
-        there, every slot counted for the batch is given back (otherwise after `max_jobs` outages
-        the worker would stop taking jobs)."""
-        ids: list[str] = []
-        for job_id_b in job_ids:
-            if ids and self.sem.locked():
-                break  # the rest waits for the next poll, as arq's would wait for a slot
-            await self.sem.acquire()
-            if self.job_counter >= self.max_jobs:
-                self.sem.release()
-                break
-            self.job_counter += 1
-            ids.append(job_id_b.decode())
-        if not ids:
-            return
-        try:
-            started = await self.pool.eval(
-                _START, len(ids) + 1, self.queue_name, *(in_progress_key_prefix + i for i in ids),
-                timestamp_ms(), int(self.in_progress_timeout_s * 1000), *ids)
-        except BaseException:
-            for _ in ids:
-                self._release_sem_dec_counter_on_complete()
-            raise
-        scores = {started[k].decode(): int(float(started[k + 1])) for k in range(0, len(started), 2)}
-        for job_id in ids:
-            if job_id not in scores:  # running elsewhere, finished, or deferred again
-                self._release_sem_dec_counter_on_complete()
-                continue
-            t = self.loop.create_task(self.run_job(job_id, scores[job_id]))
-            t.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job_id] = t
+        """arq's start_jobs, claiming the jobs of all the slots free at that moment in one round
+        trip (`_START`: the same checks and in-progress mark as arq's WATCH/EXISTS/ZSCORE/MULTI,
+        four round trips per job). As arq's, it waits for a slot when all are busy and goes on
+        through the ids it was given, so a finishing job's slot is refilled at once. A slot is
+        counted (counter + semaphore) before Redis is asked; when Redis fails there, every slot
+        counted for the batch is given back (otherwise after `max_jobs` outages the worker would
+        stop taking jobs)."""
+        pending = [j.decode() for j in job_ids]
+        while pending:
+            ids: list[str] = []
+            while pending and (not ids or not self.sem.locked()):
+                await self.sem.acquire()  # the first of a batch waits for a slot, as arq's does
+                if self.job_counter >= self.max_jobs:
+                    self.sem.release()
+                    break
+                self.job_counter += 1
+                ids.append(pending.pop(0))
+            if not ids:
+                return
+            try:
+                started = await self.pool.eval(
+                    _START, len(ids) + 1, self.queue_name, *(in_progress_key_prefix + i for i in ids),
+                    timestamp_ms(), int(self.in_progress_timeout_s * 1000), *ids)
+            except BaseException:
+                for _ in ids:
+                    self._release_sem_dec_counter_on_complete()
+                raise
+            scores = {started[k].decode(): int(float(started[k + 1])) for k in range(0, len(started), 2)}
+            for job_id in ids:
+                if job_id not in scores:  # running elsewhere, finished, or deferred again
+                    self._release_sem_dec_counter_on_complete()
+                    continue
+                t = self.loop.create_task(self.run_job(job_id, scores[job_id]))
+                t.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+                self.tasks[job_id] = t
 
     async def close(self) -> None:
         try:
