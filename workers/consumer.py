@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 CLAIM_IDLE_MS = 30_000  # a message pending this long belongs to a consumer that died
 MAX_DELIVERIES = 10
 BATCH = 100
+MAINTAIN_SECONDS = 5.0  # the loop's group check and reclaim of dead consumers' messages
 
 # process(rt, msg_id, fields) applies one stream entry; raising leaves it pending for a retry.
 Process = Callable[[Runtime, bytes, dict], Awaitable[None]]
@@ -90,19 +91,14 @@ class StreamConsumer:
         return len(done)
 
     async def consume_once(self, rt: Runtime, *, consumer: str | None = None, block_ms: int | None = None,
-                           claim_idle_ms: int = CLAIM_IDLE_MS) -> int:
+                           claim_idle_ms: int = CLAIM_IDLE_MS, maintain: bool = True) -> int:
         """Process what is waiting: first messages stuck with dead consumers, then new ones. Returns
-        how many messages were processed and acknowledged (duplicates included)."""
+        how many messages were processed and acknowledged (duplicates included). `maintain=False`
+        skips the group check and the reclaim (the loop does them every MAINTAIN_SECONDS)."""
         consumer = consumer or consumer_name()
-        await self.ensure_group(rt.redis)  # one cheap round trip per pass; survives a Redis that lost the group
         total = 0
-        start = "0-0"
-        while True:
-            start, claimed, *_ = await rt.redis.xautoclaim(EVENTS_STREAM, self.group, consumer, claim_idle_ms,
-                                                           start_id=start, count=BATCH)
-            total += await self._handle_batch(rt, claimed)
-            if start in (b"0-0", "0-0"):
-                break
+        if maintain:
+            total += await self._maintain(rt, consumer, claim_idle_ms)
         while True:
             resp = await rt.redis.xreadgroup(self.group, consumer, {EVENTS_STREAM: ">"}, count=BATCH, block=block_ms)
             entries = resp[0][1] if resp else []
@@ -111,16 +107,37 @@ class StreamConsumer:
                 return total
             block_ms = None  # only the first read waits
 
+    async def _maintain(self, rt: Runtime, consumer: str, claim_idle_ms: int) -> int:
+        """The group exists (a Redis that lost it gets it back); messages stuck with dead consumers
+        are claimed and processed."""
+        await self.ensure_group(rt.redis)
+        total = 0
+        start = "0-0"
+        while True:
+            start, claimed, *_ = await rt.redis.xautoclaim(EVENTS_STREAM, self.group, consumer, claim_idle_ms,
+                                                           start_id=start, count=BATCH)
+            total += await self._handle_batch(rt, claimed)
+            if start in (b"0-0", "0-0"):
+                return total
+
     async def loop(self, rt: Runtime) -> None:
         name = consumer_name()
         delay = 1.0
+        maintained_at = None
         while True:
             try:
-                await self.consume_once(rt, consumer=name, block_ms=5000)
+                # The group check and the reclaim every MAINTAIN_SECONDS, not on every pass: under
+                # load a pass handles a few messages, and they were two round trips each time.
+                now = asyncio.get_running_loop().time()
+                maintain = maintained_at is None or now - maintained_at >= MAINTAIN_SECONDS
+                await self.consume_once(rt, consumer=name, block_ms=5000, maintain=maintain)
+                if maintain:
+                    maintained_at = now
                 delay = 1.0
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - Redis or Postgres down: back off and try again
                 log.exception("%s consumer pass failed", self.group)
+                maintained_at = None  # e.g. a Redis that lost the group: check it on the next pass
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)

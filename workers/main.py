@@ -19,6 +19,8 @@ import logging
 import os
 
 from arq.connections import RedisSettings, create_pool
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
 from arq.worker import Function, Worker, get_kwargs
 from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
@@ -38,6 +40,25 @@ MODULES = (relay, stamping, notifications, expense, auth)
 # BusyLoadingError is a ConnectionError).
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
+
+# KEYS: queue, then each job's in-progress key; ARGV: now (ms), in-progress timeout (ms), job ids.
+# Per job, what arq's start_jobs checks: not in progress, still queued, due; then marks it in
+# progress. Atomic (a script runs alone), so two workers never both start one job.
+_START = """
+local started = {}
+for i = 2, #KEYS do
+  local job_id = ARGV[i + 1]
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    local score = redis.call('ZSCORE', KEYS[1], job_id)
+    if score and tonumber(score) <= tonumber(ARGV[1]) then
+      redis.call('PSETEX', KEYS[i], ARGV[2], '1')
+      table.insert(started, job_id)
+      table.insert(started, score)
+    end
+  end
+end
+return started
+"""
 
 
 async def startup(ctx) -> None:
@@ -122,15 +143,41 @@ class ResilientWorker(Worker):
                 self._backoff = BACKOFF_FIRST
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        # arq counts a job (slot + semaphore) before asking Redis whether it may start it; when
-        # Redis fails right there the slot would leak, and after `max_jobs` outages the worker
-        # would stop taking jobs. One id at a time, so a failure gives back exactly one slot.
-        for job_id in job_ids:
+        """arq's start_jobs, claiming the jobs of all the slots free at that moment in one round
+        trip (`_START`: the same checks and in-progress mark as arq's WATCH/EXISTS/ZSCORE/MULTI,
+        four round trips per job). As arq's, it waits for a slot when all are busy and goes on
+        through the ids it was given, so a finishing job's slot is refilled at once. A slot is
+        counted (counter + semaphore) before Redis is asked; when Redis fails there, every slot
+        counted for the batch is given back (otherwise after `max_jobs` outages the worker would
+        stop taking jobs)."""
+        pending = [j.decode() for j in job_ids]
+        while pending:
+            ids: list[str] = []
+            while pending and (not ids or not self.sem.locked()):
+                await self.sem.acquire()  # the first of a batch waits for a slot, as arq's does
+                if self.job_counter >= self.max_jobs:
+                    self.sem.release()
+                    break
+                self.job_counter += 1
+                ids.append(pending.pop(0))
+            if not ids:
+                return
             try:
-                await super().start_jobs([job_id])
-            except REDIS_DOWN:
-                self._release_sem_dec_counter_on_complete()
+                started = await self.pool.eval(
+                    _START, len(ids) + 1, self.queue_name, *(in_progress_key_prefix + i for i in ids),
+                    timestamp_ms(), int(self.in_progress_timeout_s * 1000), *ids)
+            except BaseException:
+                for _ in ids:
+                    self._release_sem_dec_counter_on_complete()
                 raise
+            scores = {started[k].decode(): int(float(started[k + 1])) for k in range(0, len(started), 2)}
+            for job_id in ids:
+                if job_id not in scores:  # running elsewhere, finished, or deferred again
+                    self._release_sem_dec_counter_on_complete()
+                    continue
+                t = self.loop.create_task(self.run_job(job_id, scores[job_id]))
+                t.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+                self.tasks[job_id] = t
 
     async def close(self) -> None:
         try:

@@ -23,7 +23,7 @@ from arq import Retry
 from arq.connections import ArqRedis
 from arq.cron import cron
 from arq.worker import func
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from shared.bus import publish_live, user_channel
 from shared.db import transaction
@@ -87,21 +87,28 @@ def backoff_seconds(job_try: int) -> int:
     return min(10 * 2 ** (job_try - 1), 900)
 
 
+_emails = EmailMessage.__table__
+
+
 async def send_email(ctx, message_id: str) -> str:
-    """arq job: send one queued message. Returns its final status for this run."""
+    """arq job: send one queued message. Returns its final status for this run.
+
+    Core statements (a locking SELECT of what the message needs, one UPDATE of the outcome), no
+    ORM unit of work: the row lock held across the SMTP call is what makes it at most once."""
     rt: Runtime = ctx["runtime"]
     job_try: int = ctx.get("job_try", 1)
     retry: Retry | None = None
+    mid = uuid.UUID(message_id)
     async with transaction(rt.sessionmaker) as s:
         row = (await s.execute(
-            select(EmailMessage).where(EmailMessage.id == uuid.UUID(message_id)).with_for_update()
-        )).scalar_one_or_none()
+            select(_emails.c.status, _emails.c.template, _emails.c.context, _emails.c.locale, _emails.c.to_address,
+                   _emails.c.attachments).where(_emails.c.id == mid).with_for_update()
+        )).first()
         if row is None:
             return "missing"
         if row.status != QUEUED:
             return row.status  # sent (or given up) already: never twice
-        row.attempts += 1
-        row.last_attempt_at = utcnow()
+        outcome: dict = {"attempts": _emails.c.attempts + 1, "last_attempt_at": utcnow()}
         try:
             template, context, locale = row.template, dict(row.context), row.locale
             if "link" in context:  # minted now, used for this message only, never written back
@@ -110,25 +117,26 @@ async def send_email(ctx, message_id: str) -> str:
                 template, locale = minted.template or template, minted.locale or locale
             rendered = mailer.render(template, locale, context)
             files = await mailer.fetch_attachments(rt.settings, row.attachments)
-            msg = mailer.build_message(rt.settings, message_id=str(row.id), to_address=row.to_address,
+            msg = mailer.build_message(rt.settings, message_id=str(mid), to_address=row.to_address,
                                        rendered=rendered, attachments=files)
             await mailer.send(rt.settings, msg)
         except mailer.PermanentFailure as exc:
-            row.status, row.last_error = FAILED_PERMANENT, str(exc)[:2000]
-            log.warning("e-mail %s failed permanently: %s", row.id, exc)
-            return row.status
+            outcome.update(status=FAILED_PERMANENT, last_error=str(exc)[:2000])
+            log.warning("e-mail %s failed permanently: %s", mid, exc)
         except Exception as exc:  # noqa: BLE001 - temporary failures and anything unexpected retry
             if not isinstance(exc, mailer.TemporaryFailure):
-                log.exception("e-mail %s: unexpected error", row.id)
-            row.last_error = str(exc)[:2000] or type(exc).__name__
+                log.exception("e-mail %s: unexpected error", mid)
+            outcome["last_error"] = str(exc)[:2000] or type(exc).__name__
             if job_try >= SEND_EMAIL_MAX_TRIES:
-                row.status = FAILED_PERMANENT
-                row.last_error = f"reintentos agotados: {row.last_error}"[:2000]
-                return row.status
-            retry = Retry(defer=backoff_seconds(job_try))
+                outcome.update(status=FAILED_PERMANENT,
+                               last_error=f"reintentos agotados: {outcome['last_error']}"[:2000])
+            else:
+                retry = Retry(defer=backoff_seconds(job_try))
         else:
-            row.status, row.sent_at, row.last_error = SENT, utcnow(), None
-            return row.status
+            outcome.update(status=SENT, sent_at=utcnow(), last_error=None)
+        await s.execute(update(_emails).where(_emails.c.id == mid).values(**outcome))
+        if retry is None:
+            return outcome["status"]
     # Outside the transaction, so the attempt and its error are committed before arq reschedules.
     raise retry
 

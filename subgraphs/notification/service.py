@@ -4,11 +4,13 @@ caller's organization AND user."""
 
 from __future__ import annotations
 
+import functools
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,19 +49,24 @@ async def handle_event(rt: Runtime, event: Event) -> Handled:
     if not concerns(event.type):
         return Handled()
     async with transaction(rt.sessionmaker) as s:
-        first_time = (await s.execute(
-            pg_insert(ProcessedEvent).values(consumer=CONSUMER, event_id=event.id, event_type=event.type)
-            .on_conflict_do_nothing().returning(ProcessedEvent.event_id)
-        )).first()
         out = Handled()
-        if first_time is None:
-            return out  # already applied
-        if event.type in _RECIPIENT_EVENTS:
-            await _project_recipient(s, event)
-        await apply_membership_event(s, members, event)
-        if not d.has_audience(event.type):
-            return out  # e.g. a profile update: only the projection above
-        decision = d.decide(event, await _facts(s, event))
+        if _facts_known_upfront(event):
+            first_time, facts = await _first_time_and_facts(s, event)
+            if not first_time:
+                return out  # already applied
+        else:
+            if (await s.execute(
+                pg_insert(ProcessedEvent).values(consumer=CONSUMER, event_id=event.id, event_type=event.type)
+                .on_conflict_do_nothing().returning(ProcessedEvent.event_id)
+            )).first() is None:
+                return out  # already applied
+            if event.type in _RECIPIENT_EVENTS:
+                await _project_recipient(s, event)
+            await apply_membership_event(s, members, event)
+            if not d.has_audience(event.type):
+                return out  # e.g. a profile update: only the projection above
+            facts = await _facts(s, event)
+        decision = d.decide(event, facts)
         for notice in decision.in_app:
             row = (await s.execute(
                 pg_insert(Notification).values(
@@ -112,6 +119,61 @@ async def _facts(s: AsyncSession, event: Event) -> d.Facts:
         return d.Facts(recipients=recipients, preferences=d.Preferences(), send_cfdi_to_customer=False)
     return d.Facts(recipients=recipients, preferences=await _preferences(s, event.organization_id, users),
                    send_cfdi_to_customer=await _send_cfdi(s, event.organization_id), roles=roles)
+
+
+def _facts_known_upfront(event: Event) -> bool:
+    """Whether the facts can be read before the event is applied: it projects nothing here (the
+    facts would not change by applying it) and its audience does not depend on the members' roles
+    (then `users_concerned` needs no read)."""
+    return (d.has_audience(event.type) and event.organization_id is not None and event.type not in d.ROLE_ROUTED
+            and event.type not in _RECIPIENT_EVENTS and event.type not in MEMBERSHIP_EVENTS)
+
+
+def _json_rows(table, *columns, where):
+    return (select(func.coalesce(func.json_agg(func.json_build_array(*columns)), text("'[]'::json")))
+            .select_from(table).where(*where).scalar_subquery())
+
+
+@functools.cache
+def _first_time_and_facts_statement():
+    """Built once (bound: consumer, event_id, event_type, org, users): constructing it per event
+    cost about as much as running it."""
+    from sqlalchemy.dialects.postgresql import ARRAY, UUID
+
+    users = bindparam("users", type_=ARRAY(UUID(as_uuid=True)))
+    org = bindparam("org", type_=UUID(as_uuid=True))
+    first = (pg_insert(ProcessedEvent).values(consumer=bindparam("p_consumer"), event_id=bindparam("p_event_id"),
+                                              event_type=bindparam("p_event_type"))
+             .on_conflict_do_nothing().returning(ProcessedEvent.event_id).cte("first_time"))
+    r, p, o = Recipient.__table__, Preference.__table__, OrganizationDefault.__table__
+    return select(
+        select(func.count()).select_from(first).scalar_subquery(),
+        _json_rows(r, r.c.user_id, r.c.email, r.c.full_name, r.c.locale, where=[r.c.user_id == func.any(users)]),
+        _json_rows(p, p.c.user_id, p.c.category, p.c.channel, p.c.enabled,
+                   where=[p.c.organization_id == org, p.c.user_id == func.any(users)]),
+        _json_rows(o, o.c.category, o.c.channel, o.c.enabled, where=[o.c.organization_id == org]),
+        select(OrganizationSettings.send_cfdi_to_customer).where(
+            OrganizationSettings.organization_id == org).scalar_subquery(),
+    )
+
+
+async def _first_time_and_facts(s: AsyncSession, event: Event) -> tuple[bool, d.Facts]:
+    """The dedupe row and everything `_facts` reads, in one statement (one round trip instead of
+    five: most events reaching here, e.g. every stamp, concern one user of one organization)."""
+    row = (await s.execute(_first_time_and_facts_statement(), {
+        "p_consumer": CONSUMER, "p_event_id": event.id, "p_event_type": event.type,
+        "org": event.organization_id, "users": d.users_concerned(event, {})})).one()
+    first_time, recipients, prefs, defaults, send_cfdi = row
+    recipients, prefs, defaults = (_decoded(v) for v in (recipients, prefs, defaults))
+    return bool(first_time), d.Facts(
+        recipients={uuid.UUID(u): d.RecipientInfo(uuid.UUID(u), e, n, loc) for u, e, n, loc in recipients},
+        preferences=d.Preferences({(uuid.UUID(u), c, ch): en for u, c, ch, en in prefs},
+                                  {(c, ch): en for c, ch, en in defaults}),
+        send_cfdi_to_customer=bool(send_cfdi), roles={})
+
+
+def _decoded(value):
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 async def _preferences(s: AsyncSession, organization_id: uuid.UUID, user_ids: Sequence[uuid.UUID]) -> d.Preferences:
