@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.measure import process_cpu_seconds  # noqa: E402
+from shared.embedded import free_port  # noqa: E402
 
 N = int(os.environ.get("BENCH_REQUESTS", "400"))
 PAGE = 50
@@ -181,22 +183,11 @@ if os.environ.get("BENCH_FLOOR_APP"):
 
 # --- the run -------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 class Server:
     def __init__(self, app: str, env: dict, profile_to: str | None = None):
         from shared.serving import uvicorn_command
 
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = uvicorn_command(app, host="127.0.0.1", port=self.port)
         if profile_to:  # BENCH_PROFILE=file: cProfile of this server, written when it stops
@@ -237,11 +228,11 @@ async def measure(client, cases: list[tuple], rounds: int = 10) -> list[float]:
     per_round = max(1, N // rounds)
     for _ in range(rounds):
         for i, (server, path, body, headers) in enumerate(cases):
-            before = _cpu_seconds(server.proc.pid)
+            before = process_cpu_seconds(server.proc.pid)
             for _ in range(per_round):
                 r = await client.post(server.url + path, json=body, headers=headers)
                 assert r.status_code == 200
-            totals[i] += _cpu_seconds(server.proc.pid) - before
+            totals[i] += process_cpu_seconds(server.proc.pid) - before
     return [t / (per_round * rounds) for t in totals]
 
 

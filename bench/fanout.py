@@ -38,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import group_cpu_seconds  # noqa: E402
+
 QUERY = "subscription Fanout { invoiceEvents { invoiceId status uuid at } }"
 WARM = "ffffffff"  # invoiceId prefix of warm-up events (not measured)
 PASSWORD = "bench-password-123"
@@ -148,19 +150,6 @@ async def _client(conn, mode: str, target: str, tokens: list[str], first: int, c
 
 # --- the parent -----------------------------------------------------------------------------------
 
-def cpu_seconds(pgid: int) -> float:
-    """CPU time of every live process in the process group (the gateway's workers included)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -209,14 +198,14 @@ async def run_round(mode: str, target: str, tokens: list[str], args, publish, pi
                     del pending[key]
         await asyncio.sleep(1.0)  # the last warm-ups drain
         stop_profile = on_open() if on_open else None
-        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu0 = {name: group_cpu_seconds(pid) for name, pid in pids.items()}
         published: dict[int, float] = {}
         for k in range(args.events):
             published[k] = time.time()
             await publish(event(k))
             await asyncio.sleep(args.interval)
         await asyncio.sleep(2.0)
-        cpu = {name: (cpu_seconds(pid) - cpu0[name]) / args.events for name, pid in pids.items()}
+        cpu = {name: (group_cpu_seconds(pid) - cpu0[name]) / args.events for name, pid in pids.items()}
         if callable(stop_profile):
             stop_profile()
         received, failures, failed = [], [], 0

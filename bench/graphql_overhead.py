@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.measure import per_request_us  # noqa: E402
 
 import httpx  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
@@ -32,13 +33,7 @@ N = int(os.environ.get("BENCH_REQUESTS", "1000"))
 
 
 async def timed(client: httpx.AsyncClient, method: str, path: str, **kw) -> float:
-    for _ in range(50):  # warm-up
-        await client.request(method, path, **kw)
-    start = time.perf_counter()
-    for _ in range(N):
-        r = await client.request(method, path, **kw)
-        assert r.status_code == 200, r.text
-    return (time.perf_counter() - start) / N * 1e6
+    return await per_request_us(client, method, path, n=N, **kw)
 
 
 async def main() -> None:

@@ -35,34 +35,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
+from bench.measure import group_cpu_seconds  # noqa: E402
 from shared import embedded  # noqa: E402
 from shared.registry import subgraphs  # noqa: E402
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def group_cpu(pgid: int) -> float:
-    """CPU seconds (user + system) of every live process in the process group."""
-    total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid:  # pgrp
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK_TCK
-
 
 class Meter:
     def __init__(self, stack):
         self.stack = stack
 
     def snapshot(self) -> dict[str, float]:
-        return {name: group_cpu(p.pid) for name, p in self.stack.procs.items()}
+        return {name: group_cpu_seconds(p.pid) for name, p in self.stack.procs.items()}
 
     @staticmethod
     def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:

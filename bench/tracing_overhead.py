@@ -26,17 +26,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import per_request_us  # noqa: E402
+
 N = int(os.environ.get("BENCH_REQUESTS", "1000"))
 
 
 async def cpu_per_request(client, method: str, path: str, **kw) -> float:
-    for _ in range(50):  # warm-up
-        await client.request(method, path, **kw)
-    start = time.process_time()
-    for _ in range(N):
-        r = await client.request(method, path, **kw)
-        assert r.status_code == 200, r.text
-    return (time.process_time() - start) / N * 1e6
+    return await per_request_us(client, method, path, n=N, clock=time.process_time, **kw)
 
 
 async def measure(db: str, redis_url: str) -> dict:

@@ -39,6 +39,9 @@ def consumer_name() -> str:
 class StreamConsumer:
     group: str
     process: Process
+    # Which event types this consumer applies; the others are acknowledged without being parsed
+    # (the stream entry carries the type beside the event): most events concern one consumer only.
+    wants: Callable[[str], bool] | None = None
 
     @property
     def dead_letter_stream(self) -> str:
@@ -70,6 +73,10 @@ class StreamConsumer:
             for msg_id, fields in entries:
                 if fields is None:  # trimmed from the stream while pending
                     await rt.redis.xack(EVENTS_STREAM, self.group, msg_id)
+                    continue
+                kind = fields.get(b"type")
+                if self.wants is not None and kind is not None and not self.wants(kind.decode(errors="replace")):
+                    done.append(msg_id)
                     continue
                 try:
                     await self.process(rt, msg_id, fields)

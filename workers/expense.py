@@ -24,9 +24,6 @@ log = logging.getLogger(__name__)
 
 
 async def _process(rt: Runtime, msg_id: bytes, fields: dict) -> None:
-    kind = fields.get(b"type")
-    if kind is not None and kind.decode(errors="replace") not in MEMBERSHIP_EVENTS:
-        return  # not even parsed: only membership events matter here
     try:
         event = Event.model_validate_json(fields.get(b"event"))
     except Exception:  # noqa: BLE001 - a malformed entry can never succeed
@@ -37,7 +34,7 @@ async def _process(rt: Runtime, msg_id: bytes, fields: dict) -> None:
             await apply_membership_event(session, members, event)
 
 
-CONSUMER = StreamConsumer("expense", _process)
+CONSUMER = StreamConsumer("expense", _process, wants=MEMBERSHIP_EVENTS.__contains__)
 
 async def ocr_receipt(ctx, receipt_id: str) -> str:
     return await service.run_ocr(ctx["runtime"], uuid.UUID(receipt_id))

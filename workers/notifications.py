@@ -49,9 +49,6 @@ async def enqueue_email(arq: ArqRedis, message_id: uuid.UUID) -> None:
 
 
 async def _process(rt: Runtime, msg_id: bytes, fields: dict) -> None:
-    kind = fields.get(b"type")
-    if kind is not None and not service.concerns(kind.decode(errors="replace")):
-        return  # not even parsed: most events (e.g. every stamping request) concern nobody here
     raw = fields.get(b"event")
     try:
         event = Event.model_validate_json(raw)
@@ -74,7 +71,7 @@ async def _process(rt: Runtime, msg_id: bytes, fields: dict) -> None:
         await SENDER.send_soon(rt, mid)
 
 
-CONSUMER = StreamConsumer("notification", _process)
+CONSUMER = StreamConsumer("notification", _process, wants=service.concerns)
 GROUP = CONSUMER.group
 DEAD_LETTER_STREAM = CONSUMER.dead_letter_stream
 ensure_group = CONSUMER.ensure_group

@@ -188,16 +188,13 @@ class SmtpConnections:
             if not client.is_connected:
                 continue
             try:
-                await client.send_message(msg, timeout=timeout)
+                return await self._send_on(idle, client, msg, timeout)
             except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, ConnectionError):
-                client.close()  # dropped while idle: nothing was accepted; a fresh connection below
-                continue
-            except BaseException:
-                await self._discard(client)
-                raise
-            self._keep(idle, client)
-            return
-        client = await self._connect(settings, timeout)
+                continue  # dropped while idle: nothing was accepted; the next one, or a fresh one below
+        await self._send_on(idle, await self._connect(settings, timeout), msg, timeout)
+
+    async def _send_on(self, idle: list[aiosmtplib.SMTP], client: aiosmtplib.SMTP, msg: EmailMessage,
+                       timeout: float) -> None:
         try:
             await client.send_message(msg, timeout=timeout)
         except BaseException:

@@ -110,15 +110,8 @@ async def _facts(s: AsyncSession, event: Event) -> d.Facts:
         rows = await s.execute(select(members.c.user_id, members.c.role).where(
             members.c.organization_id == event.organization_id, members.c.role.is_not(None)))
         roles = {u: r for u, r in rows}
-    users = d.users_concerned(event, roles)
-    recipients: dict[uuid.UUID, d.RecipientInfo] = {}
-    if users:
-        for r in (await s.execute(select(Recipient).where(Recipient.user_id.in_(users)))).scalars():
-            recipients[r.user_id] = d.RecipientInfo(r.user_id, r.email, r.full_name, r.locale)
-    if event.organization_id is None:
-        return d.Facts(recipients=recipients, preferences=d.Preferences(), send_cfdi_to_customer=False)
-    return d.Facts(recipients=recipients, preferences=await _preferences(s, event.organization_id, users),
-                   send_cfdi_to_customer=await _send_cfdi(s, event.organization_id), roles=roles)
+    _, facts = await _read_facts(s, event, d.users_concerned(event, roles), roles, dedupe=False)
+    return facts
 
 
 def _facts_known_upfront(event: Event) -> bool:
@@ -129,47 +122,58 @@ def _facts_known_upfront(event: Event) -> bool:
             and event.type not in _RECIPIENT_EVENTS and event.type not in MEMBERSHIP_EVENTS)
 
 
+async def _first_time_and_facts(s: AsyncSession, event: Event) -> tuple[bool, d.Facts]:
+    """The dedupe row and the facts in one statement (one round trip instead of five: most events
+    reaching here, e.g. every stamp, concern one user of one organization)."""
+    return await _read_facts(s, event, d.users_concerned(event, {}), {}, dedupe=True)
+
+
 def _json_rows(table, *columns, where):
     return (select(func.coalesce(func.json_agg(func.json_build_array(*columns)), text("'[]'::json")))
             .select_from(table).where(*where).scalar_subquery())
 
 
 @functools.cache
-def _first_time_and_facts_statement():
-    """Built once (bound: consumer, event_id, event_type, org, users): constructing it per event
-    cost about as much as running it."""
+def _facts_statement(dedupe: bool):
+    """What a decision reads (recipients, their preferences, the organization's defaults and
+    settings) in one statement, after the dedupe row's insert when `dedupe`. Built once per shape
+    (bound: org, users, and p_consumer, p_event_id, p_event_type): constructing it per event cost
+    about as much as running it."""
     from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
     users = bindparam("users", type_=ARRAY(UUID(as_uuid=True)))
     org = bindparam("org", type_=UUID(as_uuid=True))
-    first = (pg_insert(ProcessedEvent).values(consumer=bindparam("p_consumer"), event_id=bindparam("p_event_id"),
-                                              event_type=bindparam("p_event_type"))
-             .on_conflict_do_nothing().returning(ProcessedEvent.event_id).cte("first_time"))
     r, p, o = Recipient.__table__, Preference.__table__, OrganizationDefault.__table__
-    return select(
-        select(func.count()).select_from(first).scalar_subquery(),
+    columns = [
         _json_rows(r, r.c.user_id, r.c.email, r.c.full_name, r.c.locale, where=[r.c.user_id == func.any(users)]),
         _json_rows(p, p.c.user_id, p.c.category, p.c.channel, p.c.enabled,
                    where=[p.c.organization_id == org, p.c.user_id == func.any(users)]),
         _json_rows(o, o.c.category, o.c.channel, o.c.enabled, where=[o.c.organization_id == org]),
         select(OrganizationSettings.send_cfdi_to_customer).where(
             OrganizationSettings.organization_id == org).scalar_subquery(),
-    )
+    ]
+    if dedupe:
+        first = (pg_insert(ProcessedEvent).values(consumer=bindparam("p_consumer"), event_id=bindparam("p_event_id"),
+                                                  event_type=bindparam("p_event_type"))
+                 .on_conflict_do_nothing().returning(ProcessedEvent.event_id).cte("first_time"))
+        columns.insert(0, select(func.count()).select_from(first).scalar_subquery())
+    return select(*columns)
 
 
-async def _first_time_and_facts(s: AsyncSession, event: Event) -> tuple[bool, d.Facts]:
-    """The dedupe row and everything `_facts` reads, in one statement (one round trip instead of
-    five: most events reaching here, e.g. every stamp, concern one user of one organization)."""
-    row = (await s.execute(_first_time_and_facts_statement(), {
-        "p_consumer": CONSUMER, "p_event_id": event.id, "p_event_type": event.type,
-        "org": event.organization_id, "users": d.users_concerned(event, {})})).one()
-    first_time, recipients, prefs, defaults, send_cfdi = row
+async def _read_facts(s: AsyncSession, event: Event, users, roles: dict[uuid.UUID, str], *,
+                      dedupe: bool) -> tuple[bool, d.Facts]:
+    """(first time, facts); without `dedupe` the caller has written the dedupe row itself."""
+    params = {"org": event.organization_id, "users": list(users)}
+    if dedupe:
+        params.update(p_consumer=CONSUMER, p_event_id=event.id, p_event_type=event.type)
+    row = tuple((await s.execute(_facts_statement(dedupe), params)).one())
+    first_time, (recipients, prefs, defaults, send_cfdi) = (bool(row[0]), row[1:]) if dedupe else (True, row)
     recipients, prefs, defaults = (_decoded(v) for v in (recipients, prefs, defaults))
-    return bool(first_time), d.Facts(
+    return first_time, d.Facts(
         recipients={uuid.UUID(u): d.RecipientInfo(uuid.UUID(u), e, n, loc) for u, e, n, loc in recipients},
         preferences=d.Preferences({(uuid.UUID(u), c, ch): en for u, c, ch, en in prefs},
                                   {(c, ch): en for c, ch, en in defaults}),
-        send_cfdi_to_customer=bool(send_cfdi), roles={})
+        send_cfdi_to_customer=bool(send_cfdi), roles=roles)
 
 
 def _decoded(value):

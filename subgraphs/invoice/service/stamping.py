@@ -175,6 +175,9 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
     return StampOutcome(inv.status, retry=retry, invoice=inv)
 
 
+_SEAL_ERROR = ("SEAL_ERROR", "No se pudo generar o sellar el comprobante con el CSD activo.")
+
+
 @dataclass
 class _Prepared:
     engine: cfdi.Invoice
@@ -192,7 +195,7 @@ async def _prepare(session: AsyncSession, inv: m.Invoice, issuer: m.IssuerProfil
         return (exc.errors[0].code, exc.errors[0].message)
     except Exception:  # noqa: BLE001 - a CFDI we cannot build will not fix itself
         log.exception("could not build the CFDI", extra={"invoice_id": str(inv.id)})
-        return ("SEAL_ERROR", "No se pudo generar o sellar el comprobante con el CSD activo.")
+        return _SEAL_ERROR
     return _Prepared(engine, csd_row)
 
 
@@ -213,7 +216,7 @@ async def _attempt(rt: Runtime, inv: m.Invoice, prepared: _Prepared | tuple[str,
         return _Attempt(failure=(first.code, "; ".join(f"{i.code}: {i.message_es}" for i in exc.issues[:5])))
     except Exception:  # noqa: BLE001 - a CFDI we cannot build or seal will not fix itself
         log.exception("could not build or seal the CFDI", extra={"invoice_id": str(inv.id)})
-        return _Attempt(failure=("SEAL_ERROR", "No se pudo generar o sellar el comprobante con el CSD activo."))
+        return _Attempt(failure=_SEAL_ERROR)
     try:
         # Own session: the organization's PAC accounts are read before the call, and no
         # connection is held while the PAC answers (none at all with an injected PAC).
@@ -240,18 +243,7 @@ async def _finish(rt: Runtime, inv: m.Invoice, key: str | None, outcome: _Attemp
     condition is what the row lock and re-read were for: a second run finds no row to update.
     Sets the outcome on `inv` (detached) for the live push; answers the StampOutcome to return
     when another run had recorded it, None otherwise."""
-    values: dict = {}
-    to: Status | None = None
-    if outcome.retry is not None:
-        values["pac_code"], values["pac_message"] = outcome.retry
-    elif (result := outcome.result) is not None:
-        to, why = Status.STAMPED, "Timbre recuperado (ya timbrado)" if result.previously_stamped else "Timbrado por el PAC"
-        values.update(uuid=result.uuid, stamped_at=result.stamped_at, xml=result.xml.decode("utf-8"),
-                      pac_certificate_number=result.sat_certificate_number, pac_code=None, pac_message=None)
-    else:
-        code, message = outcome.failure
-        to, why = Status.STAMP_FAILED, f"{code}: {message}"
-        values.update(pac_code=code, pac_message=message)
+    to, why, values = _changes(outcome)
     if to is not None:
         payload_cls = event_for(Status.STAMPING, to)  # IllegalTransition if the lifecycle forbids it
         values["status"] = to.value
@@ -266,9 +258,7 @@ async def _finish(rt: Runtime, inv: m.Invoice, key: str | None, outcome: _Attemp
         for name, value in values.items():
             setattr(inv, name, value)
         if to is not None and payload_cls is not None:
-            fields = ({"code": values["pac_code"], "message": values["pac_message"]} if to is Status.STAMP_FAILED else
-                      _stamped_fields(rt, inv))
-            await emit(session, m.outbox, payload_cls(**invoice_ref(row), **fields),
+            await emit(session, m.outbox, payload_cls(**invoice_ref(row), **_event_fields(rt, inv, to)),
                        organization_id=row.organization_id, actor_id=None, aggregate_id=f"invoice:{row.id}")
     return None
 
@@ -295,7 +285,25 @@ def _finishing_statement(columns: tuple[str, ...], moves: bool):
     return select(done).add_cte(history)
 
 
-def _stamped_fields(rt: Runtime, inv: m.Invoice) -> dict:
+def _changes(outcome: _Attempt) -> tuple[Status | None, str | None, dict]:
+    """What an attempt changes on the invoice: the status it moves to (None: stays STAMPING for a
+    retry), the history row's reason, and the columns to set."""
+    if outcome.retry is not None:
+        code, message = outcome.retry
+        return None, None, {"pac_code": code, "pac_message": message}
+    if (result := outcome.result) is not None:
+        why = "Timbre recuperado (ya timbrado)" if result.previously_stamped else "Timbrado por el PAC"
+        return Status.STAMPED, why, dict(uuid=result.uuid, stamped_at=result.stamped_at, xml=result.xml.decode("utf-8"),
+                                         pac_certificate_number=result.sat_certificate_number,
+                                         pac_code=None, pac_message=None)
+    code, message = outcome.failure
+    return Status.STAMP_FAILED, f"{code}: {message}", {"pac_code": code, "pac_message": message}
+
+
+def _event_fields(rt: Runtime, inv: m.Invoice, to: Status) -> dict:
+    """The move's event fields beyond the invoice reference (`inv` already carries the outcome)."""
+    if to is Status.STAMP_FAILED:
+        return {"code": inv.pac_code, "message": inv.pac_message}
     exp = utcnow() + EVENT_LINK_TTL
     return dict(uuid=inv.uuid, stamped_at=inv.stamped_at, xml_path=document_path(rt.settings, inv.id, "xml", exp),
                 pdf_path=document_path(rt.settings, inv.id, "pdf", exp))
@@ -303,21 +311,10 @@ def _stamped_fields(rt: Runtime, inv: m.Invoice) -> dict:
 
 async def _record(rt: Runtime, session: AsyncSession, inv: m.Invoice, outcome: _Attempt) -> bool:
     """The attempt's outcome on the (locked, still STAMPING) invoice; True when it is to be retried."""
-    if outcome.retry is not None:
-        inv.pac_code, inv.pac_message = outcome.retry
+    to, why, values = _changes(outcome)
+    for name, value in values.items():
+        setattr(inv, name, value)
+    if to is None:
         return True
-    if (result := outcome.result) is not None:
-        inv.uuid, inv.stamped_at, inv.xml = result.uuid, result.stamped_at, result.xml.decode("utf-8")
-        inv.pac_certificate_number = result.sat_certificate_number
-        inv.pac_code = inv.pac_message = None
-        exp = utcnow() + EVENT_LINK_TTL
-        await record_transition(
-            session, inv, Status.STAMPED, None,
-            "Timbre recuperado (ya timbrado)" if result.previously_stamped else "Timbrado por el PAC",
-            uuid=inv.uuid, stamped_at=inv.stamped_at, xml_path=document_path(rt.settings, inv.id, "xml", exp),
-            pdf_path=document_path(rt.settings, inv.id, "pdf", exp))
-    else:
-        code, message = outcome.failure
-        inv.pac_code, inv.pac_message = code, message
-        await record_transition(session, inv, Status.STAMP_FAILED, None, f"{code}: {message}", code=code, message=message)
+    await record_transition(session, inv, to, None, why, **_event_fields(rt, inv, to))
     return False

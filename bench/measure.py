@@ -1,0 +1,51 @@
+"""What the benchmarks measure with: CPU time of server processes (read from /proc, so a bench can
+meter uvicorn/node processes it started) and the cost per request of an in-process ASGI app."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _utime_stime(stat: str) -> tuple[int, list[str]]:
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": comm may hold spaces
+    return int(fields[11]) + int(fields[12]), fields
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process."""
+    ticks, _ = _utime_stime(Path(f"/proc/{pid}/stat").read_text())
+    return ticks / CLK_TCK
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process of a process group (a gateway's workers,
+    a supervisor's children)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            ticks, fields = _utime_stime(Path(entry.path, "stat").read_text())
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # pgrp
+            total += ticks
+    return total / CLK_TCK
+
+
+async def per_request_us(client, method: str, path: str, *, n: int, clock: Callable[[], float] = time.perf_counter,
+                         **kw) -> float:
+    """Microseconds per request by `clock` (wall by default, `time.process_time` for CPU) over `n`
+    requests after 50 to warm up; every answer must be a 200."""
+    for _ in range(50):
+        await client.request(method, path, **kw)
+    start = clock()
+    for _ in range(n):
+        r = await client.request(method, path, **kw)
+        assert r.status_code == 200, r.text
+    return (clock() - start) / n * 1e6
