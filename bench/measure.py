@@ -38,6 +38,26 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / CLK_TCK
 
 
+def servers_cpu_seconds(commands: tuple[str, ...] = ("postgres", "redis-server")) -> dict[str, float]:
+    """User + system CPU seconds of the database servers (every process whose name starts with
+    one of `commands`), exited children included (a postmaster's cutime holds its ended backends).
+    Machine-wide: meaningful only when nothing else uses those servers during the measurement."""
+    total = dict.fromkeys(commands, 0)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        for name in commands:
+            if comm.startswith(name):
+                ticks, fields = _utime_stime(stat)
+                total[name] += ticks + int(fields[13]) + int(fields[14])
+    return {name: ticks / CLK_TCK for name, ticks in total.items()}
+
+
 async def per_request_us(client, method: str, path: str, *, n: int, clock: Callable[[], float] = time.perf_counter,
                          **kw) -> float:
     """Microseconds per request by `clock` (wall by default, `time.process_time` for CPU) over `n`

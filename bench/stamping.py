@@ -17,8 +17,8 @@ issuer through the gateway; then
         .venv/bin/python bench/stamping.py --invoices 300 --workers 2
 
 The Redis database given is flushed (the sandbox PAC's timbres live there and are counted). Without
-the URLs it uses the embedded servers. Postgres' and Redis' own CPU are not counted (shared
-servers); the wall-clock figures are only meaningful on an otherwise idle machine.
+the URLs it uses the embedded servers. Postgres' and Redis' own CPU are counted machine-wide (rows
+in parentheses): like the wall-clock figures, they are only meaningful on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from bench.measure import group_cpu_seconds  # noqa: E402
+from bench.measure import group_cpu_seconds, servers_cpu_seconds  # noqa: E402
 from shared import embedded  # noqa: E402
 from shared.registry import subgraphs  # noqa: E402
 
@@ -44,7 +44,9 @@ class Meter:
         self.stack = stack
 
     def snapshot(self) -> dict[str, float]:
-        return {name: group_cpu_seconds(p.pid) for name, p in self.stack.procs.items()}
+        # The servers (Postgres, Redis) machine-wide, marked so: on a quiet machine they are ours.
+        servers = {f"({name})": cpu for name, cpu in servers_cpu_seconds().items()}
+        return {**{name: group_cpu_seconds(p.pid) for name, p in self.stack.procs.items()}, **servers}
 
     @staticmethod
     def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
