@@ -171,3 +171,28 @@ async def test_a_message_is_sent_once_whether_the_group_or_the_job_sees_it_first
     assert len(sent_to) == 4 and len(set(sent_to)) == 4, sent_to
     assert set((await _statuses(rt, [first, second, *both])).values()) == {SENT}
     assert QUEUED not in (await _statuses(rt, [first, second, *both])).values()
+
+
+async def test_the_received_mail_has_its_headers_alternatives_and_attachments(rt, smtp):
+    """What the classic MIME build sends, read back with the modern parser: encoded UTF-8
+    headers, a stable Message-ID, text and HTML alternatives, attachments after them."""
+    from subgraphs.notification import mailer
+
+    settings = with_settings(rt, smtp_port=smtp.port).settings
+    rendered = mailer.Rendered(subject="Factura A-1 timbrada: «Señor Peña»", text="Hola Peña,\ntu factura.\n",
+                               html="<p>Hola <b>Peña</b></p>")
+    files = [mailer.FetchedAttachment("F.xml", "application/xml", "<a>ñ</a>".encode()),
+             mailer.FetchedAttachment("F.pdf", "application/pdf", b"%PDF-1.7 \x00\xff")]
+    await mailer.send(settings, mailer.build_message(settings, message_id="abc", to_address="pena@example.mx",
+                                                     rendered=rendered, attachments=files))
+    (msg,) = smtp.messages
+    assert msg["From"].addresses[0].display_name == "Facturación"
+    assert (msg["To"], msg["Subject"], msg["Message-ID"]) == ("pena@example.mx", "Factura A-1 timbrada: «Señor Peña»",
+                                                              "<abc@facturacion.local>")
+    assert msg["Date"].datetime is not None
+    assert [p.get_content_type() for p in msg.walk()] == [
+        "multipart/mixed", "multipart/alternative", "text/plain", "text/html", "application/xml", "application/pdf"]
+    assert msg.get_body(preferencelist=("plain",)).get_content() == "Hola Peña,\r\ntu factura.\r\n"
+    assert msg.get_body(preferencelist=("html",)).get_content() == "<p>Hola <b>Peña</b></p>\r\n"
+    assert {a.get_filename(): a.get_payload(decode=True) for a in msg.iter_attachments()} == {
+        "F.xml": "<a>ñ</a>".encode(), "F.pdf": b"%PDF-1.7 \x00\xff"}
