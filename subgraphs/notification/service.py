@@ -1,6 +1,6 @@
-"""Notification use cases: reacting to events (one transaction per event, deduplicated by event id)
-and what a user can do with their inbox and preferences. Every read and write is scoped to the
-caller's organization AND user."""
+"""Notification use cases: reacting to events (one transaction per stream read, each event applied
+once, deduplicated by event id) and what a user can do with their inbox and preferences. Every read
+and write is scoped to the caller's organization AND user."""
 
 from __future__ import annotations
 
