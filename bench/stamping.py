@@ -87,7 +87,8 @@ async def run(args) -> None:
     from tests.stack import Mailbox, Stack
 
     admin = os.environ.get("DATABASE_URL") or embedded.ensure_postgres("pg-bench")
-    db = embedded.create_database(admin, "facturacion_bench_stamping")
+    # Its own database per engineer on a shared server (BENCH_DATABASE): the bench drops and recreates it.
+    db = embedded.create_database(admin, os.environ.get("BENCH_DATABASE", "facturacion_bench_stamping"))
     from shared.migrations import SERVICES, upgrade
 
     for schema in SERVICES:

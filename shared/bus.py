@@ -46,8 +46,13 @@ def live_channels(event: Event) -> list[str]:
     return []
 
 
+def live_payload(message: dict) -> str:
+    """What `publish_live` publishes (for callers publishing several in one pipeline)."""
+    return json.dumps(message, default=str)
+
+
 async def publish_live(redis: Redis, channel: str, message: dict) -> None:
-    await redis.publish(channel, json.dumps(message, default=str))
+    await redis.publish(channel, live_payload(message))
 
 
 async def listen(redis: Redis, *channels: str) -> AsyncIterator[dict]:

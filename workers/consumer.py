@@ -29,6 +29,9 @@ MAINTAIN_SECONDS = 5.0  # the loop's group check and reclaim of dead consumers' 
 
 # process(rt, msg_id, fields) applies one stream entry; raising leaves it pending for a retry.
 Process = Callable[[Runtime, bytes, dict], Awaitable[None]]
+# process_batch(rt, [(msg_id, fields), ...]) applies the wanted entries of one read together (one
+# transaction); raising applies nothing, and the entries are then processed one by one.
+ProcessBatch = Callable[[Runtime, list[tuple[bytes, dict]]], Awaitable[None]]
 
 
 def consumer_name() -> str:
@@ -42,6 +45,9 @@ class StreamConsumer:
     # Which event types this consumer applies; the others are acknowledged without being parsed
     # (the stream entry carries the type beside the event): most events concern one consumer only.
     wants: Callable[[str], bool] | None = None
+    # Optional: all wanted entries of a read at once. If it fails the batch falls back to `process`
+    # per entry, so a poison event still fails alone (its failure count, then the dead letter).
+    process_batch: ProcessBatch | None = None
 
     @property
     def dead_letter_stream(self) -> str:
@@ -69,15 +75,28 @@ class StreamConsumer:
 
     async def _handle_batch(self, rt: Runtime, entries) -> int:
         done: list[bytes] = []
+        trimmed: list[bytes] = []  # acknowledged, not counted as processed
+        wanted: list[tuple[bytes, dict]] = []
         try:
             for msg_id, fields in entries:
                 if fields is None:  # trimmed from the stream while pending
-                    await rt.redis.xack(EVENTS_STREAM, self.group, msg_id)
+                    trimmed.append(msg_id)
                     continue
                 kind = fields.get(b"type")
                 if self.wants is not None and kind is not None and not self.wants(kind.decode(errors="replace")):
                     done.append(msg_id)
                     continue
+                wanted.append((msg_id, fields))
+            if wanted and self.process_batch is not None:
+                try:
+                    await self.process_batch(rt, wanted)
+                except Exception:  # noqa: BLE001 - nothing applied: entry by entry below
+                    log.warning("%s consumer: batch of %s failed; applying its entries one by one", self.group,
+                                len(wanted), exc_info=True)
+                else:
+                    done += [msg_id for msg_id, _ in wanted]
+                    wanted = []
+            for msg_id, fields in wanted:
                 try:
                     await self.process(rt, msg_id, fields)
                 except Exception as exc:  # noqa: BLE001 - leave it pending; it is claimed again later
@@ -90,10 +109,11 @@ class StreamConsumer:
         finally:
             # One round trip for the batch's acknowledgements, not one per message: a crash before
             # it only redelivers messages whose effects are already committed (deduplicated).
-            if done:
+            if done or trimmed:
                 async with rt.redis.pipeline(transaction=False) as pipe:
-                    pipe.xack(EVENTS_STREAM, self.group, *done)
-                    pipe.hdel(self.failures_key, *done)
+                    pipe.xack(EVENTS_STREAM, self.group, *done, *trimmed)
+                    if done:
+                        pipe.hdel(self.failures_key, *done)
                     await pipe.execute()
         return len(done)
 

@@ -11,8 +11,13 @@ import asyncio
 import socket
 import weakref
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import formatdate
+from email import encoders
+from email.header import Header
+from email.message import Message
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import formataddr, formatdate, parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -125,22 +130,51 @@ async def fetch_link(settings: Settings, link: dict[str, str], to_address: str) 
     return MintedLink(context, minted.get("locale"), minted.get("template"))
 
 
+def _header(value: str) -> str | Header:
+    """A header value as it goes on the wire: UTF-8 encoded words only when it is not ASCII."""
+    return value if value.isascii() else Header(value, "utf-8")
+
+
+def _address(value: str) -> str:
+    """`Name <address>` with a non-ASCII name as an encoded word (the address itself stays as is)."""
+    name, address = parseaddr(value)
+    return formataddr((name, address), charset="utf-8") if address else value
+
+
+def _canonical(text: str) -> str:
+    """Text in MIME's canonical form (CRLF line breaks, ending with one), as `set_content` made it:
+    the parts are base64, which keeps line breaks as they are."""
+    return (text if text.endswith("\n") else text + "\n").replace("\r\n", "\n").replace("\n", "\r\n")
+
+
 def build_message(settings: Settings, *, message_id: str, to_address: str, rendered: Rendered,
-                  attachments: list[FetchedAttachment] = ()) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = settings.mail_from
-    msg["To"] = to_address
-    msg["Subject"] = rendered.subject
+                  attachments: list[FetchedAttachment] = ()) -> Message:
+    """Text and HTML alternatives, then the attachments: the classic `email.mime` classes
+    (compat32), whose headers are plain strings. `EmailMessage` with the default policy parsed
+    every header through its registry (the address parser above all) when set: most of the
+    sending's CPU under load, for a message whose headers we write ourselves."""
+    body = MIMEMultipart("alternative")
+    body.attach(MIMEText(_canonical(rendered.text), "plain", "utf-8"))
+    body.attach(MIMEText(_canonical(rendered.html), "html", "utf-8"))
+    msg = body
+    if attachments:
+        msg = MIMEMultipart("mixed")
+        msg.attach(body)
+        for a in attachments:
+            maintype, subtype = a.content_type.split("/", 1)
+            part = MIMEBase(maintype, subtype)
+            part.set_payload(a.content)
+            encoders.encode_base64(part)
+            part.add_header("Content-Disposition", "attachment", filename=a.filename)
+            msg.attach(part)
+    msg["From"] = _address(settings.mail_from)
+    msg["To"] = _address(to_address)
+    msg["Subject"] = _header(rendered.subject)
     msg["Date"] = formatdate(usegmt=True)
     # Stable Message-ID per outgoing message: if a crash makes us send twice, mail systems that
     # deduplicate by Message-ID show it once.
     domain = settings.mail_from.rsplit("@", 1)[-1].strip(">") or "facturacion.local"
     msg["Message-ID"] = f"<{message_id}@{domain}>"  # stable per message: a retried send is the same mail
-    msg.set_content(rendered.text)
-    msg.add_alternative(rendered.html, subtype="html")
-    for a in attachments:
-        maintype, subtype = a.content_type.split("/", 1)
-        msg.add_attachment(a.content, maintype=maintype, subtype=subtype, filename=a.filename)
     return msg
 
 
@@ -181,7 +215,7 @@ class SmtpConnections:
         await client.connect()
         return client
 
-    async def send(self, settings: Settings, msg: EmailMessage, timeout: float) -> None:
+    async def send(self, settings: Settings, msg: Message, timeout: float) -> None:
         idle = self._pool(settings)
         while idle:
             client = idle.pop()
@@ -193,7 +227,7 @@ class SmtpConnections:
                 continue  # dropped while idle: nothing was accepted; the next one, or a fresh one below
         await self._send_on(idle, await self._connect(settings, timeout), msg, timeout)
 
-    async def _send_on(self, idle: list[aiosmtplib.SMTP], client: aiosmtplib.SMTP, msg: EmailMessage,
+    async def _send_on(self, idle: list[aiosmtplib.SMTP], client: aiosmtplib.SMTP, msg: Message,
                        timeout: float) -> None:
         try:
             await client.send_message(msg, timeout=timeout)
@@ -229,7 +263,7 @@ class SmtpConnections:
 CONNECTIONS = SmtpConnections()
 
 
-async def send(settings: Settings, msg: EmailMessage, *, timeout: float = 15.0) -> None:
+async def send(settings: Settings, msg: Message, *, timeout: float = 15.0) -> None:
     try:
         await CONNECTIONS.send(settings, msg, timeout)
     except aiosmtplib.SMTPRecipientsRefused as exc:

@@ -1,6 +1,6 @@
-"""Notification use cases: reacting to events (one transaction per event, deduplicated by event id)
-and what a user can do with their inbox and preferences. Every read and write is scoped to the
-caller's organization AND user."""
+"""Notification use cases: reacting to events (one transaction per stream read, each event applied
+once, deduplicated by event id) and what a user can do with their inbox and preferences. Every read
+and write is scoped to the caller's organization AND user."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, bindparam, func, or_, select, text, update
+from sqlalchemy import String, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,49 +46,58 @@ def concerns(event_type: str) -> bool:
 async def handle_event(rt: Runtime, event: Event) -> Handled:
     """Apply one event exactly once: the dedupe row and every effect commit together, so a
     redelivered event (relay crash, consumer crash before XACK) changes nothing."""
-    if not concerns(event.type):
-        return Handled()
+    return await handle_events(rt, [event])
+
+
+async def handle_events(rt: Runtime, events: Sequence[Event]) -> Handled:
+    """Apply a stream read's events in ONE transaction, each exactly once, with the same outcome as
+    applying them one after the other: the dedupe rows and every effect commit together.
+
+    Events that project nothing here and whose audience needs no roles (every stamp) are applied in
+    bulk: one statement writes their dedupe rows and reads the facts of all of them; the others
+    (recipient and membership projections, role-routed events) one by one, in stream order, so an
+    event sees what the events before it projected. The notifications and e-mails of the whole
+    batch are then two multi-row inserts. Raises on any failure (nothing is applied): the consumer
+    then applies the batch's entries one by one, so one poison event fails alone."""
     async with transaction(rt.sessionmaker) as s:
-        out = Handled()
-        if _facts_known_upfront(event):
-            first_time, facts = await _first_time_and_facts(s, event)
-            if not first_time:
-                return out  # already applied
-        else:
-            if (await s.execute(
-                pg_insert(ProcessedEvent).values(consumer=CONSUMER, event_id=event.id, event_type=event.type)
-                .on_conflict_do_nothing().returning(ProcessedEvent.event_id)
-            )).first() is None:
-                return out  # already applied
-            if event.type in _RECIPIENT_EVENTS:
-                await _project_recipient(s, event)
-            await apply_membership_event(s, members, event)
-            if not d.has_audience(event.type):
-                return out  # e.g. a profile update: only the projection above
-            facts = await _facts(s, event)
-        decision = d.decide(event, facts)
-        for notice in decision.in_app:
-            row = (await s.execute(
-                pg_insert(Notification).values(
-                    id=uuid.uuid4(), organization_id=event.organization_id, user_id=notice.user_id, event_id=event.id,
-                    type=notice.type, title=notice.title, body=notice.body, data=notice.data,
-                ).on_conflict_do_nothing().returning(Notification)
-            )).scalar_one_or_none()
-            if row is not None:
-                out.notifications.append(row)
-        for intent in decision.emails:
-            new_id = (await s.execute(
-                pg_insert(EmailMessage).values(
-                    id=uuid.uuid4(), idempotency_key=d.idempotency_key(event.id, intent), event_id=event.id,
-                    organization_id=event.organization_id, user_id=intent.user_id, to_address=intent.to_address,
-                    locale=intent.locale, template=intent.template, context=intent.context,
-                    attachments=[{"path": a.path, "filename": a.filename, "content_type": a.content_type}
-                                 for a in intent.attachments],
-                ).on_conflict_do_nothing().returning(EmailMessage.id)
-            )).scalar_one_or_none()
-            if new_id is not None:
-                out.email_ids.append(new_id)
-        return out
+        decided: list[tuple[Event, d.Decision]] = []
+        run: list[Event] = []  # consecutive bulk events, applied before the next projecting one
+        seen: set[uuid.UUID] = set()
+        for event in events:
+            if event.id in seen or not concerns(event.type):
+                continue
+            seen.add(event.id)
+            if _facts_known_upfront(event):
+                run.append(event)
+                continue
+            decided += await _apply_bulk(s, run)
+            run = []
+            facts = await _apply_projecting(s, event)
+            if facts is not None:
+                decided.append((event, d.decide(event, facts)))
+        decided += await _apply_bulk(s, run)
+        return await _store(s, decided)
+
+
+async def _apply_projecting(s: AsyncSession, event: Event) -> d.Facts | None:
+    """Dedupe and project one event; its facts when it has an audience and was not applied yet."""
+    if (await s.execute(
+        pg_insert(ProcessedEvent).values(consumer=CONSUMER, event_id=event.id, event_type=event.type)
+        .on_conflict_do_nothing().returning(ProcessedEvent.event_id)
+    )).first() is None:
+        return None  # already applied
+    if event.type in _RECIPIENT_EVENTS:
+        await _project_recipient(s, event)
+    await apply_membership_event(s, members, event)
+    if not d.has_audience(event.type):
+        return None  # e.g. a profile update: only the projection above
+    roles: dict[uuid.UUID, str] = {}
+    if event.type in d.ROLE_ROUTED and event.organization_id is not None:
+        rows = await s.execute(select(members.c.user_id, members.c.role).where(
+            members.c.organization_id == event.organization_id, members.c.role.is_not(None)))
+        roles = {u: r for u, r in rows}
+    (_, facts), = await _read_facts(s, [event], {event.id: d.users_concerned(event, roles)}, roles, dedupe=False)
+    return facts
 
 
 async def _project_recipient(s: AsyncSession, event: Event) -> None:
@@ -104,16 +113,6 @@ async def _project_recipient(s: AsyncSession, event: Event) -> None:
     ))
 
 
-async def _facts(s: AsyncSession, event: Event) -> d.Facts:
-    roles: dict[uuid.UUID, str] = {}
-    if event.type in d.ROLE_ROUTED and event.organization_id is not None:
-        rows = await s.execute(select(members.c.user_id, members.c.role).where(
-            members.c.organization_id == event.organization_id, members.c.role.is_not(None)))
-        roles = {u: r for u, r in rows}
-    _, facts = await _read_facts(s, event, d.users_concerned(event, roles), roles, dedupe=False)
-    return facts
-
-
 def _facts_known_upfront(event: Event) -> bool:
     """Whether the facts can be read before the event is applied: it projects nothing here (the
     facts would not change by applying it) and its audience does not depend on the members' roles
@@ -122,10 +121,13 @@ def _facts_known_upfront(event: Event) -> bool:
             and event.type not in _RECIPIENT_EVENTS and event.type not in MEMBERSHIP_EVENTS)
 
 
-async def _first_time_and_facts(s: AsyncSession, event: Event) -> tuple[bool, d.Facts]:
-    """The dedupe row and the facts in one statement (one round trip instead of five: most events
-    reaching here, e.g. every stamp, concern one user of one organization)."""
-    return await _read_facts(s, event, d.users_concerned(event, {}), {}, dedupe=True)
+async def _apply_bulk(s: AsyncSession, events: list[Event]) -> list[tuple[Event, d.Decision]]:
+    """The dedupe rows and the facts of events known upfront in one statement (one round trip for
+    the whole run, however long); the decisions of those applied for the first time."""
+    if not events:
+        return []
+    found = await _read_facts(s, events, {e.id: d.users_concerned(e, {}) for e in events}, {}, dedupe=True)
+    return [(event, d.decide(event, facts)) for event, facts in found]
 
 
 def _json_rows(table, *columns, where):
@@ -135,49 +137,123 @@ def _json_rows(table, *columns, where):
 
 @functools.cache
 def _facts_statement(dedupe: bool):
-    """What a decision reads (recipients, their preferences, the organization's defaults and
-    settings) in one statement, after the dedupe row's insert when `dedupe`. Built once per shape
-    (bound: org, users, and p_consumer, p_event_id, p_event_type): constructing it per event cost
-    about as much as running it."""
+    """What the decisions on a set of events read (recipients, their preferences, the organizations'
+    defaults and settings) in one statement, after the dedupe rows' insert when `dedupe`. Built
+    once per shape (bound: orgs, users, and p_consumer, p_event_ids, p_event_types): constructing
+    it per event cost about as much as running it. Preferences come for every (organization,
+    user) pair of the sets; each event's facts keep only its own."""
     from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
     users = bindparam("users", type_=ARRAY(UUID(as_uuid=True)))
-    org = bindparam("org", type_=UUID(as_uuid=True))
-    r, p, o = Recipient.__table__, Preference.__table__, OrganizationDefault.__table__
+    orgs = bindparam("orgs", type_=ARRAY(UUID(as_uuid=True)))
+    r, p, o, st = Recipient.__table__, Preference.__table__, OrganizationDefault.__table__, OrganizationSettings.__table__
     columns = [
         _json_rows(r, r.c.user_id, r.c.email, r.c.full_name, r.c.locale, where=[r.c.user_id == func.any(users)]),
-        _json_rows(p, p.c.user_id, p.c.category, p.c.channel, p.c.enabled,
-                   where=[p.c.organization_id == org, p.c.user_id == func.any(users)]),
-        _json_rows(o, o.c.category, o.c.channel, o.c.enabled, where=[o.c.organization_id == org]),
-        select(OrganizationSettings.send_cfdi_to_customer).where(
-            OrganizationSettings.organization_id == org).scalar_subquery(),
+        _json_rows(p, p.c.organization_id, p.c.user_id, p.c.category, p.c.channel, p.c.enabled,
+                   where=[p.c.organization_id == func.any(orgs), p.c.user_id == func.any(users)]),
+        _json_rows(o, o.c.organization_id, o.c.category, o.c.channel, o.c.enabled,
+                   where=[o.c.organization_id == func.any(orgs)]),
+        _json_rows(st, st.c.organization_id, st.c.send_cfdi_to_customer, where=[st.c.organization_id == func.any(orgs)]),
     ]
     if dedupe:
-        first = (pg_insert(ProcessedEvent).values(consumer=bindparam("p_consumer"), event_id=bindparam("p_event_id"),
-                                                  event_type=bindparam("p_event_type"))
-                 .on_conflict_do_nothing().returning(ProcessedEvent.event_id).cte("first_time"))
-        columns.insert(0, select(func.count()).select_from(first).scalar_subquery())
+        given = func.unnest(bindparam("p_event_ids", type_=ARRAY(UUID(as_uuid=True))),
+                            bindparam("p_event_types", type_=ARRAY(String))).table_valued("event_id", "event_type").render_derived()
+        first = (pg_insert(ProcessedEvent).from_select(
+            ["consumer", "event_id", "event_type"],
+            select(bindparam("p_consumer", type_=String), given.c.event_id, given.c.event_type))
+            .on_conflict_do_nothing().returning(ProcessedEvent.event_id).cte("first_time"))
+        columns.insert(0, select(func.coalesce(func.json_agg(first.c.event_id), text("'[]'::json")))
+                       .select_from(first).scalar_subquery())
     return select(*columns)
 
 
-async def _read_facts(s: AsyncSession, event: Event, users, roles: dict[uuid.UUID, str], *,
-                      dedupe: bool) -> tuple[bool, d.Facts]:
-    """(first time, facts); without `dedupe` the caller has written the dedupe row itself."""
-    params = {"org": event.organization_id, "users": list(users)}
+async def _read_facts(s: AsyncSession, events: Sequence[Event], users: dict[uuid.UUID, list[uuid.UUID]],
+                      roles: dict[uuid.UUID, str], *, dedupe: bool) -> list[tuple[Event, d.Facts]]:
+    """(event, facts) for the events applied for the first time (all of them without `dedupe`:
+    the caller has written the dedupe rows itself)."""
+    orgs = sorted({e.organization_id for e in events if e.organization_id is not None}, key=str)
+    params = {"orgs": orgs, "users": sorted({u for us in users.values() for u in us}, key=str)}
     if dedupe:
-        params.update(p_consumer=CONSUMER, p_event_id=event.id, p_event_type=event.type)
+        params.update(p_consumer=CONSUMER, p_event_ids=[e.id for e in events], p_event_types=[e.type for e in events])
     row = tuple((await s.execute(_facts_statement(dedupe), params)).one())
-    first_time, (recipients, prefs, defaults, send_cfdi) = (bool(row[0]), row[1:]) if dedupe else (True, row)
-    recipients, prefs, defaults = (_decoded(v) for v in (recipients, prefs, defaults))
-    return first_time, d.Facts(
-        recipients={uuid.UUID(u): d.RecipientInfo(uuid.UUID(u), e, n, loc) for u, e, n, loc in recipients},
-        preferences=d.Preferences({(uuid.UUID(u), c, ch): en for u, c, ch, en in prefs},
-                                  {(c, ch): en for c, ch, en in defaults}),
-        send_cfdi_to_customer=bool(send_cfdi), roles=roles)
+    if dedupe:
+        first = {uuid.UUID(i) for i in _decoded(row[0])}
+        events, row = [e for e in events if e.id in first], row[1:]
+    recipients, prefs, defaults, send_cfdi = (_decoded(v) for v in row)
+    recipients = {uuid.UUID(u): d.RecipientInfo(uuid.UUID(u), e, n, loc) for u, e, n, loc in recipients}
+    send_cfdi = {uuid.UUID(org): bool(on) for org, on in send_cfdi}
+    by_org: dict[uuid.UUID, tuple[dict, dict]] = {org: ({}, {}) for org in orgs}
+    for org, u, c, ch, en in prefs:
+        by_org[uuid.UUID(org)][0][(uuid.UUID(u), c, ch)] = en
+    for org, c, ch, en in defaults:
+        by_org[uuid.UUID(org)][1][(c, ch)] = en
+    out = []
+    for e in events:
+        mine = users[e.id]
+        user_prefs, org_defaults = by_org.get(e.organization_id, ({}, {}))
+        out.append((e, d.Facts(
+            recipients={u: recipients[u] for u in mine if u in recipients},
+            preferences=d.Preferences({k: v for k, v in user_prefs.items() if k[0] in mine}, org_defaults),
+            send_cfdi_to_customer=send_cfdi.get(e.organization_id, False), roles=roles)))
+    return out
 
 
 def _decoded(value):
     return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+_NEW_NOTIFICATIONS = """
+INSERT INTO notification.notifications (id, organization_id, user_id, event_id, type, title, body, data)
+SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:orgs AS uuid[]), CAST(:users AS uuid[]), CAST(:events AS uuid[]),
+                     CAST(:types AS text[]), CAST(:titles AS text[]), CAST(:bodies AS text[]),
+                     CAST(CAST(:data AS text[]) AS jsonb[]))
+ON CONFLICT DO NOTHING
+RETURNING id, organization_id, user_id, type, title, body, data, created_at"""
+
+_NEW_EMAILS = """
+INSERT INTO notification.email_messages (id, idempotency_key, event_id, organization_id, user_id, to_address, locale,
+                                         template, context, attachments)
+SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:keys AS text[]), CAST(:events AS uuid[]), CAST(:orgs AS uuid[]),
+                     CAST(:users AS uuid[]), CAST(:addresses AS text[]), CAST(:locales AS text[]),
+                     CAST(:templates AS text[]), CAST(CAST(:contexts AS text[]) AS jsonb[]),
+                     CAST(CAST(:attachments AS text[]) AS jsonb[]))
+ON CONFLICT DO NOTHING
+RETURNING id"""
+
+
+async def _store(s: AsyncSession, decided: list[tuple[Event, d.Decision]]) -> Handled:
+    """Every notification and e-mail of the decisions: one multi-row insert each (one statement
+    whatever the number of events; the unique keys make a redelivery add nothing)."""
+    out = Handled()
+    notices = [(e, n) for e, decision in decided for n in decision.in_app]
+    if notices:
+        rows = await s.execute(text(_NEW_NOTIFICATIONS), {
+            "ids": [uuid.uuid4() for _ in notices], "orgs": [e.organization_id for e, _ in notices],
+            "users": [n.user_id for _, n in notices], "events": [e.id for e, _ in notices],
+            "types": [n.type for _, n in notices], "titles": [n.title for _, n in notices],
+            "bodies": [n.body for _, n in notices], "data": [json.dumps(n.data) for _, n in notices]})
+        out.notifications = [_Inserted(r._mapping) for r in rows]
+    intents = [(e, i) for e, decision in decided for i in decision.emails]
+    if intents:
+        rows = await s.execute(text(_NEW_EMAILS), {
+            "ids": [uuid.uuid4() for _ in intents], "keys": [d.idempotency_key(e.id, i) for e, i in intents],
+            "events": [e.id for e, _ in intents], "orgs": [e.organization_id for e, _ in intents],
+            "users": [i.user_id for _, i in intents], "addresses": [i.to_address for _, i in intents],
+            "locales": [i.locale for _, i in intents], "templates": [i.template for _, i in intents],
+            "contexts": [json.dumps(i.context) for _, i in intents],
+            "attachments": [json.dumps([{"path": a.path, "filename": a.filename, "content_type": a.content_type}
+                                        for a in i.attachments]) for _, i in intents]})
+        out.email_ids = [r[0] for r in rows]
+    return out
+
+
+class _Inserted:
+    """A notification row just inserted, as RETURNING gave it (what `live_message` reads)."""
+
+    def __init__(self, mapping) -> None:
+        self.__dict__.update(mapping)
+        if isinstance(self.data, (str, bytes)):
+            self.data = json.loads(self.data)
 
 
 async def _preferences(s: AsyncSession, organization_id: uuid.UUID, user_ids: Sequence[uuid.UUID]) -> d.Preferences:

@@ -103,7 +103,13 @@ async def test_poison_event_goes_to_the_dead_letter_stream(rt, monkeypatch):
             raise RuntimeError("boom")
         return service.Handled()
 
+    async def broken_batch(runtime, events, **kw):  # the batch fails, then each entry alone
+        if any(e.id == ev.id for e in events):
+            raise RuntimeError("boom")
+        return service.Handled()
+
     monkeypatch.setattr(notifications.service, "handle_event", broken)
+    monkeypatch.setattr(notifications.service, "handle_events", broken_batch)
     for _ in range(notifications.MAX_DELIVERIES):
         await notifications.consume_once(rt, claim_idle_ms=0)
     dead = await rt.redis.xrange(notifications.DEAD_LETTER_STREAM)

@@ -51,8 +51,8 @@ class Inbox:
 
 
 class SmtpListener:
-    def __init__(self, port: int, reply: str | None = None):
-        self.port, self.inbox = port, Inbox(reply)
+    def __init__(self, port: int, reply: str | None = None, inbox: Inbox | None = None):
+        self.port, self.inbox = port, inbox or Inbox(reply)
         self.controller = Controller(self.inbox, hostname="127.0.0.1", port=port)
 
     @property
