@@ -20,7 +20,7 @@ from strawberry.types.nodes import SelectedField
 from shared.bus import org_channel
 from shared.compiled import prefetched
 from shared.context import RequestContext
-from shared.errors import AppError, NotFoundError, Payload, payload_or_errors
+from shared.errors import AppError, NotFoundError, Payload, log_user_errors, payload_or_errors
 from shared.graphql import build_schema
 from shared.pagination import Connection, build_connection, decode_cursor, page_size
 from shared.permissions import Permission as P
@@ -810,6 +810,8 @@ class Mutation(PacMutations):
         async def run():
             answers = await service.request_stamps(info.context.runtime, p.organization_id, p.user_id,
                                                    [(item.id, item.idempotency_key) for item in items])
+            if refused := [e for a in answers for e in a.errors]:
+                log_user_errors(refused)
             return StampInvoicesPayload(results=[
                 _invoice_payload(a.invoice) if a.invoice is not None else InvoicePayload(user_errors=a.errors)
                 for a in answers])
