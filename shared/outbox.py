@@ -88,13 +88,14 @@ def appending(outbox: Table) -> CTE:
     (bound by `event_rows`), so it is compiled once and can join another statement's CTEs (one
     round trip for a change and its events)."""
     rows = func.unnest(*(bindparam(f"outbox_{name}", type_=ARRAY(type_)) for name, type_ in _ARRAY_COLUMNS)) \
-        .table_valued(*(column(name, type_) for name, type_ in _ARRAY_COLUMNS)).render_derived(name="e")
+        .table_valued(*(column(name, type_) for name, type_ in _ARRAY_COLUMNS), with_ordinality="n") \
+        .render_derived(name="e")
     names = [name for name, _ in _ARRAY_COLUMNS]
     return insert(outbox).from_select(
         [*names, "traceparent"],
         select(*(rows.c[name] for name in names if name != "payload"), cast(rows.c.payload, JSONB),
                bindparam("outbox_traceparent", type_=Text()))
-        .select_from(rows),
+        .select_from(rows).order_by(rows.c.n),  # ids (the relay's delivery order) in the order given
     ).returning(outbox.c.id).cte("appended")
 
 
