@@ -57,17 +57,8 @@ async def emit(
     actor_id=None,
     aggregate_id: str | None = None,
 ) -> Event:
-    """Append an event to the outbox inside the caller's transaction."""
-    ev = make_event(payload, organization_id=organization_id, actor_id=actor_id, aggregate_id=aggregate_id)
-    traceparent = current_traceparent()  # None (and no column written) while tracing is off
-    row = insert(outbox).values(
-        event_id=ev.id, type=ev.type, version=ev.version, organization_id=ev.organization_id,
-        actor_id=ev.actor_id, aggregate_id=ev.aggregate_id, occurred_at=ev.occurred_at,
-        payload=ev.payload, **({"traceparent": traceparent} if traceparent else {}),
-    ).returning(outbox.c.id).cte("appended")
-    # The row and the relay's wake-up in one round trip. NOTIFY is transactional: the relay is
-    # woken only if and when this transaction commits.
-    await session.execute(select(func.pg_notify(OUTBOX_CHANNEL, outbox.schema or "")).select_from(row))
+    """Append an event to the outbox inside the caller's transaction (`emit_many` of one)."""
+    [ev] = await emit_many(session, outbox, [(payload, organization_id, actor_id, aggregate_id)])
     return ev
 
 
