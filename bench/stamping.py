@@ -88,7 +88,7 @@ async def run(args) -> None:
     from tests.stack import Mailbox, Stack
 
     admin = os.environ.get("DATABASE_URL") or embedded.ensure_postgres("pg-bench")
-    db = embedded.create_database(admin, "facturacion_bench_stamping")
+    db = embedded.create_database(admin, args.db_name)
     from shared.migrations import SERVICES, upgrade
 
     for schema in SERVICES:
@@ -260,6 +260,9 @@ def main() -> None:
     parser.add_argument("--floor-seconds", type=float, default=3.0, help="idle measurement before the runs")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--log-dir", default=None)
+    parser.add_argument("--db-name", default=os.environ.get("BENCH_DB_NAME", "facturacion_bench_stamping"),
+                        help="the database created (dropped first) beside DATABASE_URL's: give each concurrent run "
+                             "its own, or one run drops the other's")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="run the subgraphs and workers under py-spy (pip install py-spy), raw stacks into DIR "
                              "(CPU figures then include py-spy's own)")
