@@ -5,7 +5,8 @@ loopback (tests/stack.py), with the embedded sandbox PAC and a real SMTP listene
 issuer through the gateway; then
 
 1. creates N invoices through the gateway at concurrency C (createInvoice/s, CPU per creation);
-2. fires `stampInvoice` for all N at once and waits until every one is STAMPED (polling
+2. fires `stampInvoice` for all N at once (with `--batch B`: `stampInvoices`, B invoices per
+   request, every request at once) and waits until every one is STAMPED (polling
    Postgres from here, so the wait costs the stack nothing) and every notification e-mail of
    those stamps has been sent;
 3. prints stamps/s, CPU milliseconds per stamp of each process (user + system, from /proc, every
@@ -81,14 +82,13 @@ async def _db_count(db_url: str, sql: str, *args) -> int:
 async def run(args) -> None:
     from tests.conftest import unique_email
     from tests.e2e.conftest import GATEWAY_SECRET
-    from tests.gateway_flows import STAMP, new_issuer
+    from tests.gateway_flows import STAMP, STAMP_MANY, new_issuer
     from tests.graphql_client import GraphQLClient
     from tests.invoice.conftest import concept
     from tests.stack import Mailbox, Stack
 
     admin = os.environ.get("DATABASE_URL") or embedded.ensure_postgres("pg-bench")
-    # Its own database per engineer on a shared server (BENCH_DATABASE): the bench drops and recreates it.
-    db = embedded.create_database(admin, os.environ.get("BENCH_DATABASE", "facturacion_bench_stamping"))
+    db = embedded.create_database(admin, args.db_name)  # dropped and recreated: one per engineer on a shared server
     from shared.migrations import SERVICES, upgrade
 
     for schema in SERVICES:
@@ -170,13 +170,23 @@ async def run(args) -> None:
                        f"{len(ids) / create_s:.1f}/s; duplicate folios: {len(folios) - len(set(folios))}")
             out += _table("createInvoice", create_cpu, floor, create_s, len(ids))
 
-            # --- stampInvoice for all at once ---
+            # --- stampInvoice for all at once (or stampInvoices, a chunk of --batch per request) ---
             await asyncio.sleep(3)  # let the relay and consumers settle after the creations
             a, t0 = meter.snapshot(), time.monotonic()
-            results = await asyncio.gather(*[gw.ok(STAMP, {"id": i, "k": f"bench-{i}"}, token=token) for i in ids])
+            if args.batch:
+                chunks = [ids[n:n + args.batch] for n in range(0, len(ids), args.batch)]
+                results = await asyncio.gather(*[gw.ok(STAMP_MANY, {"items": [{"id": i, "idempotencyKey": f"bench-{i}"}
+                                                                               for i in chunk]}, token=token)
+                                                 for chunk in chunks])
+                bad = [r for r in results if r["stampInvoices"]["userErrors"]] + [
+                    x for r in results for x in r["stampInvoices"]["results"] if x["userErrors"]]
+                mode = f"stampInvoices x{len(chunks)} (chunks of {args.batch})"
+            else:
+                results = await asyncio.gather(*[gw.ok(STAMP, {"id": i, "k": f"bench-{i}"}, token=token) for i in ids])
+                bad = [r for r in results if r["stampInvoice"]["userErrors"]]
+                mode = f"stampInvoice x{len(ids)}"
             accepted_s = time.monotonic() - t0
             requests_cpu = Meter.delta(a, meter.snapshot())
-            bad = [r for r in results if r["stampInvoice"]["userErrors"]]
             assert not bad, bad[:3]
             id_list = [uuid.UUID(i) for i in ids]
             stamped = 0
@@ -208,13 +218,13 @@ async def run(args) -> None:
             timbres = len([k async for k in redis.scan_iter("pac:sandbox:cfdi:*")])
             sent = await _db_count(db, "SELECT count(*) FROM notification.email_messages WHERE status = 'sent' "
                                        "AND template = 'invoice_status'")
-            out.append(f"stampInvoice x{len(ids)} fired at once: accepted in {accepted_s:.2f} s, all STAMPED in "
+            out.append(f"{mode} fired at once: accepted in {accepted_s:.2f} s, all STAMPED in "
                        f"{stamp_s:.2f} s = {len(ids) / stamp_s:.1f} stamps/s; e-mails sent by {drained_s:.2f} s")
             out.append(f"duplicates: invoices sharing a UUID {len(ids) - distinct}, PAC timbres beyond one per "
                        f"invoice {timbres - len(ids)}, STAMPED transitions beyond one {transitions - len(ids)}; "
                        f"status e-mails sent {sent}")
-            out += _table("stampInvoice requests (until all accepted; workers already busy)", requests_cpu, floor,
-                          accepted_s, len(ids))
+            out += _table(f"{mode.split()[0]} requests, per invoice (until all accepted; workers already busy)",
+                          requests_cpu, floor, accepted_s, len(ids))
             out += _table("stamp end to end (request, worker, mail)", stamp_cpu, floor, drained_s, len(ids))
             out.append(f"idle floor CPU ms/s: " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in sorted(floor.items())))
             out.append(f"workers: {args.workers}; cores: {os.cpu_count()}; logs: {log_dir}")
@@ -244,9 +254,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", worker_processes())),
                         help="worker processes (default: as `make dev` runs them)")
     parser.add_argument("--concurrency", type=int, default=16, help="createInvoice requests in flight")
+    parser.add_argument("--batch", type=int, default=0, metavar="N",
+                        help="stamp through stampInvoices, N invoices per request (all requests at once); "
+                             "default: one stampInvoice per invoice")
     parser.add_argument("--floor-seconds", type=float, default=3.0, help="idle measurement before the runs")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--log-dir", default=None)
+    parser.add_argument("--db-name", default=os.environ.get("BENCH_DATABASE", "facturacion_bench_stamping"),
+                        help="the database created (dropped first) beside DATABASE_URL's: give each concurrent run "
+                             "its own, or one run drops the other's")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="run the subgraphs and workers under py-spy (pip install py-spy), raw stacks into DIR "
                              "(CPU figures then include py-spy's own)")

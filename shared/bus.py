@@ -55,6 +55,17 @@ async def publish_live(redis: Redis, channel: str, message: dict) -> None:
     await redis.publish(channel, live_payload(message))
 
 
+async def publish_live_many(redis: Redis, messages: list[tuple[str, dict]]) -> None:
+    """`publish_live` for several (channel, message) pairs, in one round trip (a pipeline)."""
+    if len(messages) == 1:
+        await publish_live(redis, *messages[0])
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for channel, message in messages:
+            pipe.publish(channel, json.dumps(message, default=str))
+        await pipe.execute()
+
+
 async def listen(redis: Redis, *channels: str) -> AsyncIterator[dict]:
     """Yield JSON messages published on `channels` until the caller stops iterating."""
     pubsub = redis.pubsub()

@@ -11,6 +11,8 @@ from tests.invoice.conftest import CREATE_CUSTOMER, CSD_PASSWORD, ISSUER, SAVE_I
 PASSWORD = "correcto-caballo-bateria"
 STAMP = """mutation($id: ID!, $k: String!) { stampInvoice(id: $id, idempotencyKey: $k) {
     invoice { id status } userErrors { code field message } } }"""
+STAMP_MANY = """mutation($items: [StampInvoiceInput!]!) { stampInvoices(items: $items) {
+    results { invoice { id status } userErrors { code field message } } userErrors { code field message } } }"""
 
 
 async def sign_up_by_mail(gateway, mailbox, account: dict) -> dict:

@@ -20,7 +20,7 @@ from strawberry.types.nodes import SelectedField
 from shared.bus import org_channel
 from shared.compiled import prefetched
 from shared.context import RequestContext
-from shared.errors import AppError, NotFoundError, Payload, payload_or_errors
+from shared.errors import AppError, NotFoundError, Payload, log_user_errors, payload_or_errors
 from shared.graphql import build_schema
 from shared.pagination import Connection, build_connection, decode_cursor, page_size
 from shared.permissions import Permission as P
@@ -593,6 +593,22 @@ def _invoice_payload(row: m.Invoice) -> InvoicePayload:
     return InvoicePayload(invoice=inv, issues=_issues(inv))
 
 
+@strawberry.input(description="One invoice for stampInvoices.")
+class StampInvoiceInput:
+    id: strawberry.ID = strawberry.field(description="A DRAFT or STAMP_FAILED invoice of the organization.")
+    idempotency_key: str = strawberry.field(description=(
+        "Chosen by the client per stamping request (at most 200 characters): the same key again for the same "
+        "invoice answers it as it is, nothing new."))
+
+
+@strawberry.type(description="The answer of stampInvoices: one result per item, in the order of the items.")
+class StampInvoicesPayload(Payload):
+    results: list[InvoicePayload] = strawberry.field(default_factory=list, description=(
+        "Each item as stampInvoice would answer it: the invoice (STAMPING, or as it is when asked again with the "
+        "same key), or its userErrors with paths [\"items\", i, \"id\"] / [\"items\", i, \"idempotencyKey\"]. "
+        "Empty when the call is refused as a whole (this payload's own userErrors)."))
+
+
 # --- root types ----------------------------------------------------------------------------------
 
 @strawberry.type
@@ -779,6 +795,27 @@ class Mutation(PacMutations):
             return _invoice_payload(await service.request_stamp(info.context.runtime, p.organization_id, p.user_id,
                                                                 _uuid(id), idempotency_key))
         return await payload_or_errors(InvoicePayload, run)
+
+    @strawberry.mutation(description=(
+        "Send several invoices to the PAC in one call (the accountant's \"stamp the selected drafts\"), at most "
+        f"{service.MAX_STAMP_BATCH}. Each item is answered on its own, as stampInvoice would answer it; the accepted "
+        "ones are recorded together. Refused as a whole, nothing written, when the list is longer "
+        "(TOO_MANY_ITEMS) or names an invoice twice (DUPLICATE_INVOICE)."))
+    async def stamp_invoices(
+        self, info: Ctx,
+        items: Annotated[list[StampInvoiceInput], strawberry.argument(metadata=limits(max_items=service.MAX_STAMP_BATCH))],
+    ) -> StampInvoicesPayload:
+        p = await info.context.require(P.INVOICE_ISSUE)
+
+        async def run():
+            answers = await service.request_stamps(info.context.runtime, p.organization_id, p.user_id,
+                                                   [(item.id, item.idempotency_key) for item in items])
+            if refused := [e for a in answers for e in a.errors]:
+                log_user_errors(refused)
+            return StampInvoicesPayload(results=[
+                _invoice_payload(a.invoice) if a.invoice is not None else InvoicePayload(user_errors=a.errors)
+                for a in answers])
+        return await payload_or_errors(StampInvoicesPayload, run)
 
     @strawberry.mutation(description="Cancel a stamped invoice. reason: 01-04 (Motivo); 01 needs replacementUuid "
                                      "(FolioSustitucion).")

@@ -16,7 +16,7 @@ from sat.cfdi import verify_cfdi
 from sat.pac import sandbox
 from tests.conftest import unique_email
 from tests.e2e.conftest import subscribe
-from tests.gateway_flows import create_invoice, new_issuer
+from tests.gateway_flows import STAMP_MANY, create_invoice, new_issuer
 
 pytestmark = pytest.mark.e2e
 
@@ -104,3 +104,32 @@ async def test_user_with_email_off_for_invoicing_gets_only_the_in_app_notificati
     mails = mailbox.to(me)
     assert len(mails) == 1, [m["Subject"] for m in mails]
     assert "completar-registro" in mails[0].get_body(preferencelist=("plain",)).get_content()
+
+
+async def test_stamp_the_selected_drafts_in_one_request_through_the_gateway(gateway, stack, mailbox):
+    """stampInvoices: one request for several drafts; each answered on its own, the accepted ones
+    pushed live as STAMPING and stamped once each by the real worker."""
+    token, customer_id = await new_issuer(gateway, mailbox, customer_email=unique_email("cliente"))
+    drafts = [await create_invoice(gateway, token, customer_id, price=f"{100 + n}.00") for n in range(3)]
+    events_ws, events = await subscribe(stack.urls["gateway"], "subscription { invoiceEvents { invoiceId status } }",
+                                        None, token)
+    try:
+        await asyncio.sleep(0.5)  # let the gateway open its upstream subscription
+        items = [{"id": d["id"], "idempotencyKey": f"lote-{n}"} for n, d in enumerate(drafts)]
+        items.insert(1, {"id": "00000000-0000-4000-8000-000000000000", "idempotencyKey": "lote-x"})
+        out = (await gateway.ok(STAMP_MANY, {"items": items}, token=token))["stampInvoices"]
+        assert out["userErrors"] == []
+        assert [(r["invoice"] or {}).get("status") for r in out["results"]] == ["STAMPING", None, "STAMPING", "STAMPING"]
+        assert [(e["field"], e["code"]) for e in out["results"][1]["userErrors"]] == [(["items", "1", "id"], "NOT_FOUND")]
+        seen: dict[str, list[str]] = {d["id"]: [] for d in drafts}
+        while any(s[-1:] != ["STAMPED"] for s in seen.values()):
+            ev = (await events.next())["data"]["invoiceEvents"]
+            seen[ev["invoiceId"]].append(ev["status"])
+        assert all(s == ["STAMPING", "STAMPED"] for s in seen.values()), seen
+    finally:
+        await events_ws.close()
+    for d in drafts:
+        got = (await gateway.ok("query($id: ID!) { invoice(id: $id) { status uuid history { toStatus } } }",
+                                {"id": d["id"]}, token=token))["invoice"]
+        assert got["status"] == "STAMPED" and got["uuid"]
+        assert [h["toStatus"] for h in got["history"]] == ["DRAFT", "STAMPING", "STAMPED"]

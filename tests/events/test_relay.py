@@ -209,3 +209,33 @@ async def test_authority_changes_are_published_live_and_other_auth_events_are_no
     await asyncio.wait_for(task, 10)
     assert [m["type"] for m in got] == ["auth.member_role_changed", "auth.api_key_revoked"]
     assert got[0]["payload"]["user_id"] == str(user) and got[0]["organization_id"] == str(org)
+
+
+async def test_emit_many_appends_in_one_statement_in_order_and_the_relay_delivers_them(rt):
+    from sqlalchemy import event
+
+    from shared.db import transaction
+    from shared.outbox import emit_many
+
+    org, actor = uuid.uuid4(), uuid.uuid4()
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(rt.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with transaction(rt.sessionmaker) as session:
+            events = await emit_many(session, auth_outbox, [
+                (MemberRemoved(user_id=uuid.uuid4()), org, actor if i % 2 else None, f"many-{i}") for i in range(4)])
+    finally:
+        event.remove(rt.engine.sync_engine, "before_cursor_execute", count)
+    assert len(statements) == 1 and "pg_notify" in statements[0]
+    rows = await _rows(rt, [e.id for e in events])
+    assert [r.event_id for r in rows] == [e.id for e in events]  # id order == the order given
+    assert [(r.type, r.organization_id, r.actor_id, r.aggregate_id) for r in rows] == [
+        ("auth.member_removed", org, actor if i % 2 else None, f"many-{i}") for i in range(4)]
+    assert [r.payload for r in rows] == [e.payload for e in events]
+    assert await relay_once(rt) >= 4
+    ours = {str(e.id) for e in events}
+    assert [i for i in await stream_event_ids(rt.redis) if i in ours] == [str(e.id) for e in events]

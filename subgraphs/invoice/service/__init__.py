@@ -6,7 +6,8 @@ events by the relay (workers/event_jobs.py), never by the request itself.
   customers.py     receivers
   drafts.py        create / edit a draft (typed Draft in ../draft.py), totals and SAT issues
   payments.py      payment complements: payable documents, balances, the Pagos 2.0 complement
-  stamping.py      stampInvoice and the worker's stamping
+  stamp_requests.py  stampInvoice / stampInvoices: the request (one statement for N invoices)
+  stamping.py      the worker's stamping
   cancellation.py  cancelInvoice and the worker's cancellation
   documents.py     signed links to XML / PDF
   queries.py       reads
@@ -27,14 +28,15 @@ from subgraphs.invoice.service.issuer import (
     save_issuer, upload_csd, valid_rfc,
 )
 from subgraphs.invoice.service.queries import dashboard, history, invoice_by_uuid, invoices_by_ids, invoices_page, waiting
-from subgraphs.invoice.service.stamping import StampOutcome, request_stamp, stamp_invoice, stamp_job_id
+from subgraphs.invoice.service.stamp_requests import MAX_BATCH as MAX_STAMP_BATCH, StampAnswer, request_stamp, request_stamps
+from subgraphs.invoice.service.stamping import StampOutcome, stamp_invoice, stamp_job_id
 
 __all__ = [
-    "StampOutcome", "activate_csd", "active_csd", "build_engine_invoice", "cancel_invoice", "cancel_job_id",
+    "MAX_STAMP_BATCH", "StampAnswer", "StampOutcome", "activate_csd", "active_csd", "build_engine_invoice", "cancel_invoice", "cancel_job_id",
     "create_customer", "create_invoice", "create_series", "customers_by_ids", "customers_page", "dashboard",
     "delete_customer", "document_base_path", "document_path", "get_issuer", "history", "invoice_by_uuid",
     "invoices_by_ids", "invoices_page", "list_csds", "list_series", "money", "notify_expiring_csds", "open_csd",
-    "pending_cancellations", "poll_cancellation", "request_stamp", "run_cancellation", "save_issuer", "stamp_invoice",
+    "pending_cancellations", "poll_cancellation", "request_stamp", "request_stamps", "run_cancellation", "save_issuer", "stamp_invoice",
     "stamp_job_id", "update_customer", "update_invoice", "upload_csd", "utcnow", "valid_rfc",
     "verify_document_signature", "waiting",
 ]

@@ -14,7 +14,7 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.bus import org_channel, publish_live
+from shared.bus import org_channel, publish_live_many
 from shared.errors import NotFoundError
 from shared.outbox import emit
 from shared.runtime import Runtime
@@ -78,11 +78,19 @@ async def record_transition(session: AsyncSession, inv: m.Invoice, to: Status, a
 
 async def publish_status(rt: Runtime, inv: m.Invoice) -> None:
     """After commit: the live status push subscriptions show (a view; the database is the record)."""
+    await publish_statuses(rt, [inv])
+
+
+async def publish_statuses(rt: Runtime, invoices) -> None:
+    """`publish_status` for several invoices, in one round trip to Redis."""
+    if not invoices:
+        return
+    at = utcnow().isoformat()
     try:
-        await publish_live(rt.redis, org_channel(inv.organization_id), {
+        await publish_live_many(rt.redis, [(org_channel(inv.organization_id), {
             "kind": "invoice_status", "invoiceId": str(inv.id), "status": inv.status, "uuid": inv.uuid,
-            "code": inv.pac_code, "message": inv.pac_message, "at": utcnow().isoformat(),
-        })
+            "code": inv.pac_code, "message": inv.pac_message, "at": at,
+        }) for inv in invoices])
     except Exception:  # noqa: BLE001 - live updates are a view; the database is the record
         log.warning("could not publish invoice status", exc_info=True)
 

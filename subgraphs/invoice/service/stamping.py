@@ -1,4 +1,4 @@
-"""Stamping: the request (`stampInvoice`) and the worker's part (seal, PAC, record the timbre).
+"""Stamping: the worker's part (seal, PAC, record the timbre); the request is stamp_requests.py.
 
 The request only moves the invoice to STAMPING: its `invoice.stamping_requested` event, written
 in the same transaction, is what queues the work (the relay turns it into the arq job
@@ -20,17 +20,17 @@ from sqlalchemy import and_, bindparam, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import transaction
-from shared.errors import InputError, NotFoundError, UserError
+from shared.errors import InputError
 from shared.runtime import Runtime
 from sat import cfdi
 from subgraphs.invoice import models as m
 from shared.outbox import emit
-from subgraphs.invoice.lifecycle import EDITABLE, Status, event_for
+from subgraphs.invoice.lifecycle import Status, event_for
 from sat.pac import PacError, StampResult, get_pac
 from subgraphs.invoice.pac_accounts import chosen_pac
 from subgraphs.invoice.service.common import ask_pac, invoice_ref, publish_status, record_transition, utcnow
 from subgraphs.invoice.service.documents import EVENT_LINK_TTL, document_path
-from subgraphs.invoice.service.drafts import build_engine_invoice, evaluate
+from subgraphs.invoice.service.drafts import build_engine_invoice
 from subgraphs.invoice.service.issuer import open_csd
 
 log = logging.getLogger(__name__)
@@ -54,39 +54,6 @@ def _with_issuer_and_csd(*where, skip_locked: bool = False):
             .outerjoin(m.Certificate, and_(m.Certificate.organization_id == m.Invoice.organization_id,
                                            m.Certificate.active.is_(True)))
             .where(*where).limit(1).with_for_update(of=m.Invoice, skip_locked=skip_locked))
-
-
-async def request_stamp(rt: Runtime, org: uuid.UUID, actor: uuid.UUID, invoice_id: uuid.UUID, key: str) -> m.Invoice:
-    key = (key or "").strip()
-    if not key or len(key) > 200:
-        raise InputError.single("INVALID_IDEMPOTENCY_KEY", "La clave de idempotencia es obligatoria (máx. 200).",
-                                ["idempotencyKey"])
-    async with transaction(rt.sessionmaker) as session:
-        found = (await session.execute(_with_issuer_and_csd(m.Invoice.id == invoice_id,
-                                                            m.Invoice.organization_id == org))).first()
-        if found is None:
-            raise NotFoundError("Factura no encontrada.")
-        inv, issuer, csd_row = found
-        if inv.stamp_idempotency_key == key:
-            return inv  # the same request again: the same answer, nothing new
-        if inv.status not in EDITABLE:
-            raise InputError.single("INVALID_STATUS", "La factura no se puede timbrar en su estado actual.", ["id"])
-        if csd_row is None:
-            raise InputError.single("CSD_REQUIRED", "Carga y activa un certificado de sello digital (CSD).", ["id"])
-        if csd_row.valid_to < utcnow():
-            raise InputError.single("CERTIFICATE_EXPIRED", "El certificado activo está vencido.", ["id"])
-        engine = await evaluate(session, inv, issuer)
-        if inv.issues:
-            raise InputError([UserError(field=["id"], code="INVOICE_HAS_ISSUES",
-                                        message="La factura tiene errores de validación: " +
-                                        "; ".join(i["message"] for i in inv.issues))])
-        inv.issued_at = engine.issued_at
-        inv.stamp_idempotency_key = key
-        inv.stamp_attempts = 0
-        inv.pac_code = inv.pac_message = None
-        await record_transition(session, inv, Status.STAMPING, actor, "Timbrado solicitado", idempotency_key=key)
-    await publish_status(rt, inv)
-    return inv
 
 
 def warm_up() -> None:
