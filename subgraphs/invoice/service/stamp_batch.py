@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from sqlalchemy import and_, any_, bindparam, func, literal, or_, select, text, union_all, update
+from sqlalchemy import and_, any_, bindparam, func, select, text, union_all, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import aliased
 
@@ -43,7 +43,7 @@ from sat.pac import get_pac
 from sat.pac.accounts import PacAccount
 from subgraphs.invoice import models as m
 from subgraphs.invoice.lifecycle import Status, event_for
-from subgraphs.invoice.pac_accounts import accounts_pac, organizations_accounts
+from subgraphs.invoice.pac_accounts import account_rows, accounts_pac, open_accounts
 from subgraphs.invoice.service import stamping as one
 from subgraphs.invoice.service.common import invoice_ref, publish_statuses, utcnow
 
@@ -123,7 +123,7 @@ class _Claim:
     may_retry: bool = False
     xml: bytes | None = None
     failure: one._Attempt | None = None
-    accounts: list[PacAccount] | None = None
+    accounts: list[PacAccount] | Exception | None = None  # the organization's own, when read
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,8 @@ class StampBatcher:
             return await one.stamp_alone(self.rt, invoice_id, attempt=attempt, max_attempts=max_attempts, pac=pac)
         inv = claim.inv
         outcome = claim.failure
+        if isinstance(claim.accounts, Exception):
+            raise claim.accounts  # as when this job opened them itself: the job fails, arq retries
         if outcome is None:
             if claim.accounts:
                 chosen, own = accounts_pac(claim.accounts, self.rt.redis, csd=None), True
@@ -171,9 +173,14 @@ class StampBatcher:
         async with transaction(self.rt.sessionmaker) as session:
             rows = {inv.id: (inv, issuer, csd) for inv, issuer, csd in
                     (await session.execute(_claiming_statement(), {"ids": ids})).all()}
-            orgs = list({inv.organization_id for a in asks if a.own_accounts and a.invoice_id in rows
-                         for inv in (rows[a.invoice_id][0],)})
-            accounts = await organizations_accounts(self.rt, session, orgs) if orgs else {}
+            orgs = list({rows[a.invoice_id][0].organization_id for a in asks if a.own_accounts and a.invoice_id in rows})
+            grouped = await account_rows(session, orgs) if orgs else {}
+        accounts: dict[uuid.UUID, list[PacAccount] | Exception] = {}
+        for org, org_rows in grouped.items():  # opened once per organization and batch
+            try:
+                accounts[org] = open_accounts(self.rt, org_rows)
+            except Exception as exc:  # noqa: BLE001 - that organization's jobs fail, not the batch
+                accounts[org] = exc
         answers: list[_Claim] = []
         taken: set[uuid.UUID] = set()
         to_seal: list[tuple[_Claim, one._Prepared]] = []
@@ -199,6 +206,7 @@ class StampBatcher:
             else:
                 to_seal.append((claim, prepared))
             answers.append(claim)
+        log.debug("stamp batch claimed", extra={"asked": len(asks), "claimed": len(rows), "sealing": len(to_seal)})
         if to_seal:
             sealed = await asyncio.to_thread(_seal_all, self.rt, to_seal, utcnow())
             for (claim, _), xml in zip(to_seal, sealed, strict=True):
