@@ -172,6 +172,12 @@ async def run(args) -> None:
 
             # --- stampInvoice for all at once (or stampInvoices, a chunk of --batch per request) ---
             await asyncio.sleep(3)  # let the relay and consumers settle after the creations
+            workers = [p for name, p in stack.procs.items() if name.startswith("worker")]
+            if args.backlog:  # the workers stopped while the requests are accepted: they find a backlog
+                import signal
+
+                for p in workers:
+                    os.killpg(os.getpgid(p.pid), signal.SIGSTOP)
             a, t0 = meter.snapshot(), time.monotonic()
             if args.batch:
                 chunks = [ids[n:n + args.batch] for n in range(0, len(ids), args.batch)]
@@ -187,6 +193,10 @@ async def run(args) -> None:
                 mode = f"stampInvoice x{len(ids)}"
             accepted_s = time.monotonic() - t0
             requests_cpu = Meter.delta(a, meter.snapshot())
+            if args.backlog:
+                a, t0 = meter.snapshot(), time.monotonic()
+                for p in workers:
+                    os.killpg(os.getpgid(p.pid), signal.SIGCONT)
             assert not bad, bad[:3]
             id_list = [uuid.UUID(i) for i in ids]
             stamped = 0
@@ -218,6 +228,9 @@ async def run(args) -> None:
             timbres = len([k async for k in redis.scan_iter("pac:sandbox:cfdi:*")])
             sent = await _db_count(db, "SELECT count(*) FROM notification.email_messages WHERE status = 'sent' "
                                        "AND template = 'invoice_status'")
+            if args.backlog:
+                out.append("--backlog: workers stopped until every request was accepted; times and the end-to-end "
+                           "table from their resumption (the requests' CPU is not in it)")
             out.append(f"{mode} fired at once: accepted in {accepted_s:.2f} s, all STAMPED in "
                        f"{stamp_s:.2f} s = {len(ids) / stamp_s:.1f} stamps/s; e-mails sent by {drained_s:.2f} s")
             out.append(f"duplicates: invoices sharing a UUID {len(ids) - distinct}, PAC timbres beyond one per "
@@ -229,6 +242,12 @@ async def run(args) -> None:
             out.append(f"idle floor CPU ms/s: " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in sorted(floor.items())))
             out.append(f"workers: {args.workers}; cores: {os.cpu_count()}; logs: {log_dir}")
     finally:
+        if args.backlog:  # a stopped process would never see the SIGTERM that ends the stack
+            import signal
+
+            for name, proc in stack.procs.items():
+                if name.startswith("worker") and proc.poll() is None:
+                    os.killpg(os.getpgid(proc.pid), signal.SIGCONT)
         if args.profile:  # py-spy writes its file when interrupted (SIGTERM to the group would lose it)
             import signal
 
@@ -259,6 +278,9 @@ def main() -> None:
                              "default: one stampInvoice per invoice")
     parser.add_argument("--floor-seconds", type=float, default=3.0, help="idle measurement before the runs")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--backlog", action="store_true",
+                        help="stop the workers (SIGSTOP) until every stamp request is accepted: the workers' own "
+                             "rate and CPU, with a queue as at a request rate above theirs")
     parser.add_argument("--log-dir", default=None)
     parser.add_argument("--db-name", default=os.environ.get("BENCH_DATABASE", "facturacion_bench_stamping"),
                         help="the database created (dropped first) beside DATABASE_URL's: give each concurrent run "

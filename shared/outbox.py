@@ -90,14 +90,19 @@ def appending(outbox: Table) -> CTE:
     ).returning(outbox.c.id).cte("appended")
 
 
-def event_rows(events: Sequence[EventSpec]) -> tuple[list[Event], dict]:
+# `traceparent` left out: the current one (the request's or job's span).
+CURRENT = object()
+
+
+def event_rows(events: Sequence[EventSpec], traceparent: str | None | object = CURRENT) -> tuple[list[Event], dict]:
     """The events `appending` writes and its parameters."""
     made = [make_event(payload, organization_id=org, actor_id=actor, aggregate_id=aggregate)
             for payload, org, actor, aggregate in events]
     params = {f"outbox_{name}": [getattr(ev, name) for ev in made] for name, _ in _ARRAY_COLUMNS[1:-1]}
     params["outbox_event_id"] = [ev.id for ev in made]
     params["outbox_payload"] = [json.dumps(ev.payload) for ev in made]
-    params["outbox_traceparent"] = current_traceparent()  # None while tracing is off
+    # None while tracing is off
+    params["outbox_traceparent"] = current_traceparent() if traceparent is CURRENT else traceparent
     return made, params
 
 
@@ -111,12 +116,14 @@ def _emit_many_statement(outbox: Table):
     return select(wake_up(outbox)).add_cte(appending(outbox))
 
 
-async def emit_many(session: AsyncSession, outbox: Table, events: Sequence[EventSpec]) -> list[Event]:
+async def emit_many(session: AsyncSession, outbox: Table, events: Sequence[EventSpec], *,
+                    traceparent: str | None | object = CURRENT) -> list[Event]:
     """Append several events to the outbox inside the caller's transaction: one statement, the same
     whatever their number, and one wake-up for the relay. `events` holds (payload,
-    organization_id, actor_id, aggregate_id) tuples."""
+    organization_id, actor_id, aggregate_id) tuples; `traceparent`, the work they belong to when
+    it is not the current span's (the stamping worker records several jobs' events at once)."""
     if not events:
         return []
-    made, params = event_rows(events)
+    made, params = event_rows(events, traceparent)
     await session.execute(_emit_many_statement(outbox), params)
     return made

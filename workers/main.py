@@ -156,8 +156,14 @@ class ResilientWorker(Worker):
             while pending and (not ids or not self.sem.locked()):
                 await self.sem.acquire()  # the first of a batch waits for a slot, as arq's does
                 if self.job_counter >= self.max_jobs:
+                    # arq's semaphore has max_jobs + 1 permits: with every slot busy this acquire
+                    # does not wait, and returning here left freed slots idle until the next poll
+                    # (poll_delay, 0.5 s: stamping's batches of 20 ran ~0.1 s in every 0.5 s).
                     self.sem.release()
-                    break
+                    if ids:
+                        break
+                    await self._slot_freed()
+                    continue
                 self.job_counter += 1
                 ids.append(pending.pop(0))
             if not ids:
@@ -178,6 +184,19 @@ class ResilientWorker(Worker):
                 t = self.loop.create_task(self.run_job(job_id, scores[job_id]))
                 t.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
                 self.tasks[job_id] = t
+
+    _freed: asyncio.Event | None = None
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        if self._freed is not None:
+            self._freed.set()
+
+    async def _slot_freed(self) -> None:
+        """Until a running job ends (its slot is given back)."""
+        self._freed = self._freed or asyncio.Event()
+        self._freed.clear()
+        await self._freed.wait()
 
     async def close(self) -> None:
         try:

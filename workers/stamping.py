@@ -9,6 +9,8 @@ an accepted request reaches a worker within seconds of Redis being back.
 - `stamp_invoice_job(ctx, invoice_id)`: idempotent (an invoice no longer in STAMPING is left
   alone; a PAC "already stamped" answer recovers the timbre; `FOR UPDATE SKIP LOCKED` keeps two
   workers off one invoice); transient PAC errors retry with backoff, permanent ones STAMP_FAILED.
+  The jobs running at once in this process are stamped in batches (service/stamp_batch.py: one
+  claim, one sealing hop, one finish for many invoices), each job answering for its own invoice.
 - `cancel_invoice_job(ctx, invoice_id)`: the same for CANCELLING.
 - `sweep_waiting` (every SWEEP_SECONDS): the safety net. Re-queues invoices left in STAMPING or
   CANCELLING (a job lost with Redis' data, a worker killed past arq's retries); a no-op for

@@ -82,11 +82,29 @@ async def organization_pac(rt: Runtime, session: AsyncSession, org: uuid.UUID, r
                            csd: Csd | None, settings: PacSettings | None = None):
     """The organization's own PACs (a FailoverPac in its order), or None to use the default PAC.
     The caller closes it (`aclose`) when done."""
-    rows = await list_pac_accounts(session, org)
-    if not rows:
-        return None
-    accounts = [open_account(r.account_sealed, organization_id=org, provider=r.provider, settings=rt.settings)
-                for r in rows]
+    rows = (await account_rows(session, [org])).get(org)
+    return accounts_pac(open_accounts(rt, rows), redis, csd=csd, settings=settings) if rows else None
+
+
+async def account_rows(session: AsyncSession, orgs: list[uuid.UUID]) -> dict[uuid.UUID, list[m.PacAccount]]:
+    """The PAC account rows of each of `orgs` that has any, in order of preference: one query
+    whatever the number of organizations (the stamping worker reads them once per batch)."""
+    rows = (await session.scalars(select(m.PacAccount).where(m.PacAccount.organization_id.in_(orgs))
+                                  .order_by(m.PacAccount.organization_id, m.PacAccount.position))).all()
+    grouped: dict[uuid.UUID, list[m.PacAccount]] = {}
+    for r in rows:
+        grouped.setdefault(r.organization_id, []).append(r)
+    return grouped
+
+
+def open_accounts(rt: Runtime, rows: list[m.PacAccount]) -> list[PacAccount]:
+    """One organization's account rows, unsealed."""
+    return [open_account(r.account_sealed, organization_id=r.organization_id, provider=r.provider,
+                         settings=rt.settings) for r in rows]
+
+
+def accounts_pac(accounts: list[PacAccount], redis: Redis, *, csd: Csd | None, settings: PacSettings | None = None):
+    """A FailoverPac over `accounts` (opened), sharing the worker's pooled HTTP client."""
     settings = settings or PacSettings()
     return build_pac(accounts, settings, redis, csd=csd, client=shared_client(settings.timeouts))
 

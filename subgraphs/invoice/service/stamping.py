@@ -96,6 +96,15 @@ class _Attempt:
 
 
 async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1, max_attempts: int = 5, pac=None) -> StampOutcome:
+    """Stamp one invoice in STAMPING, exactly once: as `stamp_alone` describes, with the database
+    work and the sealing shared with the stamps running concurrently in this process
+    (service/stamp_batch.py: one claim, one thread hop and one finish per batch)."""
+    from subgraphs.invoice.service.stamp_batch import batcher_for  # it builds on this module
+
+    return await batcher_for(rt).stamp(invoice_id, attempt=attempt, max_attempts=max_attempts, pac=pac)
+
+
+async def stamp_alone(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1, max_attempts: int = 5, pac=None) -> StampOutcome:
     """Stamp one invoice in STAMPING, exactly once, in three steps so that no row lock is held
     while the CFDI is sealed (CPU) or the PAC answers (network):
 
@@ -151,9 +160,10 @@ class _Prepared:
     csd_row: m.Certificate
 
 
-async def _prepare(session: AsyncSession, inv: m.Invoice, issuer: m.IssuerProfile | None,
+async def _prepare(session: AsyncSession | None, inv: m.Invoice, issuer: m.IssuerProfile | None,
                    csd_row: m.Certificate | None, *, lock_related: bool) -> _Prepared | tuple[str, str]:
-    """The engine's invoice and the CSD to seal it with, or the (code, message) that refuses it."""
+    """The engine's invoice and the CSD to seal it with, or the (code, message) that refuses it.
+    Only a payment complement reads more rows (`session`; None will do for the others)."""
     if csd_row is None or issuer is None:
         return ("CSD_REQUIRED", "No hay un certificado de sello digital activo.")
     try:
@@ -171,31 +181,49 @@ async def _attempt(rt: Runtime, inv: m.Invoice, prepared: _Prepared | tuple[str,
     """Seal the CFDI and ask the PAC; touches no row (the caller records the outcome)."""
     if isinstance(prepared, tuple):
         return _Attempt(failure=prepared)
+    # Off the event loop, the stored key's first load (unseal, parse) included.
+    sealed = await asyncio.to_thread(_seal, rt, inv, prepared, utcnow())
+    if isinstance(sealed, _Attempt):
+        return sealed
+    # Own session: the organization's PAC accounts are read before the call, and no connection is
+    # held while the PAC answers (none at all with an injected PAC).
     try:
-        # Everything SAT's matrices and schema would refuse is found here, never first by the PAC
-        # (rules, catalogs in force on the date, seal, lean XSD); off the event loop, the stored
-        # key's first load (unseal, parse) included.
-        now = utcnow()
-        xml = await asyncio.to_thread(
-            lambda: cfdi.prepare_for_stamping(prepared.engine, open_csd(prepared.csd_row, rt.settings), now))
+        async with rt.sessionmaker() as session, chosen_pac(rt, session, inv.organization_id, pac,
+                                                            injected=injected, csd=None) as (chosen, own):
+            await session.close()
+            return await _ask(inv, sealed, chosen, own, key, may_retry=may_retry)
+    except PacError as exc:  # the organization's accounts could not be opened
+        return _pac_failure(exc, may_retry=may_retry)
+
+
+def _seal(rt: Runtime, inv: m.Invoice, prepared: _Prepared, now: datetime) -> bytes | _Attempt:
+    """The sealed CFDI, or the failure that refuses it (blocking: CPU, run off the event loop).
+    Everything SAT's matrices and schema would refuse is found here, never first by the PAC
+    (rules, catalogs in force on the date, seal, lean XSD)."""
+    try:
+        return cfdi.prepare_for_stamping(prepared.engine, open_csd(prepared.csd_row, rt.settings), now)
     except cfdi.StampingRefused as exc:
         first = exc.issues[0]
         return _Attempt(failure=(first.code, "; ".join(f"{i.code}: {i.message_es}" for i in exc.issues[:5])))
     except Exception:  # noqa: BLE001 - a CFDI we cannot build or seal will not fix itself
         log.exception("could not build or seal the CFDI", extra={"invoice_id": str(inv.id)})
         return _Attempt(failure=_SEAL_ERROR)
+
+
+async def _ask(inv: m.Invoice, xml: bytes, chosen, own: bool, key: str | None, *, may_retry: bool) -> _Attempt:
+    """The PAC's answer to the sealed CFDI as an attempt's outcome (the organization's own
+    accounts take the idempotency key; stamping needs no CSD)."""
     try:
-        # Own session: the organization's PAC accounts are read before the call, and no
-        # connection is held while the PAC answers (none at all with an injected PAC).
-        async with rt.sessionmaker() as session, chosen_pac(rt, session, inv.organization_id, pac,
-                                                            injected=injected, csd=None) as (chosen, own):
-            await session.close()
-            call = chosen.stamp(xml, idempotency_key=key) if own else chosen.stamp(xml)  # stamping needs no CSD
-            return _Attempt(result=await ask_pac(call, inv.id, operation="stamp", pac=chosen))
+        call = chosen.stamp(xml, idempotency_key=key) if own else chosen.stamp(xml)
+        return _Attempt(result=await ask_pac(call, inv.id, operation="stamp", pac=chosen))
     except PacError as exc:
-        if exc.transient and may_retry:
-            return _Attempt(retry=(exc.code, exc.message))
-        return _Attempt(failure=(exc.code, exc.message))
+        return _pac_failure(exc, may_retry=may_retry)
+
+
+def _pac_failure(exc: PacError, *, may_retry: bool) -> _Attempt:
+    if exc.transient and may_retry:
+        return _Attempt(retry=(exc.code, exc.message))
+    return _Attempt(failure=(exc.code, exc.message))
 
 
 _invoices, _history = m.Invoice.__table__, m.InvoiceEvent.__table__
