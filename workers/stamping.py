@@ -47,6 +47,13 @@ SWEEP_SECONDS = 5
 SWEEP_AFTER = timedelta(seconds=10)
 
 
+def _pacs(ctx) -> dict:
+    """The PACs a job hands the service: `pac` replaces every PAC (a test's ctx injects one);
+    `default_pac` is the worker's configured provider, used only for organizations that listed no
+    PAC account of their own (passing it as `pac` made every organization's accounts unused)."""
+    return {"pac": ctx.get("pac"), "default_pac": ctx.get("default_pac")}
+
+
 def _backoff(job_try: int) -> int:
     return min(300, 5 * 2 ** (job_try - 1))  # 5, 10, 20, 40 s ...
 
@@ -54,7 +61,7 @@ def _backoff(job_try: int) -> int:
 async def stamp_invoice_job(ctx, invoice_id: str) -> str:
     job_try = int(ctx.get("job_try") or 1)
     outcome = await service.stamp_invoice(ctx["runtime"], uuid.UUID(str(invoice_id)), attempt=job_try,
-                                          max_attempts=MAX_TRIES, pac=ctx.get("pac"))
+                                          max_attempts=MAX_TRIES, **_pacs(ctx))
     if outcome.retry:
         log.warning("PAC transient error, retrying", extra={"invoice_id": str(invoice_id), "job_try": job_try})
         raise Retry(defer=_backoff(job_try))
@@ -64,7 +71,7 @@ async def stamp_invoice_job(ctx, invoice_id: str) -> str:
 async def cancel_invoice_job(ctx, invoice_id: str) -> str:
     job_try = int(ctx.get("job_try") or 1)
     status, retry = await service.run_cancellation(ctx["runtime"], uuid.UUID(str(invoice_id)), attempt=job_try,
-                                                   max_attempts=MAX_TRIES, pac=ctx.get("pac"))
+                                                   max_attempts=MAX_TRIES, **_pacs(ctx))
     if retry:
         log.warning("PAC transient error on cancel, retrying", extra={"invoice_id": str(invoice_id), "job_try": job_try})
         raise Retry(defer=_backoff(job_try))
@@ -98,14 +105,14 @@ async def sweep_waiting(ctx, older_than: timedelta = SWEEP_AFTER) -> int:
 
 
 async def poll_cancellation_job(ctx, invoice_id: str) -> str:
-    return await service.poll_cancellation(ctx["runtime"], uuid.UUID(str(invoice_id)), pac=ctx.get("pac"))
+    return await service.poll_cancellation(ctx["runtime"], uuid.UUID(str(invoice_id)), **_pacs(ctx))
 
 
 async def poll_cancellations(ctx) -> int:
     ids = await service.pending_cancellations(ctx["runtime"])
     for invoice_id in ids:
         try:
-            await service.poll_cancellation(ctx["runtime"], invoice_id, pac=ctx.get("pac"))
+            await service.poll_cancellation(ctx["runtime"], invoice_id, **_pacs(ctx))
         except Exception:  # noqa: BLE001 - one bad answer must not stop the others
             log.exception("cancellation poll failed", extra={"invoice_id": str(invoice_id)})
     return len(ids)
@@ -118,7 +125,7 @@ async def notify_expiring_csds(ctx) -> int:
 async def startup(ctx) -> None:
     """Refuse to start with an unknown PAC_PROVIDER (SettingsError), before taking any job; load
     what sealing needs (catalogs, XSD) now rather than inside the first stamps."""
-    ctx["pac"] = get_pac(ctx["runtime"].redis, load_invoice_settings())
+    ctx["default_pac"] = get_pac(ctx["runtime"].redis, load_invoice_settings())
     await asyncio.to_thread(warm_up)
 
 

@@ -112,8 +112,8 @@ def accounts_pac(accounts: list[PacAccount], redis: Redis, *, csd: Csd | None, s
 @asynccontextmanager
 async def chosen_pac(rt: Runtime, session: AsyncSession, org: uuid.UUID, default, *, injected: bool,
                      csd: Csd | None) -> AsyncIterator[tuple[object, bool]]:
-    """(PAC, own) for one call of the invoice service: a PAC the caller injected (tests, a worker's
-    ctx) wins, then the organization's own accounts, then the service's default PAC. `own` is True
+    """(PAC, own) for one call of the invoice service: a PAC the caller injected (tests) wins, then
+    the organization's own accounts, then `default` (the worker's configured provider). `own` is True
     for the organization's accounts, which take the idempotency key and the CFDI's expression."""
     own = None if injected else await organization_pac(rt, session, org, rt.redis, csd=csd)
     try:

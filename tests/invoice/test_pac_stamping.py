@@ -11,6 +11,7 @@ from tests.invoice.test_pac_accounts import SET
 from tests.pac.conftest import (  # noqa: F401 - fixtures: the PAC simulators
     FINKOK_PASSWORD, FINKOK_USER, SW_TOKEN, _clean_faults, csd_issuer, redis, sims,
 )
+from workers import stamping
 from workers.stamping import cancel_invoice_job, poll_cancellation_job, stamp_invoice_job
 
 
@@ -41,6 +42,20 @@ async def test_stamps_with_the_first_pac_and_fails_over_to_the_second(org_with_p
     sims.finkok_faults.inject("503")
     second = await stamped_invoice(org_with_pacs, job_ctx, "org-second")
     assert sims.ledger.get(second["uuid"]).pac == "swsapien"
+
+
+async def test_the_worker_stamps_through_the_organizations_pac_not_its_default(org_with_pacs, new_org, sims,
+                                                                             job_ctx, redis):
+    """As the worker runs the job: its startup puts the configured provider (the sandbox) in the
+    job context. That PAC is the default for organizations without accounts, never a replacement
+    for an organization's own (it was: every stamp went to the worker's PAC)."""
+    ctx = dict(job_ctx)
+    await stamping.startup(ctx)
+    own = await stamped_invoice(org_with_pacs, ctx, "worker-own")
+    assert sims.ledger.get(own["uuid"]).pac == "finkok"
+    other = await new_org()  # no PAC accounts: the worker's default PAC
+    plain = await stamped_invoice(other, ctx, "worker-default")
+    assert plain["status"] == "STAMPED" and sims.ledger.get(plain["uuid"]) is None
 
 
 async def test_lost_answer_is_recovered_from_the_pac_that_stamped(org_with_pacs, sims, job_ctx, redis):

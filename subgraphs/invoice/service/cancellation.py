@@ -62,10 +62,10 @@ async def cancel_invoice(rt: Runtime, org: uuid.UUID, actor: uuid.UUID, invoice_
 
 
 async def run_cancellation(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1, max_attempts: int = 5,
-                           pac=None) -> tuple[str, bool]:
+                           pac=None, default_pac=None) -> tuple[str, bool]:
     """The worker's part: ask the PAC to cancel an invoice in CANCELLING. Returns (status, retry);
     idempotent, and safe with several workers (row lock, skipped when busy)."""
-    injected, pac = pac is not None, pac or get_pac(rt.redis)
+    injected, pac = pac is not None, pac or default_pac or get_pac(rt.redis)
     async with transaction(rt.sessionmaker) as session:
         inv = await session.scalar(select(m.Invoice).where(m.Invoice.id == invoice_id)
                                    .with_for_update(skip_locked=True))
@@ -105,9 +105,9 @@ async def run_cancellation(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int =
     return inv.status, False
 
 
-async def poll_cancellation(rt: Runtime, invoice_id: uuid.UUID, *, pac=None) -> str:
+async def poll_cancellation(rt: Runtime, invoice_id: uuid.UUID, *, pac=None, default_pac=None) -> str:
     """Ask the PAC about a cancellation waiting for the receiver's answer."""
-    injected, pac = pac is not None, pac or get_pac(rt.redis)
+    injected, pac = pac is not None, pac or default_pac or get_pac(rt.redis)
     async with transaction(rt.sessionmaker) as session:
         inv = await session.scalar(select(m.Invoice).where(m.Invoice.id == invoice_id)
                                    .with_for_update(skip_locked=True))

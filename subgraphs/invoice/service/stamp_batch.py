@@ -142,13 +142,15 @@ class StampBatcher:
         self._claims = Coalescer(self._claim, window=window, max_size=max_size)
         self._finishes = Coalescer(self._finish, window=window, max_size=max_size)
 
-    async def stamp(self, invoice_id: uuid.UUID, *, attempt: int = 1, max_attempts: int = 5, pac=None) -> one.StampOutcome:
+    async def stamp(self, invoice_id: uuid.UUID, *, attempt: int = 1, max_attempts: int = 5, pac=None,
+                    default_pac=None) -> one.StampOutcome:
         injected = pac is not None
         claim = await self._claims.load(_Ask(invoice_id, attempt, max_attempts, not injected))
         if claim.outcome is not None:
             return claim.outcome
         if claim.alone:
-            return await one.stamp_alone(self.rt, invoice_id, attempt=attempt, max_attempts=max_attempts, pac=pac)
+            return await one.stamp_alone(self.rt, invoice_id, attempt=attempt, max_attempts=max_attempts, pac=pac,
+                                         default_pac=default_pac)
         inv = claim.inv
         outcome = claim.failure
         if isinstance(claim.accounts, Exception):
@@ -157,7 +159,7 @@ class StampBatcher:
             if claim.accounts:
                 chosen, own = accounts_pac(claim.accounts, self.rt.redis, csd=None), True
             else:
-                chosen, own = pac or get_pac(self.rt.redis), False
+                chosen, own = pac or default_pac or get_pac(self.rt.redis), False
             try:
                 outcome = await one._ask(inv, claim.xml, chosen, own, inv.stamp_idempotency_key,
                                          may_retry=claim.may_retry)

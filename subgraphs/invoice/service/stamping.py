@@ -95,16 +95,19 @@ class _Attempt:
     retry: tuple[str, str] | None = None
 
 
-async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1, max_attempts: int = 5, pac=None) -> StampOutcome:
+async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1, max_attempts: int = 5, pac=None,
+                        default_pac=None) -> StampOutcome:
     """Stamp one invoice in STAMPING, exactly once: as `stamp_alone` describes, with the database
     work and the sealing shared with the stamps running concurrently in this process
     (service/stamp_batch.py: one claim, one thread hop and one finish per batch)."""
     from subgraphs.invoice.service.stamp_batch import batcher_for  # it builds on this module
 
-    return await batcher_for(rt).stamp(invoice_id, attempt=attempt, max_attempts=max_attempts, pac=pac)
+    return await batcher_for(rt).stamp(invoice_id, attempt=attempt, max_attempts=max_attempts, pac=pac,
+                                       default_pac=default_pac)
 
 
-async def stamp_alone(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1, max_attempts: int = 5, pac=None) -> StampOutcome:
+async def stamp_alone(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1, max_attempts: int = 5, pac=None,
+                      default_pac=None) -> StampOutcome:
     """Stamp one invoice in STAMPING, exactly once, in three steps so that no row lock is held
     while the CFDI is sealed (CPU) or the PAC answers (network):
 
@@ -122,8 +125,11 @@ async def stamp_alone(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1, m
     Payment complements (P) are the exception: their balances depend on which other payments of
     the same invoices are stamped, so they keep the paid invoices locked from building the
     complement until the timbre is recorded, all in one transaction as before.
+
+    `pac` replaces every PAC (tests inject one); `default_pac` (the worker's configured provider)
+    is used only when the organization listed no PAC account of its own.
     """
-    injected, pac = pac is not None, pac or get_pac(rt.redis)
+    injected, pac = pac is not None, pac or default_pac or get_pac(rt.redis)
     async with transaction(rt.sessionmaker) as session:
         claimed = (await session.execute(_with_issuer_and_csd(m.Invoice.id == invoice_id, skip_locked=True))).first()
         if claimed is None:
