@@ -183,3 +183,31 @@ async def test_an_organization_whose_pac_accounts_cannot_be_opened_fails_only_it
     assert isinstance(results[0], Exception), results[0]
     assert [r.status for r in results[1:]] == ["STAMPED", "STAMPED"]
     assert (await broken.get(bad))["status"] == "STAMPING"  # left to the job's retries, as before
+
+
+async def test_arrivals_while_a_batch_runs_go_together_into_the_next_one():
+    """The batcher's coalescing under load: with one batch in flight, whatever arrives meanwhile
+    waits and leaves as one batch when it ends (a fixed window alone gave single-item batches as
+    arq refilled each freed slot), and nobody waits longer than that."""
+    import asyncio
+
+    from subgraphs.invoice.service.stamp_batch import Coalescer
+
+    release, batches = asyncio.Event(), []
+
+    async def run(items):
+        batches.append(list(items))
+        if len(batches) == 1:
+            await release.wait()
+        return [i * 10 for i in items]
+
+    coalescer = Coalescer(run, window=0.001, max_size=4, in_flight=1)
+    first = asyncio.create_task(coalescer.load(0))
+    while not batches:
+        await asyncio.sleep(0.001)
+    rest = [asyncio.create_task(coalescer.load(i)) for i in range(1, 7)]
+    await asyncio.sleep(0.02)
+    assert batches == [[0]]  # nothing starts while the first batch runs
+    release.set()
+    assert await asyncio.gather(first, *rest) == [0, 10, 20, 30, 40, 50, 60]
+    assert batches == [[0], [1, 2, 3, 4], [5, 6]]  # the waiting ones together, at most max_size each
