@@ -67,16 +67,20 @@ def _table(title: str, cpu: dict[str, float], floor: dict[str, float], seconds: 
     return lines
 
 
+_counting: dict[str, object] = {}
+
+
 async def _db_count(db_url: str, sql: str, *args) -> int:
+    """One count from the bench's own connection, kept open: a connection per poll (several a
+    second) cost Postgres a backend start each, and that CPU was counted as the stack's."""
     import asyncpg
 
     from shared.config import to_plain_url
 
-    conn = await asyncpg.connect(to_plain_url(db_url))
-    try:
-        return int(await conn.fetchval(sql, *args))
-    finally:
-        await conn.close()
+    conn = _counting.get(db_url)
+    if conn is None:
+        conn = _counting[db_url] = await asyncpg.connect(to_plain_url(db_url))
+    return int(await conn.fetchval(sql, *args))
 
 
 async def run(args) -> None:
@@ -259,6 +263,8 @@ async def run(args) -> None:
                     proc.wait(30)
         stack.stop_all()
         mailbox.stop()
+        for conn in _counting.values():
+            await conn.close()
         await redis.aclose()
         if redis_proc is not None:
             redis_proc.terminate()
