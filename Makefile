@@ -55,6 +55,7 @@ bench: install
 	@set -e; for b in $(BENCHES); do \
 	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py; else echo "== bench/$$b.py: not on this branch"; fi; \
 	done
+	@echo "== bench/stamping.py --batch 100 --invoices 1000 (stampInvoices)"; $(BIN)/python bench/stamping.py --batch 100 --invoices 1000
 
 clean:
 	rm -rf $(VENV) supergraph/node_modules .data
