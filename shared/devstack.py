@@ -43,7 +43,9 @@ def _database_url() -> tuple[str, bool]:
 
 
 def worker_processes() -> int:
-    return max(1, int(os.environ.get("WORKER_PROCESSES") or os.cpu_count() or 1))
+    # At most 4 unless asked: each worker's pool may hold 20 Postgres connections, and the
+    # embedded Postgres (like a default install) accepts 100 for the whole stack.
+    return max(1, int(os.environ.get("WORKER_PROCESSES") or min(os.cpu_count() or 1, 4)))
 
 
 def _wait_healthy(checks: dict[str, str], timeout: float = 90) -> dict[str, bool]:
