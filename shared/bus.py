@@ -46,13 +46,13 @@ def live_channels(event: Event) -> list[str]:
     return []
 
 
-def live_payload(message: dict) -> str:
-    """What `publish_live` publishes (for callers publishing several in one pipeline)."""
+def _live_payload(message: dict) -> str:
+    """What `publish_live` and `publish_live_many` publish."""
     return json.dumps(message, default=str)
 
 
 async def publish_live(redis: Redis, channel: str, message: dict) -> None:
-    await redis.publish(channel, live_payload(message))
+    await redis.publish(channel, _live_payload(message))
 
 
 async def publish_live_many(redis: Redis, messages: list[tuple[str, dict]]) -> None:
@@ -62,7 +62,7 @@ async def publish_live_many(redis: Redis, messages: list[tuple[str, dict]]) -> N
         return
     async with redis.pipeline(transaction=False) as pipe:
         for channel, message in messages:
-            pipe.publish(channel, json.dumps(message, default=str))
+            pipe.publish(channel, _live_payload(message))
         await pipe.execute()
 
 

@@ -28,7 +28,7 @@ from arq.cron import cron
 from arq.worker import func
 from sqlalchemy import or_, select, text, update
 
-from shared.bus import live_payload, user_channel
+from shared.bus import publish_live_many, user_channel
 from shared.db import transaction
 from shared.events import Event, UnknownEventType, utcnow
 from shared.runtime import Runtime
@@ -90,10 +90,8 @@ async def _after_commit(rt: Runtime, handled: service.Handled) -> None:
     inbox has it)."""
     if handled.notifications:
         try:
-            async with rt.redis.pipeline(transaction=False) as pipe:
-                for n in handled.notifications:
-                    pipe.publish(user_channel(n.user_id), live_payload(service.live_message(n)))
-                await pipe.execute()
+            await publish_live_many(rt.redis, [(user_channel(n.user_id), service.live_message(n))
+                                               for n in handled.notifications])
         except Exception:  # noqa: BLE001
             log.warning("live push failed for %s notifications", len(handled.notifications))
     if handled.email_ids:

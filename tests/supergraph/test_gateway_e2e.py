@@ -266,17 +266,8 @@ def test_automatic_persisted_queries(stack: Stack) -> None:
 
 
 async def _ws_subscribe(url: str, token: str | None) -> list[dict]:
-    async with websockets.connect(url.replace("http", "ws", 1), subprotocols=["graphql-transport-ws"]) as ws:
-        await ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"} if token else {}}))
-        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "connection_ack"
-        query = "subscription { notificationAdded(count: 3) { id message seen recipient { id email } } }"
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
-        messages = []
-        while True:
-            msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
-            messages.append(msg)
-            if msg["type"] in ("complete", "error"):
-                return messages
+    return await _ws_messages(url, "subscription { notificationAdded(count: 3) { id message seen recipient { id email } } }",
+                              token)
 
 
 def test_websocket_subscription_anonymous(stack: Stack) -> None:

@@ -9,14 +9,13 @@ job, whatever Redis was doing at that moment; the sweep (`stuck_stamping`) is th
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from sqlalchemy import and_, bindparam, insert, literal, select, update
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import transaction
@@ -24,11 +23,10 @@ from shared.errors import InputError
 from shared.runtime import Runtime
 from sat import cfdi
 from subgraphs.invoice import models as m
-from shared.outbox import emit
-from subgraphs.invoice.lifecycle import Status, event_for
+from subgraphs.invoice.lifecycle import Status
 from sat.pac import PacError, StampResult, get_pac
 from subgraphs.invoice.pac_accounts import chosen_pac
-from subgraphs.invoice.service.common import ask_pac, invoice_ref, publish_status, record_transition, utcnow
+from subgraphs.invoice.service.common import ask_pac, publish_status, record_transition, utcnow
 from subgraphs.invoice.service.documents import EVENT_LINK_TTL, document_path
 from subgraphs.invoice.service.drafts import build_engine_invoice
 from subgraphs.invoice.service.issuer import open_csd
@@ -97,9 +95,14 @@ class _Attempt:
 
 async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1, max_attempts: int = 5, pac=None,
                         default_pac=None) -> StampOutcome:
-    """Stamp one invoice in STAMPING, exactly once: as `stamp_alone` describes, with the database
-    work and the sealing shared with the stamps running concurrently in this process
-    (service/stamp_batch.py: one claim, one thread hop and one finish per batch)."""
+    """Stamp one invoice in STAMPING, exactly once, with no row lock held while the CFDI is sealed
+    (CPU) or the PAC answers (network): a short claim (lock SKIP LOCKED, count the attempt, read
+    what the CFDI needs), the seal and the PAC call outside any transaction, then a conditional
+    finish (recorded only if still STAMPING for the same idempotency key). Two overlapping runs
+    seal the same CFDI (Fecha fixed at the request, deterministic seal), the PAC answers both with
+    the one timbre, and only the first finish records it. The claim, the sealing hop and the
+    finish are shared with the stamps running concurrently in this process
+    (service/stamp_batch.py); payment complements go to `stamp_alone`."""
     from subgraphs.invoice.service.stamp_batch import batcher_for  # it builds on this module
 
     return await batcher_for(rt).stamp(invoice_id, attempt=attempt, max_attempts=max_attempts, pac=pac,
@@ -108,23 +111,11 @@ async def stamp_invoice(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1,
 
 async def stamp_alone(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1, max_attempts: int = 5, pac=None,
                       default_pac=None) -> StampOutcome:
-    """Stamp one invoice in STAMPING, exactly once, in three steps so that no row lock is held
-    while the CFDI is sealed (CPU) or the PAC answers (network):
-
-    1. claim, a short transaction: lock the row (SKIP LOCKED: another worker has it), count the
-       attempt, read what the CFDI needs (issuer, CSD, draft), commit;
-    2. seal and ask the PAC, outside any transaction;
-    3. finish, a short transaction: the outcome is recorded only if the invoice is still STAMPING
-       for the same request (idempotency key); otherwise another run already recorded it.
-
-    Exactly once without the lock: arq runs one job per invoice at a time (job id), and should two
-    runs overlap anyway (a killed worker's job re-run), both seal the same CFDI (Fecha fixed at the
-    request, deterministic RSA seal), so the PAC answers both with the one timbre, and only the
-    first finish records it.
-
-    Payment complements (P) are the exception: their balances depend on which other payments of
-    the same invoices are stamped, so they keep the paid invoices locked from building the
-    complement until the timbre is recorded, all in one transaction as before.
+    """Stamp one invoice in STAMPING in ONE transaction, its row (and, for a payment complement,
+    the paid invoices) locked from building the CFDI until the timbre is recorded. The batcher
+    sends payment complements (P) here: their balances depend on which other payments of the same
+    invoices are stamped, so the locks must span the PAC call. Everything else is stamped in
+    batches without a lock across sealing and the PAC (service/stamp_batch.py).
 
     `pac` replaces every PAC (tests inject one); `default_pac` (the worker's configured provider)
     is used only when the organization listed no PAC account of its own.
@@ -139,19 +130,9 @@ async def stamp_alone(rt: Runtime, invoice_id: uuid.UUID, *, attempt: int = 1, m
             return StampOutcome(inv.status, invoice=inv)
         inv.stamp_attempts = (inv.stamp_attempts or 0) + 1
         key, may_retry = inv.stamp_idempotency_key, attempt < max_attempts and inv.stamp_attempts < MAX_TOTAL_ATTEMPTS
-        hold = inv.voucher_type == "P"
-        prepared = await _prepare(session, inv, issuer, csd_row, lock_related=hold)
-        # A payment complement, or a CFDI refused before sealing: finished in this transaction.
-        finish_now = hold or not isinstance(prepared, _Prepared)
-        if finish_now:
-            retry = await _record(rt, session, inv, await _attempt(rt, inv, prepared, pac, injected, key,
-                                                                   may_retry=may_retry))
-    if not finish_now:
-        outcome = await _attempt(rt, inv, prepared, pac, injected, key, may_retry=may_retry)
-        finished = await _finish(rt, inv, key, outcome)
-        if finished is not None:
-            return finished  # recorded by another run (the same timbre)
-        retry = outcome.retry is not None
+        prepared = await _prepare(session, inv, issuer, csd_row, lock_related=inv.voucher_type == "P")
+        retry = await _record(rt, session, inv, await _attempt(rt, inv, prepared, pac, injected, key,
+                                                               may_retry=may_retry))
     if not retry:
         await publish_status(rt, inv)
     return StampOutcome(inv.status, retry=retry, invoice=inv)
@@ -233,57 +214,9 @@ def _pac_failure(exc: PacError, *, may_retry: bool) -> _Attempt:
 
 
 _invoices, _history = m.Invoice.__table__, m.InvoiceEvent.__table__
-# What the event's invoice reference needs (common.invoice_ref), returned by the finishing UPDATE.
+# What the event's invoice reference needs (common.invoice_ref), returned by the batch's finishing UPDATE.
 _REF_COLUMNS = ("id", "organization_id", "series", "folio", "voucher_type", "total", "currency", "customer_name",
                 "customer_rfc", "customer_email", "created_by", "status")
-
-
-async def _finish(rt: Runtime, inv: m.Invoice, key: str | None, outcome: _Attempt) -> StampOutcome | None:
-    """Step 3 in Core statements, no ORM unit of work: one conditional UPDATE (still STAMPING for
-    the same request) with the history row in the same statement, then the outbox row. The
-    condition is what the row lock and re-read were for: a second run finds no row to update.
-    Sets the outcome on `inv` (detached) for the live push; answers the StampOutcome to return
-    when another run had recorded it, None otherwise."""
-    to, why, values = _changes(outcome)
-    if to is not None:
-        payload_cls = event_for(Status.STAMPING, to)  # IllegalTransition if the lifecycle forbids it
-        values["status"] = to.value
-    params = {"f_id": inv.id, "f_key": key, **{f"v_{k}": v for k, v in values.items()}}
-    if to is not None:
-        params.update(h_id=uuid.uuid4(), h_to=to.value, h_why=why)
-    async with transaction(rt.sessionmaker) as session:
-        row = (await session.execute(_finishing_statement(tuple(values), to is not None), params)).first()
-        if row is None:
-            status = await session.scalar(select(_invoices.c.status).where(_invoices.c.id == inv.id))
-            return StampOutcome(status or "BUSY_OR_MISSING")
-        for name, value in values.items():
-            setattr(inv, name, value)
-        if to is not None and payload_cls is not None:
-            await emit(session, m.outbox, payload_cls(**invoice_ref(row), **_event_fields(rt, inv, to)),
-                       organization_id=row.organization_id, actor_id=None, aggregate_id=f"invoice:{row.id}")
-    return None
-
-
-@functools.cache
-def _finishing_statement(columns: tuple[str, ...], moves: bool):
-    """The conditional UPDATE of `columns` (bound as v_<column>), with the history row (h_id,
-    h_to, h_why) when the status `moves`. Built once per shape: constructing it per stamp was a
-    noticeable share of the job (SQLAlchemy's coercions and cache keys)."""
-    changed = (update(_invoices)
-               .where(_invoices.c.id == bindparam("f_id"), _invoices.c.status == Status.STAMPING.value,
-                      _invoices.c.stamp_idempotency_key.is_not_distinct_from(bindparam("f_key", type_=_invoices.c.stamp_idempotency_key.type)))
-               .values({c: bindparam(f"v_{c}", type_=_invoices.c[c].type) for c in columns})
-               .returning(*(_invoices.c[c] for c in _REF_COLUMNS)))
-    if not moves:
-        return changed
-    done = changed.cte("finished")
-    history = insert(_history).from_select(
-        ["id", "invoice_id", "organization_id", "actor_id", "from_status", "to_status", "reason"],
-        select(bindparam("h_id", type_=_history.c.id.type), done.c.id, done.c.organization_id,
-               literal(None, _history.c.actor_id.type), literal(Status.STAMPING.value),
-               bindparam("h_to", type_=_history.c.to_status.type),
-               bindparam("h_why", type_=_history.c.reason.type))).cte("history")
-    return select(done).add_cte(history)
 
 
 def _changes(outcome: _Attempt) -> tuple[Status | None, str | None, dict]:
