@@ -180,3 +180,25 @@ async def test_statements_of_a_batch_do_not_grow_with_its_size(org, runtime):
     assert len([s for s in n_big if "FOR UPDATE" in s]) == 1
     assert len([s for s in n_big if "INSERT INTO invoice.outbox" in s]) == 1
     assert len(n_single) == 1 and "FOR UPDATE" in n_single[0]
+
+
+async def test_the_sat_rules_of_a_batch_run_in_one_thread_off_the_event_loop(org, monkeypatch):
+    """A call may carry 100 invoices: their totals and SAT rules (CPU) must not hold the event
+    loop, where every other tenant's requests run."""
+    import threading
+
+    from subgraphs.invoice.service import stamp_requests
+
+    seen: list[int] = []
+    real = stamp_requests.evaluate_plain
+
+    def recording(inv, issuer):
+        seen.append(threading.get_ident())
+        return real(inv, issuer)
+
+    monkeypatch.setattr(stamp_requests, "evaluate_plain", recording)
+    invoices = [await org.create_invoice() for _ in range(3)]
+    out = await _stamp_many(org, [(inv["id"], f"hilo-{n}") for n, inv in enumerate(invoices)])
+    assert [r["userErrors"] for r in out["results"]] == [[]] * 3
+    assert len(seen) == 3 and len(set(seen)) == 1  # one hop for the whole call
+    assert seen[0] != threading.get_ident()  # not the event loop's thread

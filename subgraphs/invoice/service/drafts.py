@@ -79,6 +79,10 @@ async def build_engine_invoice(session: AsyncSession, inv: m.Invoice, issuer: m.
     draft = Draft.model_validate(inv.document)
     payments = (await payments_complement(session, inv, draft, issued_at, lock_related=lock_related)
                 if draft.type == "P" else None)
+    return _engine(draft, inv, issuer, issued_at, payments)
+
+
+def _engine(draft: Draft, inv: m.Invoice, issuer: m.IssuerProfile, issued_at: datetime, payments=None) -> cfdi.Invoice:
     return cfdi.compute_totals(engine_invoice(draft, issuer=issuer, series=inv.series, folio=inv.folio,
                                               issued_at=issued_at, payments=payments))
 
@@ -103,10 +107,24 @@ async def evaluate(session: AsyncSession, inv: m.Invoice, issuer: m.IssuerProfil
     """Totals and SAT issues of the stored draft as of now."""
     now = local_now(issuer.postal_code)
     engine = await build_engine_invoice(session, inv, issuer, now)
+    _judge(inv, engine, now)
+    return engine
+
+
+def evaluate_plain(inv: m.Invoice, issuer: m.IssuerProfile) -> cfdi.Invoice:
+    """`evaluate` for an invoice that is not a payment complement: it reads nothing, so it can run
+    in a thread (blocking CPU: the totals and SAT's rules)."""
+    now = local_now(issuer.postal_code)
+    engine = _engine(Draft.model_validate(inv.document), inv, issuer, now)
+    _judge(inv, engine, now)
+    return engine
+
+
+def _judge(inv: m.Invoice, engine: cfdi.Invoice, now: datetime) -> None:
+    """The draft's SAT issues and totals as of `now`, set on `inv`."""
     inv.issues = [{"code": i.code, "field": i.field_path, "message": i.message_es}
                   for i in cfdi.check_invoice(engine, now)]
     _apply_totals(inv, engine)
-    return engine
 
 
 def _store(inv: m.Invoice, draft: Draft) -> None:

@@ -6,7 +6,8 @@ the worker's job, service/stamping.py), all in one transaction. In Core statemen
 (no ORM unit of work, no per-call statement construction), whatever the number of invoices:
 
 1. one locking read of every invoice asked for, with the issuer and the active CSD;
-2. the checks and the SAT rules (`evaluate`), per invoice, in Python;
+2. the checks, then the SAT rules (`evaluate`) of all of them in one thread hop (payment
+   complements, which read their paid documents, in the transaction);
 3. one statement for every accepted invoice: the status change, the history rows and the outbox
    rows (with the relay's wake-up), through `unnest` of one array per column.
 
@@ -15,6 +16,7 @@ An invoice asked again with the key it was accepted with is answered as it is, n
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import uuid
 from collections.abc import Sequence
@@ -29,10 +31,11 @@ from shared.db import PlainRow, transaction
 from shared.errors import InputError, NotFoundError, UserError
 from shared.outbox import appending, event_rows, wake_up
 from shared.runtime import Runtime
+from sat import cfdi
 from subgraphs.invoice import models as m
 from subgraphs.invoice.lifecycle import EDITABLE, Status, event_for
 from subgraphs.invoice.service.common import invoice_ref, publish_statuses, utcnow
-from subgraphs.invoice.service.drafts import evaluate
+from subgraphs.invoice.service.drafts import evaluate, evaluate_plain
 
 MAX_BATCH = 100  # invoices per stampInvoices call
 MAX_KEY_LENGTH = 200  # the stamp_idempotency_key column
@@ -117,6 +120,7 @@ async def _request(rt: Runtime, org: uuid.UUID, actor: uuid.UUID,
             for r in (await session.execute(_locking_read(), {"ids": wanted, "org": org})).mappings():
                 found[r["id"]] = r
         now = utcnow()
+        candidates: list[tuple[StampAnswer, PlainRow, str, PlainRow]] = []  # (answer, invoice, key, issuer)
         for (invoice_id, _), key, answer in zip(items, keys, answers):
             if key is None:
                 answer.errors = [UserError(field=["idempotencyKey"], code="INVALID_IDEMPOTENCY_KEY",
@@ -131,7 +135,14 @@ async def _request(rt: Runtime, org: uuid.UUID, actor: uuid.UUID,
                 answer.invoice = inv  # the same request again: the same answer, nothing new
                 continue
             try:
-                await _check(session, inv, r, now)
+                _may_stamp(inv, r, now)
+            except InputError as exc:
+                answer.errors = exc.errors
+                continue
+            candidates.append((answer, inv, key, PlainRow({name: r[f"issuer_{name}"] for name in _ISSUER_COLUMNS})))
+        for (answer, inv, key, _), engine in zip(candidates, await _evaluated(session, candidates), strict=True):
+            try:
+                _no_issues(inv, engine)
             except InputError as exc:
                 answer.errors = exc.errors
                 continue
@@ -145,17 +156,48 @@ async def _request(rt: Runtime, org: uuid.UUID, actor: uuid.UUID,
     return answers
 
 
-async def _check(session, inv: PlainRow, r, now) -> None:
-    """Whether `inv` may be stamped now (InputError if not); sets the draft's Fecha, totals and
-    issues as of now on `inv`, as the request records them."""
+def _may_stamp(inv: PlainRow, r, now) -> None:
+    """InputError unless the invoice's status and the organization's CSD allow stamping."""
     if inv.status not in EDITABLE:
         raise InputError.single("INVALID_STATUS", "La factura no se puede timbrar en su estado actual.", ["id"])
     if r["csd_valid_to"] is None or r["issuer_rfc"] is None:
         raise InputError.single("CSD_REQUIRED", "Carga y activa un certificado de sello digital (CSD).", ["id"])
     if r["csd_valid_to"] < now:
         raise InputError.single("CERTIFICATE_EXPIRED", "El certificado activo está vencido.", ["id"])
-    issuer = PlainRow({name: r[f"issuer_{name}"] for name in _ISSUER_COLUMNS})
-    engine = await evaluate(session, inv, issuer)
+
+
+async def _evaluated(session, candidates) -> list[cfdi.Invoice | InputError]:
+    """Each candidate's draft as of now (totals, Fecha and SAT issues set on the invoice), or the
+    InputError that refuses it. The SAT rules are CPU and a call may carry 100 invoices, so those
+    that read nothing more run in ONE thread hop, off the event loop; payment complements read
+    their paid documents in this transaction."""
+    def plain(pairs):
+        out = []
+        for inv, issuer in pairs:
+            try:
+                out.append(evaluate_plain(inv, issuer))
+            except InputError as exc:
+                out.append(exc)
+        return out
+
+    plain_ones = [(inv, issuer) for _, inv, _, issuer in candidates if inv.voucher_type != "P"]
+    done = iter(await asyncio.to_thread(plain, plain_ones) if plain_ones else [])
+    results: list[cfdi.Invoice | InputError] = []
+    for _, inv, _, issuer in candidates:
+        if inv.voucher_type != "P":
+            results.append(next(done))
+            continue
+        try:
+            results.append(await evaluate(session, inv, issuer))
+        except InputError as exc:
+            results.append(exc)
+    return results
+
+
+def _no_issues(inv: PlainRow, engine: cfdi.Invoice | InputError) -> None:
+    """InputError if the draft cannot be stamped as it is; else its Fecha is the one to seal."""
+    if isinstance(engine, InputError):
+        raise engine
     if inv.issues:
         raise InputError([UserError(field=["id"], code="INVOICE_HAS_ISSUES",
                                     message="La factura tiene errores de validación: " +
