@@ -211,3 +211,23 @@ async def test_arrivals_while_a_batch_runs_go_together_into_the_next_one():
     release.set()
     assert await asyncio.gather(first, *rest) == [0, 10, 20, 30, 40, 50, 60]
     assert batches == [[0], [1, 2, 3, 4], [5, 6]]  # the waiting ones together, at most max_size each
+
+
+async def test_a_batch_builds_its_cfdis_off_the_event_loop(org, runtime, monkeypatch):
+    """The drafts' validation and totals of a whole batch (CPU, up to 50 invoices) run in the
+    sealing thread, never on the worker's event loop where every other job runs."""
+    import threading
+
+    from subgraphs.invoice.service import stamping
+
+    seen: list[int] = []
+    real = stamping._prepare_plain
+
+    def recording(inv, issuer, csd_row):
+        seen.append(threading.get_ident())
+        return real(inv, issuer, csd_row)
+
+    monkeypatch.setattr(stamping, "_prepare_plain", recording)
+    ids = await _requested(org, 3)
+    assert await asyncio.gather(*[stamp_invoice_job({"runtime": runtime, "job_try": 1}, i) for i in ids]) == ["STAMPED"] * 3
+    assert len(seen) == 3 and threading.get_ident() not in seen

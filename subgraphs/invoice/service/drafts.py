@@ -82,6 +82,12 @@ async def build_engine_invoice(session: AsyncSession, inv: m.Invoice, issuer: m.
     return _engine(draft, inv, issuer, issued_at, payments)
 
 
+def build_engine_plain(inv: m.Invoice, issuer: m.IssuerProfile, issued_at: datetime) -> cfdi.Invoice:
+    """`build_engine_invoice` for an invoice that is not a payment complement: it reads nothing,
+    so it can run in a thread (blocking CPU: the draft's validation and totals)."""
+    return _engine(Draft.model_validate(inv.document), inv, issuer, issued_at)
+
+
 def _engine(draft: Draft, inv: m.Invoice, issuer: m.IssuerProfile, issued_at: datetime, payments=None) -> cfdi.Invoice:
     return cfdi.compute_totals(engine_invoice(draft, issuer=issuer, series=inv.series, folio=inv.folio,
                                               issued_at=issued_at, payments=payments))
@@ -115,7 +121,7 @@ def evaluate_plain(inv: m.Invoice, issuer: m.IssuerProfile) -> cfdi.Invoice:
     """`evaluate` for an invoice that is not a payment complement: it reads nothing, so it can run
     in a thread (blocking CPU: the totals and SAT's rules)."""
     now = local_now(issuer.postal_code)
-    engine = _engine(Draft.model_validate(inv.document), inv, issuer, now)
+    engine = build_engine_plain(inv, issuer, now)
     _judge(inv, engine, now)
     return engine
 

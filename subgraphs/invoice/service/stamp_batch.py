@@ -200,7 +200,7 @@ class StampBatcher:
                 accounts[org] = exc
         answers: list[_Claim] = []
         taken: set[uuid.UUID] = set()
-        to_seal: list[tuple[_Claim, one._Prepared]] = []
+        to_seal: list[tuple[_Claim, m.IssuerProfile | None, m.Certificate | None]] = []
         for a in asks:
             found = rows.get(a.invoice_id)
             if found is None or a.invoice_id in taken:  # locked elsewhere, gone, or this batch's twin
@@ -216,17 +216,14 @@ class StampBatcher:
                 continue
             claim = _Claim(inv=inv, accounts=accounts.get(inv.organization_id) if a.own_accounts else None,
                            may_retry=a.attempt < a.max_attempts and inv.stamp_attempts < one.MAX_TOTAL_ATTEMPTS)
-            # Not a payment complement: building the CFDI reads nothing more (no session needed).
-            prepared = await one._prepare(None, inv, issuer, csd_row, lock_related=False)
-            if isinstance(prepared, tuple):
-                claim.failure = one._Attempt(failure=prepared)
-            else:
-                to_seal.append((claim, prepared))
+            # Not a payment complement: building the CFDI reads nothing more, so it is built in
+            # the sealing thread, off the event loop.
+            to_seal.append((claim, issuer, csd_row))
             answers.append(claim)
         log.debug("stamp batch claimed", extra={"asked": len(asks), "claimed": len(rows), "sealing": len(to_seal)})
         if to_seal:
             sealed = await asyncio.to_thread(_seal_all, self.rt, to_seal, utcnow())
-            for (claim, _), xml in zip(to_seal, sealed, strict=True):
+            for (claim, _, _), xml in zip(to_seal, sealed, strict=True):
                 if isinstance(xml, one._Attempt):
                     claim.failure = xml
                 else:
@@ -285,9 +282,15 @@ class StampBatcher:
         return answers
 
 
-def _seal_all(rt: Runtime, to_seal: list[tuple[_Claim, one._Prepared]], now) -> list[bytes | one._Attempt]:
-    """Every claimed CFDI sealed, in one thread hop for the batch (CPU: off the event loop)."""
-    return [one._seal(rt, claim.inv, prepared, now) for claim, prepared in to_seal]
+def _seal_all(rt: Runtime, to_seal: list[tuple[_Claim, m.IssuerProfile | None, m.Certificate | None]],
+              now) -> list[bytes | one._Attempt]:
+    """Build and seal every claimed CFDI (blocking CPU: run in one thread hop for the batch)."""
+    out: list[bytes | one._Attempt] = []
+    for claim, issuer, csd_row in to_seal:
+        prepared = one._prepare_plain(claim.inv, issuer, csd_row)
+        out.append(one._Attempt(failure=prepared) if isinstance(prepared, tuple)
+                   else one._seal(rt, claim.inv, prepared, now))
+    return out
 
 
 @functools.cache

@@ -28,7 +28,7 @@ from sat.pac import PacError, StampResult, get_pac
 from subgraphs.invoice.pac_accounts import chosen_pac
 from subgraphs.invoice.service.common import ask_pac, publish_status, record_transition, utcnow
 from subgraphs.invoice.service.documents import EVENT_LINK_TTL, document_path
-from subgraphs.invoice.service.drafts import build_engine_invoice
+from subgraphs.invoice.service.drafts import build_engine_invoice, build_engine_plain
 from subgraphs.invoice.service.issuer import open_csd
 
 log = logging.getLogger(__name__)
@@ -147,20 +147,41 @@ class _Prepared:
     csd_row: m.Certificate
 
 
-async def _prepare(session: AsyncSession | None, inv: m.Invoice, issuer: m.IssuerProfile | None,
+_NO_CSD = ("CSD_REQUIRED", "No hay un certificado de sello digital activo.")
+
+
+async def _prepare(session: AsyncSession, inv: m.Invoice, issuer: m.IssuerProfile | None,
                    csd_row: m.Certificate | None, *, lock_related: bool) -> _Prepared | tuple[str, str]:
-    """The engine's invoice and the CSD to seal it with, or the (code, message) that refuses it.
-    Only a payment complement reads more rows (`session`; None will do for the others)."""
+    """The engine's invoice and the CSD to seal it with, or the (code, message) that refuses it."""
     if csd_row is None or issuer is None:
-        return ("CSD_REQUIRED", "No hay un certificado de sello digital activo.")
+        return _NO_CSD
     try:
         engine = await build_engine_invoice(session, inv, issuer, inv.issued_at, lock_related=lock_related)
-    except InputError as exc:  # e.g. a paid document cancelled after the draft was saved
-        return (exc.errors[0].code, exc.errors[0].message)
-    except Exception:  # noqa: BLE001 - a CFDI we cannot build will not fix itself
-        log.exception("could not build the CFDI", extra={"invoice_id": str(inv.id)})
-        return _SEAL_ERROR
+    except Exception as exc:  # noqa: BLE001 - sorted by _refusal
+        return _refusal(inv, exc)
     return _Prepared(engine, csd_row)
+
+
+def _prepare_plain(inv: m.Invoice, issuer: m.IssuerProfile | None,
+                   csd_row: m.Certificate | None) -> _Prepared | tuple[str, str]:
+    """`_prepare` for an invoice that is not a payment complement: reads nothing, blocking CPU (the
+    batch runs it in its sealing thread)."""
+    if csd_row is None or issuer is None:
+        return _NO_CSD
+    try:
+        engine = build_engine_plain(inv, issuer, inv.issued_at)
+    except Exception as exc:  # noqa: BLE001 - sorted by _refusal
+        return _refusal(inv, exc)
+    return _Prepared(engine, csd_row)
+
+
+def _refusal(inv: m.Invoice, exc: Exception) -> tuple[str, str]:
+    """Why a CFDI could not be built: the draft's own error (e.g. a paid document cancelled after
+    it was saved), or SEAL_ERROR for anything else (it will not fix itself)."""
+    if isinstance(exc, InputError):
+        return (exc.errors[0].code, exc.errors[0].message)
+    log.error("could not build the CFDI", exc_info=exc, extra={"invoice_id": str(inv.id)})
+    return _SEAL_ERROR
 
 
 async def _attempt(rt: Runtime, inv: m.Invoice, prepared: _Prepared | tuple[str, str], pac, injected: bool,
