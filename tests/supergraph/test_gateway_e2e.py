@@ -357,6 +357,17 @@ ENDINGS = {
 }
 
 
+def _subscription_payloads(stack: Stack, transport: str, query: str, token: bool) -> list[dict]:
+    """The payloads one subscription delivers over `transport` ("ws": graphql-transport-ws, which
+    must end with `complete`; "sse"), anonymous or with a token."""
+    jwt_ = stack.token() if token else None
+    if transport == "sse":
+        return _sse_events(stack.url, query, jwt_)
+    msgs = asyncio.run(_ws_messages(stack.url, query, jwt_))
+    assert msgs[-1] == {"id": "1", "type": "complete"}, msgs
+    return [m["payload"] for m in msgs if m["type"] == "next"]
+
+
 @pytest.mark.parametrize("token", [False, True], ids=["anonymous", "token"])  # with a token: shared (subscriptions.mjs)
 @pytest.mark.parametrize("ending", list(ENDINGS))
 @pytest.mark.parametrize("transport", ["ws", "sse"])
@@ -365,13 +376,7 @@ def test_subscription_errors_from_a_subgraph_reach_the_client(stack: Stack, tran
     "Unexpected error."), after the events sent before it, then the end of the stream."""
     field, events, message, extensions = ENDINGS[ending]
     query = f"subscription {{ {field} {{ id message }} }}"
-    jwt_ = stack.token() if token else None
-    if transport == "ws":
-        msgs = asyncio.run(_ws_messages(stack.url, query, jwt_))
-        assert msgs[-1] == {"id": "1", "type": "complete"}, msgs
-        payloads = [m["payload"] for m in msgs if m["type"] == "next"]
-    else:
-        payloads = _sse_events(stack.url, query, jwt_)
+    payloads = _subscription_payloads(stack, transport, query, token)
     assert len(payloads) == events + 1, payloads
     assert all(p["data"] and "errors" not in p for p in payloads[:-1]), payloads
     root = field.split("(")[0]
@@ -386,13 +391,7 @@ def test_untyped_subscription_failures_stay_masked(stack: Stack, transport: str,
     reaches the client as the masked INTERNAL_SERVER_ERROR "Unexpected error.", nothing of the
     failure itself (it used to arrive as an error without a message)."""
     query = "subscription { notificationBroken { id } }"
-    jwt_ = stack.token() if token else None
-    if transport == "ws":
-        msgs = asyncio.run(_ws_messages(stack.url, query, jwt_))
-        assert msgs[-1] == {"id": "1", "type": "complete"}, msgs
-        payloads = [m["payload"] for m in msgs if m["type"] == "next"]
-    else:
-        payloads = _sse_events(stack.url, query, jwt_)
+    payloads = _subscription_payloads(stack, transport, query, token)
     [payload] = payloads
     [error] = payload["errors"]
     assert error["message"] == "Unexpected error." and error["extensions"]["code"] == "INTERNAL_SERVER_ERROR", payload
