@@ -57,7 +57,8 @@ async def handle_events(rt: Runtime, events: Sequence[Event]) -> Handled:
     bulk: one statement writes their dedupe rows and reads the facts of all of them; the others
     (recipient and membership projections, role-routed events) one by one, in stream order, so an
     event sees what the events before it projected. The notifications and e-mails of the whole
-    batch are then two multi-row inserts. Raises on any failure (nothing is applied): the consumer
+    batch are then two multi-row inserts (several invoice status mails to one recipient: one
+    digest). Raises on any failure (nothing is applied): the consumer
     then applies the batch's entries one by one, so one poison event fails alone."""
     async with transaction(rt.sessionmaker) as s:
         decided: list[tuple[Event, d.Decision]] = []
