@@ -3,7 +3,9 @@
 Consumer: the `notification` group on the `events` stream (workers/consumer.py: ack after
 commit, reclaim from dead consumers, dead-letter after MAX_DELIVERIES). The entries of one stream
 read are applied in one transaction (`_process_batch`); if it fails, one by one (`_process`), so a
-poison event fails alone. Effects are deduplicated by event id in Postgres.
+poison event fails alone. Effects are deduplicated by event id in Postgres. Within one read, the
+invoice status mails to one recipient become one digest (decisions.outgoing); entries applied one
+by one get their single mails.
 
 Sender: at most once per idempotency key. The message row is locked while it is sent and marked
 sent in the same transaction, so a duplicate sender waits (or skips it) and then finds it sent.

@@ -7,8 +7,9 @@ Texts are es-MX first, English when the recipient's locale is 'en'.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -92,6 +93,14 @@ class EmailIntent:
     context: dict[str, Any]
     user_id: uuid.UUID | None = None  # None: not a user (a customer, an invitee)
     attachments: tuple[Attachment, ...] = ()
+    # Set when this mail may become a line of a digest (see `outgoing`): its kind and its line.
+    digest: DigestLine | None = None
+
+
+@dataclass(frozen=True)
+class DigestLine:
+    kind: str  # the event type: only lines of one kind share a digest
+    line: dict[str, str]  # what the digest lists for this mail's event
 
 
 @dataclass(frozen=True)
@@ -103,8 +112,65 @@ class Decision:
 NOTHING = Decision()
 
 
-def idempotency_key(event_id: uuid.UUID, intent: EmailIntent) -> str:
-    return f"{event_id}:{intent.to_address.lower()}:{intent.template}"
+def idempotency_key(event_ids: Sequence[uuid.UUID], intent: EmailIntent) -> str:
+    """Deterministic from the events a message tells about, its recipient and its template: a
+    redelivered event (or batch of events) can never store a second message. One event: its id, as
+    it always was; several (a digest): a hash of their ids, in any order."""
+    if len(event_ids) == 1:
+        covered = str(event_ids[0])
+    else:
+        covered = hashlib.sha256(",".join(sorted(str(e) for e in event_ids)).encode()).hexdigest()
+    return f"{covered}:{intent.to_address.lower()}:{intent.template}"
+
+
+# --- digests: several status mails of one batch to one recipient become one ---------------------
+
+DIGEST_TEMPLATE = "invoice_status_digest"
+# Lines a digest lists; the rest are counted ("y N más") and are in the app (each invoice also has
+# its in-app notice). 50 lines keep the HTML well under the ~100 KB at which Gmail clips a message.
+DIGEST_MAX_LINES = 50
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An e-mail to store: what to send and the events it tells about, in stream order (one, or
+    several for a digest)."""
+
+    events: tuple[Event, ...]
+    intent: EmailIntent
+
+    @property
+    def idempotency_key(self) -> str:
+        return idempotency_key([e.id for e in self.events], self.intent)
+
+
+def outgoing(emails: Sequence[tuple[Event, EmailIntent]]) -> list[Outgoing]:
+    """The e-mails of one handled batch (in stream order) as they are stored: mails that may be
+    digested (`EmailIntent.digest`) and go to the same recipient, in the same organization,
+    language and kind, become ONE digest when there are two or more; everything else stays one
+    message per event. The digest takes the place of its first mail."""
+    slots: list[list[tuple[Event, EmailIntent]]] = []  # in order; a digest's slot fills as it goes
+    digests: dict[tuple, list[tuple[Event, EmailIntent]]] = {}
+    for event, intent in emails:
+        if intent.digest is None:
+            slots.append([(event, intent)])
+            continue
+        key = (event.organization_id, intent.user_id, intent.to_address.lower(), intent.locale, intent.template,
+               intent.digest.kind)
+        if key not in digests:
+            slots.append(digests.setdefault(key, []))
+        digests[key].append((event, intent))
+    return [Outgoing((slot[0][0],), slot[0][1]) if len(slot) == 1
+            else Outgoing(tuple(e for e, _ in slot), _digest([i for _, i in slot])) for slot in slots]
+
+
+def _digest(intents: Sequence[EmailIntent]) -> EmailIntent:
+    first = intents[0]
+    lines = [i.digest.line for i in intents]
+    return EmailIntent(
+        to_address=first.to_address, template=DIGEST_TEMPLATE, locale=first.locale, user_id=first.user_id,
+        context={"full_name": first.context["full_name"], "kind": first.digest.kind, "count": len(lines),
+                 "invoices": lines[:DIGEST_MAX_LINES]})
 
 
 # Events whose audience is found by role among the organization's members.
@@ -260,6 +326,21 @@ def _invoice_data(event_type: str, p: _InvoiceRef) -> dict[str, Any]:
     return data
 
 
+# Stamping many invoices at once (stampInvoices) would otherwise mail their creator once per invoice.
+_DIGESTED = frozenset({"invoice.stamped", "invoice.stamp_failed"})
+
+
+def _digest_line(event_type: str, p: _InvoiceRef) -> DigestLine | None:
+    if event_type not in _DIGESTED:
+        return None
+    line = {"label": invoice_label(p), "customer": p.customer_name, "total": format_money(p.total, p.currency)}
+    if event_type == "invoice.stamped":
+        line["uuid"] = p.uuid
+    else:
+        line["message"] = p.message
+    return DigestLine(event_type, line)
+
+
 @decides(*_INVOICE_TEXT)
 def _invoice_status(event: Event, p: _InvoiceRef, facts: Facts) -> Decision:
     in_app: list[InAppNotice] = []
@@ -276,6 +357,7 @@ def _invoice_status(event: Event, p: _InvoiceRef, facts: Facts) -> Decision:
             emails.append(EmailIntent(
                 to_address=who.email, template="invoice_status", locale=locale, user_id=p.created_by,
                 context={"full_name": who.full_name, "title": title, "body": body, "kind": event.type},
+                digest=_digest_line(event.type, p),
             ))
     if isinstance(p, InvoiceStamped) and facts.send_cfdi_to_customer and p.customer_email:
         stem = p.uuid.upper()

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint, func, text
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import service_base
@@ -99,13 +99,16 @@ class OrganizationSettings(Base):
 
 
 class EmailMessage(Base):
-    """One e-mail to send. The idempotency key (event + recipient + template) is unique, so however
-    often an event is redelivered or a job retried, one message exists and is sent at most once."""
+    """One e-mail to send. The idempotency key (event(s) + recipient + template) is unique, so however
+    often an event is redelivered or a job retried, one message exists and is sent at most once.
+    A digest (several invoice status mails of one consumer batch to one recipient, decisions.outgoing)
+    tells about several events: `event_ids` lists them all, `event_id` is the first."""
 
     __tablename__ = "email_messages"
     id: Mapped[uuid.UUID] = _id()
     idempotency_key: Mapped[str] = mapped_column(String(500), unique=True)
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    event_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)), server_default=text("'{}'::uuid[]"))
     organization_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     user_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))  # None: not a user (customer, invitee)
     to_address: Mapped[str] = mapped_column(String(320))

@@ -57,7 +57,8 @@ async def handle_events(rt: Runtime, events: Sequence[Event]) -> Handled:
     bulk: one statement writes their dedupe rows and reads the facts of all of them; the others
     (recipient and membership projections, role-routed events) one by one, in stream order, so an
     event sees what the events before it projected. The notifications and e-mails of the whole
-    batch are then two multi-row inserts. Raises on any failure (nothing is applied): the consumer
+    batch are then two multi-row inserts (several invoice status mails to one recipient: one
+    digest). Raises on any failure (nothing is applied): the consumer
     then applies the batch's entries one by one, so one poison event fails alone."""
     async with transaction(rt.sessionmaker) as s:
         decided: list[tuple[Event, d.Decision]] = []
@@ -211,19 +212,24 @@ ON CONFLICT DO NOTHING
 RETURNING id, organization_id, user_id, type, title, body, data, created_at"""
 
 _NEW_EMAILS = """
-INSERT INTO notification.email_messages (id, idempotency_key, event_id, organization_id, user_id, to_address, locale,
-                                         template, context, attachments)
-SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:keys AS text[]), CAST(:events AS uuid[]), CAST(:orgs AS uuid[]),
-                     CAST(:users AS uuid[]), CAST(:addresses AS text[]), CAST(:locales AS text[]),
-                     CAST(:templates AS text[]), CAST(CAST(:contexts AS text[]) AS jsonb[]),
-                     CAST(CAST(:attachments AS text[]) AS jsonb[]))
+INSERT INTO notification.email_messages (id, idempotency_key, event_id, event_ids, organization_id, user_id, to_address,
+                                         locale, template, context, attachments)
+SELECT id, key, event_id, CAST(string_to_array(covered, ' ') AS uuid[]), org, user_id, address, locale, template,
+       context, attachments
+FROM unnest(CAST(:ids AS uuid[]), CAST(:keys AS text[]), CAST(:events AS uuid[]), CAST(:covered AS text[]),
+            CAST(:orgs AS uuid[]), CAST(:users AS uuid[]), CAST(:addresses AS text[]), CAST(:locales AS text[]),
+            CAST(:templates AS text[]), CAST(CAST(:contexts AS text[]) AS jsonb[]),
+            CAST(CAST(:attachments AS text[]) AS jsonb[]))
+     AS m(id, key, event_id, covered, org, user_id, address, locale, template, context, attachments)
 ON CONFLICT DO NOTHING
 RETURNING id"""
 
 
 async def _store(s: AsyncSession, decided: list[tuple[Event, d.Decision]]) -> Handled:
     """Every notification and e-mail of the decisions: one multi-row insert each (one statement
-    whatever the number of events; the unique keys make a redelivery add nothing)."""
+    whatever the number of events; the unique keys make a redelivery add nothing). Status mails to
+    one recipient become a digest here (`d.outgoing`), in this transaction, keyed by the events it
+    covers; in-app notices stay one per event."""
     out = Handled()
     notices = [(e, n) for e, decision in decided for n in decision.in_app]
     if notices:
@@ -233,16 +239,18 @@ async def _store(s: AsyncSession, decided: list[tuple[Event, d.Decision]]) -> Ha
             "types": [n.type for _, n in notices], "titles": [n.title for _, n in notices],
             "bodies": [n.body for _, n in notices], "data": [json.dumps(n.data) for _, n in notices]})
         out.notifications = [_Inserted(r._mapping) for r in rows]
-    intents = [(e, i) for e, decision in decided for i in decision.emails]
-    if intents:
+    mails = d.outgoing([(e, i) for e, decision in decided for i in decision.emails])
+    if mails:
+        intents = [m.intent for m in mails]
         rows = await s.execute(text(_NEW_EMAILS), {
-            "ids": [uuid.uuid4() for _ in intents], "keys": [d.idempotency_key(e.id, i) for e, i in intents],
-            "events": [e.id for e, _ in intents], "orgs": [e.organization_id for e, _ in intents],
-            "users": [i.user_id for _, i in intents], "addresses": [i.to_address for _, i in intents],
-            "locales": [i.locale for _, i in intents], "templates": [i.template for _, i in intents],
-            "contexts": [json.dumps(i.context) for _, i in intents],
+            "ids": [uuid.uuid4() for _ in mails], "keys": [m.idempotency_key for m in mails],
+            "events": [m.events[0].id for m in mails], "covered": [" ".join(str(e.id) for e in m.events) for m in mails],
+            "orgs": [m.events[0].organization_id for m in mails],
+            "users": [i.user_id for i in intents], "addresses": [i.to_address for i in intents],
+            "locales": [i.locale for i in intents], "templates": [i.template for i in intents],
+            "contexts": [json.dumps(i.context) for i in intents],
             "attachments": [json.dumps([{"path": a.path, "filename": a.filename, "content_type": a.content_type}
-                                        for a in i.attachments]) for _, i in intents]})
+                                        for a in i.attachments]) for i in intents]})
         out.email_ids = [r[0] for r in rows]
     return out
 

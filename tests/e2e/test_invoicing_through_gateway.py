@@ -110,6 +110,7 @@ async def test_stamp_the_selected_drafts_in_one_request_through_the_gateway(gate
     """stampInvoices: one request for several drafts; each answered on its own, the accepted ones
     pushed live as STAMPING and stamped once each by the real worker."""
     token, customer_id = await new_issuer(gateway, mailbox, customer_email=unique_email("cliente"))
+    me = (await gateway.ok("{ me { email } }", token=token))["me"]["email"]
     drafts = [await create_invoice(gateway, token, customer_id, price=f"{100 + n}.00") for n in range(3)]
     events_ws, events = await subscribe(stack.urls["gateway"], "subscription { invoiceEvents { invoiceId status } }",
                                         None, token)
@@ -128,8 +129,22 @@ async def test_stamp_the_selected_drafts_in_one_request_through_the_gateway(gate
         assert all(s == ["STAMPING", "STAMPED"] for s in seen.values()), seen
     finally:
         await events_ws.close()
+    uuids: list[str] = []
     for d in drafts:
         got = (await gateway.ok("query($id: ID!) { invoice(id: $id) { status uuid history { toStatus } } }",
                                 {"id": d["id"]}, token=token))["invoice"]
         assert got["status"] == "STAMPED" and got["uuid"]
         assert [h["toStatus"] for h in got["history"]] == ["DRAFT", "STAMPING", "STAMPED"]
+        uuids.append(got["uuid"])
+    # The creator hears of each invoice by e-mail exactly once: those the consumer read together
+    # in one digest ("Se timbraron N facturas"), a lone one in its own mail.
+    def mailed() -> list[str]:
+        texts = [m.get_body(preferencelist=("plain",)).get_content() for m in mailbox.to(me) if "timbr" in m["Subject"]]
+        return sorted(u for t in texts for u in uuids if u in t)
+
+    for _ in range(150):
+        if mailed() == sorted(uuids):
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1)  # a duplicate, were there one, would come right after
+    assert mailed() == sorted(uuids), [m["Subject"] for m in mailbox.to(me)]

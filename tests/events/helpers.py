@@ -8,7 +8,9 @@ from decimal import Decimal
 
 from shared.bus import EVENTS_STREAM
 from shared.db import transaction
-from shared.events import EmailVerificationRequested, Event, EventPayload, InvoiceStamped, PasswordChanged, utcnow
+from shared.events import (
+    EmailVerificationRequested, Event, EventPayload, InvoiceStamped, InvoiceStampFailed, PasswordChanged, utcnow,
+)
 from shared.outbox import emit
 from shared.runtime import Runtime
 
@@ -35,13 +37,24 @@ def password_changed(*, email: str | None = None) -> PasswordChanged:
     return PasswordChanged(user_id=uid, email=email or f"u-{uid.hex[:10]}@example.mx")
 
 
+def _invoice_ref(created_by, customer_email, folio, total, customer_name) -> dict:
+    return dict(invoice_id=uuid.uuid4(), series="A", folio=folio, invoice_type="I", total=Decimal(total), currency="MXN",
+                customer_name=customer_name, customer_rfc="XAXX010101000", customer_email=customer_email,
+                created_by=created_by)
+
+
 def invoice_stamped(*, created_by: uuid.UUID | None, customer_email: str | None = "cliente@example.mx",
-                    xml_path: str = "/documents/x.xml", pdf_path: str = "/documents/x.pdf") -> InvoiceStamped:
-    return InvoiceStamped(
-        invoice_id=uuid.uuid4(), series="A", folio=123, invoice_type="I", total=Decimal("1160.00"), currency="MXN",
-        customer_name="Cliente Ejemplo SA de CV", customer_rfc="XAXX010101000", customer_email=customer_email,
-        created_by=created_by, uuid=str(uuid.uuid4()).upper(), stamped_at=utcnow(), xml_path=xml_path, pdf_path=pdf_path,
-    )
+                    xml_path: str = "/documents/x.xml", pdf_path: str = "/documents/x.pdf", folio: int = 123,
+                    total: str = "1160.00", customer_name: str = "Cliente Ejemplo SA de CV") -> InvoiceStamped:
+    return InvoiceStamped(**_invoice_ref(created_by, customer_email, folio, total, customer_name),
+                          uuid=str(uuid.uuid4()).upper(), stamped_at=utcnow(), xml_path=xml_path, pdf_path=pdf_path)
+
+
+def invoice_stamp_failed(*, created_by: uuid.UUID | None, folio: int = 123, total: str = "1160.00",
+                         customer_name: str = "Cliente Ejemplo SA de CV", message: str = "RFC del receptor inválido"
+                         ) -> InvoiceStampFailed:
+    return InvoiceStampFailed(**_invoice_ref(created_by, None, folio, total, customer_name), code="CFDI40145",
+                              message=message)
 
 
 async def stream_event_ids(redis, *, last: int = 5000) -> list[str]:

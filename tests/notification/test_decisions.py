@@ -11,9 +11,10 @@ from shared.events import (
     MemberRemoved, MfaDisabled, MfaEnabled, PasswordChanged, PasswordResetRequested, SignUpRequested, UserRegistered, make_event,
 )
 from subgraphs.notification.decisions import (
-    EMAIL, IN_APP, NOTHING, Facts, Preferences, RecipientInfo, decide, idempotency_key, is_locked,
+    DIGEST_TEMPLATE, EMAIL, IN_APP, NOTHING, Facts, Preferences, RecipientInfo, decide, idempotency_key, is_locked,
+    outgoing,
 )
-from tests.events.helpers import invoice_stamped, verification_requested
+from tests.events.helpers import invoice_stamp_failed, invoice_stamped, verification_requested
 
 ORG = uuid.uuid4()
 ANA = uuid.uuid4()
@@ -168,4 +169,79 @@ def test_idempotency_key_is_event_recipient_template():
     p = verification_requested()
     e = ev(p)
     (mail,) = decide(e, Facts()).emails
-    assert idempotency_key(e.id, mail) == f"{e.id}:{p.email}:verify_email"
+    assert idempotency_key([e.id], mail) == f"{e.id}:{p.email}:verify_email"
+
+
+# --- digests: the status mails of one batch, per recipient ----------------------------------------
+
+BEA = uuid.uuid4()
+
+
+def _mails(*events, send_cfdi=False, locales=None):
+    """(event, intent) of every e-mail the events decide, in order, as the service collects them."""
+    locales = locales or {}
+    recipients = {u: RecipientInfo(u, f"{n}@example.mx", n.title(), locales.get(u, "es-MX"))
+                  for u, n in ((ANA, "ana"), (BEA, "bea"))}
+    f = Facts(recipients=recipients, send_cfdi_to_customer=send_cfdi)
+    return [(e, m) for e in events for m in decide(e, f).emails]
+
+
+def test_a_lone_status_mail_stays_the_single_mail():
+    e = ev(invoice_stamped(created_by=ANA))
+    ((_, mail),) = _mails(e)
+    (out,) = outgoing(_mails(e))
+    assert out.events == (e,) and out.intent == mail and out.intent.template == "invoice_status"
+    assert out.idempotency_key == f"{e.id}:ana@example.mx:invoice_status"
+
+
+def test_two_or_more_stamps_for_one_recipient_become_one_digest_listing_each():
+    events = [ev(invoice_stamped(created_by=ANA, customer_email=None, folio=n, total=f"{n}00.00")) for n in (1, 2, 3)]
+    (out,) = outgoing(_mails(*events))
+    assert out.events == tuple(events)
+    assert (out.intent.template, out.intent.to_address, out.intent.user_id) == (DIGEST_TEMPLATE, "ana@example.mx", ANA)
+    assert out.intent.context == {"full_name": "Ana", "kind": "invoice.stamped", "count": 3, "invoices": [
+        {"label": f"A-{n}", "customer": "Cliente Ejemplo SA de CV", "total": f"${n}00.00 MXN", "uuid": e.payload["uuid"]}
+        for n, e in zip((1, 2, 3), events)]}
+
+
+def test_digests_are_per_recipient_organization_language_and_kind_and_leave_other_mail_alone():
+    other_org = uuid.uuid4()
+    a1, a2 = (ev(invoice_stamped(created_by=ANA)) for _ in range(2))  # customer mails too (send_cfdi)
+    b1, b2 = (ev(invoice_stamped(created_by=BEA, customer_email=None)) for _ in range(2))
+    lone = ev(invoice_stamped(created_by=ANA, customer_email=None), org=other_org)
+    f1, f2 = (ev(invoice_stamp_failed(created_by=ANA)) for _ in range(2))
+    out = outgoing(_mails(a1, b1, lone, a2, f1, b2, f2, send_cfdi=True, locales={BEA: "en"}))
+    summary = [(o.intent.template, o.intent.to_address, [e.id for e in o.events]) for o in out]
+    assert summary == [
+        (DIGEST_TEMPLATE, "ana@example.mx", [a1.id, a2.id]),  # where its first mail was
+        ("cfdi_to_customer", "cliente@example.mx", [a1.id]),
+        (DIGEST_TEMPLATE, "bea@example.mx", [b1.id, b2.id]),
+        ("invoice_status", "ana@example.mx", [lone.id]),  # another organization
+        ("cfdi_to_customer", "cliente@example.mx", [a2.id]),
+        (DIGEST_TEMPLATE, "ana@example.mx", [f1.id, f2.id]),
+    ]
+    assert out[2].intent.locale == "en" and out[5].intent.context["kind"] == "invoice.stamp_failed"
+    assert out[5].intent.context["invoices"][0]["message"] == "RFC del receptor inválido"
+
+
+def test_status_mails_of_other_kinds_are_never_digested():
+    events = [ev(InvoiceCancelled(**_ref(uuid="ABC", reason="02"))) for _ in range(2)]
+    assert [o.intent.template for o in outgoing(_mails(*events))] == ["invoice_status", "invoice_status"]
+
+
+def test_a_digest_key_depends_only_on_the_events_it_covers():
+    events = [ev(invoice_stamped(created_by=ANA, customer_email=None)) for _ in range(3)]
+    (out,) = outgoing(_mails(*events))
+    (again,) = outgoing(_mails(*events))
+    assert out.idempotency_key == again.idempotency_key == idempotency_key([e.id for e in reversed(events)], out.intent)
+    (fewer,) = outgoing(_mails(*events[:2]))
+    assert fewer.idempotency_key != out.idempotency_key
+    assert out.idempotency_key.endswith(f":ana@example.mx:{DIGEST_TEMPLATE}")
+
+
+def test_a_digest_lists_at_most_the_cap_and_counts_all(monkeypatch):
+    from subgraphs.notification import decisions
+
+    monkeypatch.setattr(decisions, "DIGEST_MAX_LINES", 2)
+    (out,) = outgoing(_mails(*(ev(invoice_stamped(created_by=ANA, customer_email=None)) for _ in range(3))))
+    assert out.intent.context["count"] == 3 and len(out.intent.context["invoices"]) == 2 and len(out.events) == 3
