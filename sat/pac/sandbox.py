@@ -79,6 +79,17 @@ def certificate_lookup(number: str) -> x509.Certificate | None:
     return s.certificate if number == s.certificate_number else None
 
 
+@lru_cache(maxsize=256)
+def _issuer_certificate(certificado: str) -> tuple[x509.Certificate, str, bool] | None:
+    """The Certificado attribute read once per certificate, not per stamp (an issuer's CFDIs all
+    carry the same one): the certificate, its RFC and whether it is a CSD; None when unreadable."""
+    try:
+        cert = x509.load_der_x509_certificate(base64.b64decode("".join(certificado.split())))
+    except ValueError:
+        return None
+    return cert, certificate_rfc(cert), is_csd_certificate(cert)
+
+
 def check_stampable(root, now: datetime):
     """What every PAC checks before stamping (XSD, Sello, CSD of the issuer, 72 h window), as the
     PacError a PAC answers with; the parsed invoice when the CFDI can be stamped."""
@@ -87,16 +98,16 @@ def check_stampable(root, now: datetime):
     issues = validate_xsd(root, mode="lean")
     if issues:
         raise PacError("301", f"El XML no cumple con el esquema: {issues[0].message}")
-    try:
-        cert = x509.load_der_x509_certificate(base64.b64decode("".join((root.get("Certificado") or "").split())))
-    except ValueError as exc:
-        raise PacError("303", "El certificado del emisor no es válido.") from exc
+    issuer = _issuer_certificate(root.get("Certificado") or "")
+    if issuer is None:
+        raise PacError("303", "El certificado del emisor no es válido.")
+    cert, rfc, is_csd = issuer
     if not verify_signature(cert, cadena_original(root).encode("utf-8"), root.get("Sello") or ""):
         raise PacError("302", "El sello del emisor no es válido.")
     invoice = parse_tree(root)
-    if certificate_rfc(cert) != invoice.issuer.rfc.upper():
+    if rfc != invoice.issuer.rfc.upper():
         raise PacError("303", "El certificado no corresponde al RFC del emisor.")
-    if not is_csd_certificate(cert):
+    if not is_csd:
         raise PacError("306", "El certificado no es de tipo CSD (¿es una e.firma/FIEL?).")
     if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
         raise PacError("305", "La fecha de emisión no está dentro de la vigencia del CSD del emisor.")

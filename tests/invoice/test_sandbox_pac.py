@@ -130,3 +130,35 @@ async def test_a_stamped_cfdi_refused_now_still_gets_its_timbre_back(runtime, mo
     with pytest.raises(PacError) as exc:  # never stamped: the refusal
         await pac.stamp(_sealed())
     assert exc.value.code == "401"
+
+
+async def test_reads_an_issuers_certificate_once_and_still_refuses_a_bad_or_foreign_one(runtime, monkeypatch):
+    from sat.pac import sandbox
+
+    sandbox._issuer_certificate.cache_clear()
+    xmls = [_sealed() for _ in range(3)]  # sealing reads certificates too, as does the TFD signer: before counting
+    sandbox.signer()
+    loads: list[int] = []
+    real = sandbox.x509.load_der_x509_certificate
+
+    def counting(data):
+        loads.append(1)
+        return real(data)
+
+    monkeypatch.setattr(sandbox.x509, "load_der_x509_certificate", counting)
+    pac = SandboxPac(runtime.redis)
+    for xml in xmls:
+        assert (await pac.stamp(xml)).uuid
+    assert len(loads) == 1  # the issuer's CFDIs all carry the same certificate
+    xml = _sealed()
+    at = xml.index(b' Certificado="') + len(b' Certificado="')
+    bad = xml[:at] + b"AAAAAAAA" + xml[at + 8:]  # still base64, no longer a certificate
+    with pytest.raises(PacError) as exc:
+        await pac.stamp(bad)
+    assert exc.value.code == "303"
+    now = datetime.now(place_timezone("42501")).replace(tzinfo=None, microsecond=0)
+    tree = build_tree(compute_totals(make_invoice(issued_at=now, folio=str(uuid.uuid4().int % 10**9))))
+    sign_cfdi(tree, sandbox.signer())  # another RFC's CSD
+    with pytest.raises(PacError) as exc:
+        await pac.stamp(to_bytes(tree))
+    assert exc.value.code == "303" and "RFC" in exc.value.message
