@@ -4,6 +4,10 @@
   assigns an uppercase UUID v4 and signs a real TFD 1.1 with its own test certificate (see
   README.md in this folder). A CFDI it already stamped (same Sello) gets the same timbre back,
   with `previously_stamped=True` (state in Redis, so any worker process sees it).
+  It stands in for a remote PAC, so it costs the caller what one does: its CPU (parse, checks,
+  signing, serializing; ~0.6 ms) runs in its own threads, never on the caller's event loop, and each
+  call is one request of its own (concurrent calls run concurrently); its state takes ONE Redis
+  round trip per timbre (claim the seal and write the record, or read the earlier timbre back).
 - `cancel` / `status`: simulates SAT's cancellation with receiver acceptance. Whether acceptance is
   needed is decided from the stored CFDI (`requires_receiver_acceptance`); what the receiver
   answers comes from `PAC_SANDBOX_ACCEPTANCE` = accept (default) | reject | pending.
@@ -21,6 +25,8 @@ import base64
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -43,9 +49,19 @@ HERE = Path(__file__).resolve().parent
 PAC_RFC = "SPR190613I52"  # the RFC the sandbox writes as RfcProvCertif
 _PREFIX = "pac:sandbox"
 _TTL = 90 * 24 * 3600
-# KEYS: seal, record; ARGV: uuid, record JSON, ttl. Atomic in Redis (a script runs alone).
-_CLAIM_SEAL = ("if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then "
-               "redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) return 1 end return 0")
+THREADS = 2
+# KEYS: seal, record; ARGV: uuid, record JSON, ttl, record key prefix. Atomic in Redis (a script
+# runs alone): the seal is claimed and its record written together, or, when the seal has a timbre
+# already, that timbre's uuid and record are answered (the record key follows from the uuid).
+_CLAIM_SEAL = """
+local known = redis.call('GET', KEYS[1])
+if known then
+  return {0, known, redis.call('GET', ARGV[4] .. known)}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return {1}
+"""
 
 
 @lru_cache(maxsize=1)
@@ -63,6 +79,17 @@ def certificate_lookup(number: str) -> x509.Certificate | None:
     return s.certificate if number == s.certificate_number else None
 
 
+@lru_cache(maxsize=256)
+def _issuer_certificate(certificado: str) -> tuple[x509.Certificate, str, bool] | None:
+    """The Certificado attribute read once per certificate, not per stamp (an issuer's CFDIs all
+    carry the same one): the certificate, its RFC and whether it is a CSD; None when unreadable."""
+    try:
+        cert = x509.load_der_x509_certificate(base64.b64decode("".join(certificado.split())))
+    except ValueError:
+        return None
+    return cert, certificate_rfc(cert), is_csd_certificate(cert)
+
+
 def check_stampable(root, now: datetime):
     """What every PAC checks before stamping (XSD, Sello, CSD of the issuer, 72 h window), as the
     PacError a PAC answers with; the parsed invoice when the CFDI can be stamped."""
@@ -71,16 +98,16 @@ def check_stampable(root, now: datetime):
     issues = validate_xsd(root, mode="lean")
     if issues:
         raise PacError("301", f"El XML no cumple con el esquema: {issues[0].message}")
-    try:
-        cert = x509.load_der_x509_certificate(base64.b64decode("".join((root.get("Certificado") or "").split())))
-    except ValueError as exc:
-        raise PacError("303", "El certificado del emisor no es válido.") from exc
+    issuer = _issuer_certificate(root.get("Certificado") or "")
+    if issuer is None:
+        raise PacError("303", "El certificado del emisor no es válido.")
+    cert, rfc, is_csd = issuer
     if not verify_signature(cert, cadena_original(root).encode("utf-8"), root.get("Sello") or ""):
         raise PacError("302", "El sello del emisor no es válido.")
     invoice = parse_tree(root)
-    if certificate_rfc(cert) != invoice.issuer.rfc.upper():
+    if rfc != invoice.issuer.rfc.upper():
         raise PacError("303", "El certificado no corresponde al RFC del emisor.")
-    if not is_csd_certificate(cert):
+    if not is_csd:
         raise PacError("306", "El certificado no es de tipo CSD (¿es una e.firma/FIEL?).")
     if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
         raise PacError("305", "La fecha de emisión no está dentro de la vigencia del CSD del emisor.")
@@ -88,6 +115,48 @@ def check_stampable(root, now: datetime):
     if window:
         raise PacError("401", "El rango de la fecha de generación no debe ser mayor a 72 horas.")
     return invoice
+
+
+@lru_cache(maxsize=1)
+def _cpu() -> ThreadPoolExecutor:
+    """The sandbox's own threads (the "PAC's servers"): two, so calls overlap there too, and apart
+    from asyncio's default executor, where the worker seals its batches. Measured per stamp: six
+    threads (to_thread's pool) cost more CPU than one or two, from GIL hand-offs between them."""
+    return ThreadPoolExecutor(THREADS, thread_name_prefix="sandbox-pac")
+
+
+@dataclass
+class _Prepared:
+    """What the sandbox's CPU work made of a CFDI: its seal's hash (None: not even XML) and either
+    the refusal a PAC answers or the timbre to commit (uuid, stamped CFDI, record)."""
+    seal_hash: str | None
+    refused: PacError | None = None
+    uuid: str = ""
+    stamped_at: datetime | None = None
+    xml: bytes = b""
+    record: bytes = b""
+
+
+def _timbre(xml: bytes, now: datetime) -> _Prepared:
+    """Everything a stamp computes (blocking CPU, run in a thread): parse, the checks of
+    `check_stampable`, the signed TFD and the stamped CFDI with its record."""
+    try:
+        root = parse_xml(xml)
+    except UnsafeXmlError as exc:
+        refused = PacError("301", "XML mal formado.")
+        refused.__cause__ = exc
+        return _Prepared(None, refused)
+    seal_hash = hashlib.sha256((root.get("Sello") or "").encode()).hexdigest()
+    try:
+        invoice = check_stampable(root, now)
+    except PacError as exc:
+        return _Prepared(seal_hash, exc)
+    stamped_at = now.astimezone(place_timezone(invoice.place_of_issue)).replace(tzinfo=None, microsecond=0)
+    tfd = stamp_cfdi(root, signer(), PAC_RFC, stamped_at)
+    out = to_bytes(root)
+    record = {"uuid": tfd.uuid, "stamped_at": now.isoformat(), "xml": out.decode("utf-8"),
+              "issuer_rfc": invoice.issuer.rfc, "status": "ACTIVE"}
+    return _Prepared(seal_hash, None, tfd.uuid, now, out, json.dumps(record).encode())
 
 
 class SandboxPac:
@@ -114,33 +183,29 @@ class SandboxPac:
             raise PacError(code, f"El PAC rechazó el comprobante (código {code}).")
 
     async def stamp(self, xml: bytes, *, idempotency_key: str | None = None) -> StampResult:
-        try:
-            root = parse_xml(xml)
-        except UnsafeXmlError as exc:
-            raise PacError("301", "XML mal formado.") from exc
-        seal = root.get("Sello") or ""
-        seal_hash = hashlib.sha256(seal.encode()).hexdigest()
-        await self._latency_and_failure(seal_hash)
-
-        known = await self.redis.get(f"{_PREFIX}:seal:{seal_hash}")
-        if known:
-            return await self._previous(known.decode())
-        invoice = check_stampable(root, datetime.now(timezone.utc))
-        stamped_at = datetime.now(timezone.utc).astimezone(place_timezone(invoice.place_of_issue)).replace(
-            tzinfo=None, microsecond=0)
-        tfd = stamp_cfdi(root, signer(), PAC_RFC, stamped_at)
-        out = to_bytes(root)
-        record = {"uuid": tfd.uuid, "stamped_at": datetime.now(timezone.utc).isoformat(), "xml": out.decode("utf-8"),
-                  "issuer_rfc": invoice.issuer.rfc, "status": "ACTIVE"}
+        # A real PAC's CPU is not ours: the sandbox's runs in its threads, off the caller's event loop.
+        prepared = await asyncio.get_running_loop().run_in_executor(_cpu(), _timbre, xml, datetime.now(timezone.utc))
+        if prepared.seal_hash is None:
+            raise prepared.refused
+        await self._latency_and_failure(prepared.seal_hash)
+        seal_key = f"{_PREFIX}:seal:{prepared.seal_hash}"
+        if prepared.refused is not None:
+            # A CFDI stamped before gets its timbre back even when it would be refused now (e.g.
+            # past the 72-hour window), as from a real PAC.
+            known = await self.redis.get(seal_key)
+            if known:
+                return await self._previous(known.decode())
+            raise prepared.refused
         # Two concurrent requests for one CFDI: only the first record wins, the other gets it back.
         # Seal and record are written in one step, as a real PAC commits a timbre: a caller killed
         # (or timed out) halfway must not leave a seal whose timbre can never be found again.
-        won = await self.redis.eval(_CLAIM_SEAL, 2, f"{_PREFIX}:seal:{seal_hash}", f"{_PREFIX}:cfdi:{tfd.uuid}",
-                                    tfd.uuid.encode(), json.dumps(record).encode(), _TTL)
-        if not won:
-            return await self._previous((await self.redis.get(f"{_PREFIX}:seal:{seal_hash}")).decode())
-        return StampResult(tfd.uuid, datetime.fromisoformat(record["stamped_at"]), out,
-                           signer().certificate_number)
+        won = await self.redis.eval(_CLAIM_SEAL, 2, seal_key, f"{_PREFIX}:cfdi:{prepared.uuid}",
+                                    prepared.uuid.encode(), prepared.record, _TTL, f"{_PREFIX}:cfdi:")
+        if not int(won[0]):
+            known = won[1].decode()
+            rec = json.loads(won[2]) if len(won) > 2 and won[2] else None
+            return self._as_previous(rec) if rec is not None else await self._previous(known)
+        return StampResult(prepared.uuid, prepared.stamped_at, prepared.xml, signer().certificate_number)
 
     async def _record(self, uuid: str) -> dict | None:
         for _ in range(50):  # the winner writes the record right after claiming the seal
@@ -154,6 +219,10 @@ class SandboxPac:
         rec = await self._record(uuid)
         if rec is None:
             raise PacError("PAC_UNAVAILABLE", "El PAC no encontró el timbre previo.", transient=True)
+        return self._as_previous(rec)
+
+    @staticmethod
+    def _as_previous(rec: dict) -> StampResult:
         return StampResult(rec["uuid"], datetime.fromisoformat(rec["stamped_at"]), rec["xml"].encode("utf-8"),
                            signer().certificate_number, previously_stamped=True)
 
