@@ -28,7 +28,7 @@ from shared.config import get_settings
 from shared.logs import configure_logging
 from shared.runtime import build_runtime
 from shared.telemetry import job_span, setup_tracing, tracing_enabled
-from subgraphs.invoice.service.stamp_batch import Coalescer
+from shared.coalesce import Coalescer
 from workers import auth, expense, notifications, relay, stamping
 from workers.outage import retrying_on_outage
 

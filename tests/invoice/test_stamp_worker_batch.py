@@ -191,7 +191,7 @@ async def test_arrivals_while_a_batch_runs_go_together_into_the_next_one():
     arq refilled each freed slot), and nobody waits longer than that."""
     import asyncio
 
-    from subgraphs.invoice.service.stamp_batch import Coalescer
+    from shared.coalesce import Coalescer
 
     release, batches = asyncio.Event(), []
 

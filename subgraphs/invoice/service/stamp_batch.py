@@ -27,14 +27,13 @@ import functools
 import logging
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 from sqlalchemy import and_, any_, bindparam, func, select, text, union_all, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import aliased
 
+from shared.coalesce import Coalescer
 from shared.db import transaction
 from shared.outbox import emit_many
 from shared.runtime import Runtime
@@ -53,71 +52,6 @@ MAX_BATCH = 50
 # How long a batch waits for more invoices after the first: jobs started together (arq starts
 # every free slot at once) arrive within one loop iteration; a little more catches stragglers.
 WINDOW_SECONDS = 0.002
-# Batches of one kind (claims, finishes) running at once in a process; more arrivals wait for the
-# next batch (see Coalescer).
-IN_FLIGHT = 1
-
-I = TypeVar("I")
-R = TypeVar("R")
-
-
-class Coalescer(Generic[I, R]):
-    """DataLoader-style: `load(item)` calls made close together share one `run(items)` call, which
-    answers a result per item in order. `run` runs in its own task (a copy of the first caller's
-    context: its trace), so a caller that gives up does not stop the others' batch.
-
-    At most `in_flight` batches run at once; what arrives meanwhile waits for the next one, which
-    starts as soon as one ends. Under load the batches grow by themselves: with a fixed window
-    only, arq refilling each freed slot at once made a stream of single-invoice "batches" (1.4
-    invoices per claim in the stamping bench), and each paid a whole claim and finish."""
-
-    def __init__(self, run: Callable[[list[I]], Awaitable[list[R]]], *, window: float = WINDOW_SECONDS,
-                 max_size: int = MAX_BATCH, in_flight: int = IN_FLIGHT):
-        self._run, self._window, self._max, self._in_flight = run, window, max_size, in_flight
-        self._pending: list[tuple[I, asyncio.Future]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task] = set()
-
-    async def load(self, item: I) -> R:
-        loop = asyncio.get_running_loop()
-        answer = loop.create_future()
-        self._pending.append((item, answer))
-        if len(self._pending) >= self._max:
-            self._dispatch()
-        elif self._timer is None and len(self._tasks) < self._in_flight:
-            self._timer = loop.call_later(self._window, self._dispatch)
-        return await answer
-
-    def _dispatch(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if len(self._tasks) >= self._in_flight:
-            return  # the next batch starts when a running one ends (_done)
-        batch, self._pending = self._pending[:self._max], self._pending[self._max:]
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._answer(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if self._pending:
-            self._dispatch()
-
-    async def _answer(self, batch: list[tuple[I, asyncio.Future]]) -> None:
-        try:
-            results = await self._run([item for item, _ in batch])
-        except BaseException as exc:  # every caller sees the batch's failure (arq retries its job)
-            for _, answer in batch:
-                if not answer.done():
-                    answer.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            for (_, answer), result in zip(batch, results, strict=True):
-                if not answer.done():
-                    answer.set_result(result)
 
 
 @dataclass(frozen=True)
@@ -154,8 +88,9 @@ class StampBatcher:
 
     def __init__(self, rt: Runtime, *, window: float = WINDOW_SECONDS, max_size: int = MAX_BATCH):
         self.rt = rt
-        self._claims = Coalescer(self._claim, window=window, max_size=max_size)
-        self._finishes = Coalescer(self._finish, window=window, max_size=max_size)
+        # One claim and one finish in flight per process: arrivals meanwhile wait for the next batch.
+        self._claims = Coalescer(self._claim, window=window, max_size=max_size, in_flight=1)
+        self._finishes = Coalescer(self._finish, window=window, max_size=max_size, in_flight=1)
 
     async def stamp(self, invoice_id: uuid.UUID, *, attempt: int = 1, max_attempts: int = 5, pac=None,
                     default_pac=None) -> one.StampOutcome:
