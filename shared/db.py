@@ -10,7 +10,7 @@ import time
 
 from sqlalchemy import MetaData, Select, Table, Text, cast, event, exc, select
 from sqlalchemy.ext import asyncio as sa_asyncio
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
 from shared.config import to_async_url
@@ -92,6 +92,18 @@ async def transaction(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIt
     async with sessionmaker() as session:
         async with session.begin():
             yield session
+
+
+@asynccontextmanager
+async def core_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """`transaction` for a unit of work made only of Core statements: a connection in a
+    transaction (committed on success, rolled back on any error), without an ORM session around
+    it. Building the session, its transaction bookkeeping and the ORM dispatch of every statement
+    cost more than the statements' own SQLAlchemy work on a short request path (stampInvoice).
+    Code that needs the ORM for a moment can open `AsyncSession(bind=conn)` in it: that session
+    joins this transaction."""
+    async with engine.begin() as conn:
+        yield conn
 
 
 class PlainRow:

@@ -3,6 +3,15 @@
 Keys come from the auth service's JWKS, cached and refreshed when a token names an unknown `kid`
 (that is how key rotation reaches other services without a restart). Only asymmetric algorithms
 are accepted; `alg: none` and HMAC tokens are refused before any key lookup.
+
+An access token is verified in full (signature, issuer, audience, claims) the first time this
+process sees it; a client then sends the same token with every request for its whole lifetime, and
+PyJWT's decode was a tenth of a `stampInvoice`'s CPU in the invoice subgraph. The token's exact
+text is remembered with its claims, and each later use checks only what can change: that it has
+not expired (`exp`, same leeway) and that the key that verified it is still the one the JWKS gives
+for its `kid` (a refresh that drops or replaces the key forgets the token). Nothing the gateway
+says is trusted: a token this process has not verified itself is never in the cache. Tokens for
+another audience (MFA challenges) are always verified in full.
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ from jwt import PyJWK
 
 ALLOWED_ALGORITHMS = ["EdDSA", "RS256"]
 REQUIRED_CLAIMS = ["sub", "org", "perms", "iss", "aud", "exp", "iat", "jti"]
+LEEWAY_SECONDS = 5
+VERIFIED_MAX_ENTRIES = 4096  # tokens remembered per process (the oldest forgotten first)
 
 
 class InvalidTokenError(Exception):
@@ -42,6 +53,16 @@ class Principal:
 JwksSource = Callable[[], Awaitable[dict]]
 
 
+@dataclass
+class _Verified:
+    """An access token this process verified: its claims, the key that verified it, its expiry."""
+    claims: dict
+    kid: str
+    key: PyJWK
+    expires_at: float  # exp + leeway: from then on, refused (PyJWT: exp <= now - leeway)
+    principal: Principal | None = None
+
+
 def http_jwks_source(url: str, *, timeout: float = 5.0) -> JwksSource:
     async def fetch() -> dict:
         async with httpx.AsyncClient(timeout=timeout) as client:
@@ -61,6 +82,7 @@ class TokenVerifier:
         self._last_refresh = 0.0
         self._min_refresh_interval = min_refresh_interval
         self._lock = asyncio.Lock()
+        self._verified: dict[str, _Verified] = {}
 
     async def _refresh(self) -> None:
         async with self._lock:
@@ -86,7 +108,33 @@ class TokenVerifier:
         except KeyError:
             raise InvalidTokenError("unknown signing key") from None
 
+    def _remembered(self, token: str) -> _Verified | None:
+        hit = self._verified.get(token)
+        if hit is None:
+            return None
+        if time.time() >= hit.expires_at or self._keys.get(hit.kid) is not hit.key:
+            del self._verified[token]  # expired, or its key is gone: verified in full again (and refused)
+            return None
+        return hit
+
+    def _remember(self, token: str, claims: dict, kid: str, key: PyJWK) -> _Verified | None:
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            return None
+        while len(self._verified) >= VERIFIED_MAX_ENTRIES:
+            del self._verified[next(iter(self._verified))]
+        entry = self._verified[token] = _Verified(claims, kid, key, exp + LEEWAY_SECONDS)
+        return entry
+
     async def verify(self, token: str, *, audience: str | None = None) -> dict:
+        if audience is None and (hit := self._remembered(token)) is not None:
+            return dict(hit.claims)
+        claims, kid, key = await self._decode(token, audience)
+        if audience is None:
+            self._remember(token, claims, kid, key)
+        return dict(claims)
+
+    async def _decode(self, token: str, audience: str | None) -> tuple[dict, str, PyJWK]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -98,22 +146,26 @@ class TokenVerifier:
             raise InvalidTokenError("token has no kid")
         key = await self.key_for(kid)
         try:
-            return jwt.decode(
+            claims = jwt.decode(
                 token,
                 key=key.key,
                 algorithms=[key.algorithm_name] if key.algorithm_name in ALLOWED_ALGORITHMS else ALLOWED_ALGORITHMS,
                 audience=audience or self._audience,
                 issuer=self._issuer,
                 options={"require": REQUIRED_CLAIMS if audience is None else ["sub", "exp", "iat", "aud", "iss"]},
-                leeway=5,
+                leeway=LEEWAY_SECONDS,
             )
         except jwt.PyJWTError as exc:
             raise InvalidTokenError(str(exc)) from exc
+        return claims, kid, key
 
     async def principal(self, token: str) -> Principal:
+        hit = self._remembered(token)
+        if hit is not None and hit.principal is not None:
+            return hit.principal
         claims = await self.verify(token)
         try:
-            return Principal(
+            principal = Principal(
                 user_id=uuid.UUID(claims["sub"]),
                 organization_id=uuid.UUID(claims["org"]),
                 permissions=frozenset(claims["perms"]),
@@ -124,6 +176,9 @@ class TokenVerifier:
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise InvalidTokenError("malformed claims") from exc
+        if (entry := self._verified.get(token)) is not None:
+            entry.principal = principal
+        return principal
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -3,6 +3,7 @@ our audience, unexpired, is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -126,3 +127,101 @@ async def test_key_rotation_keeps_old_tokens_valid_and_publishes_both_keys(gql, 
     fresh = (await gql.ok(LOG_IN, {"input": {"email": acct.email, "password": PASSWORD}}))["logIn"]["tokens"]["accessToken"]
     assert jwt.get_unverified_header(fresh)["kid"] == new.kid
     assert (await gql.ok(ME, token=fresh))["me"]["email"] == acct.email
+
+
+# --- a verified access token is remembered: what can change is still checked on every use ---------
+
+def _verifier_with(keys: dict):
+    """A TokenVerifier over a JWKS we control: {kid: Ed25519 private key} (replace the dict's
+    contents to rotate), and a signer for tokens by any of them."""
+    from jwt.algorithms import OKPAlgorithm
+
+    from shared.tokens import TokenVerifier
+
+    fetches = []
+
+    async def source() -> dict:
+        fetches.append(1)
+        return {"keys": [{**json.loads(OKPAlgorithm.to_jwk(k.public_key())), "kid": kid, "use": "sig"}
+                         for kid, k in keys.items()]}
+
+    def sign(kid: str, **claims) -> str:
+        now = int(time.time())
+        body = {"sub": str(uuid.uuid4()), "org": str(uuid.uuid4()), "perms": ["invoice:issue"], "iss": "iss-test",
+                "aud": "aud-test", "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex, **claims}
+        return jwt.encode(body, keys[kid], algorithm="EdDSA", headers={"kid": kid})
+
+    return TokenVerifier(source, issuer="iss-test", audience="aud-test", min_refresh_interval=0), sign
+
+
+async def test_a_remembered_token_is_refused_once_it_expires():
+    from shared.tokens import LEEWAY_SECONDS, InvalidTokenError
+
+    verifier, sign = _verifier_with({"k1": Ed25519PrivateKey.generate()})
+    # Expired a moment ago but within the leeway: accepted, and remembered.
+    token = sign("k1", exp=int(time.time()) - LEEWAY_SECONDS + 2)
+    first = await verifier.principal(token)
+    assert (await verifier.principal(token)) == first
+    await asyncio.sleep(3)  # now past exp + leeway
+    with pytest.raises(InvalidTokenError):
+        await verifier.principal(token)
+    with pytest.raises(InvalidTokenError):
+        await verifier.verify(token)
+
+
+async def test_a_remembered_token_is_refused_once_its_key_leaves_the_jwks():
+    from shared.tokens import InvalidTokenError
+
+    keys = {"k1": Ed25519PrivateKey.generate()}
+    verifier, sign = _verifier_with(keys)
+    old = sign("k1")
+    assert (await verifier.verify(old))["aud"] == "aud-test"
+    keys.clear()
+    keys["k2"] = Ed25519PrivateKey.generate()  # k1 revoked: only k2 published
+    assert (await verifier.verify(sign("k2")))["aud"] == "aud-test"  # unknown kid: the JWKS is read again
+    with pytest.raises(InvalidTokenError, match="unknown signing key"):
+        await verifier.principal(old)
+
+
+async def test_a_remembered_access_token_is_still_refused_for_another_audience():
+    from shared.tokens import InvalidTokenError
+
+    verifier, sign = _verifier_with({"k1": Ed25519PrivateKey.generate()})
+    token = sign("k1")
+    await verifier.principal(token)
+    with pytest.raises(InvalidTokenError):
+        await verifier.verify(token, audience="mfa-challenge")
+
+
+async def test_only_tokens_verified_here_are_remembered():
+    from shared.tokens import InvalidTokenError
+
+    verifier, sign = _verifier_with({"k1": Ed25519PrivateKey.generate()})
+    forged = jwt.encode(jwt.decode(sign("k1"), options={"verify_signature": False}), Ed25519PrivateKey.generate(),
+                        algorithm="EdDSA", headers={"kid": "k1"})
+    for _ in range(2):
+        with pytest.raises(InvalidTokenError):
+            await verifier.principal(forged)
+    # A changed claims segment under a genuine signature is a different text: verified, and refused.
+    good = sign("k1")
+    await verifier.principal(good)
+    header, payload, signature = good.split(".")
+    other = base64.urlsafe_b64encode(json.dumps({**json.loads(base64.urlsafe_b64decode(payload + "==")),
+                                                 "perms": ["*"]}).encode()).rstrip(b"=").decode()
+    with pytest.raises(InvalidTokenError):
+        await verifier.principal(f"{header}.{other}.{signature}")
+
+
+async def test_a_token_is_decoded_once_while_it_stays_valid(monkeypatch):
+    import shared.tokens
+
+    verifier, sign = _verifier_with({"k1": Ed25519PrivateKey.generate()})
+    decodes = []
+    real = shared.tokens.jwt.decode
+    monkeypatch.setattr(shared.tokens.jwt, "decode", lambda *a, **kw: decodes.append(1) or real(*a, **kw))
+    token = sign("k1")
+    principals = [await verifier.principal(token) for _ in range(3)]
+    claims = await verifier.verify(token)
+    claims["perms"] = ["*"]  # a caller's copy: the remembered claims stay as verified
+    assert len(decodes) == 1 and principals[0] == principals[2]
+    assert (await verifier.verify(token))["perms"] == ["invoice:issue"]

@@ -202,3 +202,34 @@ async def test_the_sat_rules_of_a_batch_run_in_one_thread_off_the_event_loop(org
     assert [r["userErrors"] for r in out["results"]] == [[]] * 3
     assert len(seen) == 3 and len(set(seen)) == 1  # one hop for the whole call
     assert seen[0] != threading.get_ident()  # not the event loop's thread
+
+
+async def test_a_request_whose_write_fails_leaves_its_invoices_as_they_were(org, runtime, monkeypatch):
+    """The request's transaction (a Core connection, shared.db.core_transaction) ends with the
+    error: the write refused by the database (two history rows with one id) changes nothing, no
+    history or outbox row is left, the row locks are released (the same request then goes through)."""
+    import jwt
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    from subgraphs.invoice.service import stamp_requests
+
+    invoices = [await org.create_invoice() for _ in range(2)]
+    real = stamp_requests._requesting_params
+
+    def clashing(*args):
+        params = real(*args)
+        params["r_history_id"] = [params["r_history_id"][0]] * len(params["r_history_id"])
+        return params
+
+    monkeypatch.setattr(stamp_requests, "_requesting_params", clashing)
+    actor = uuid.UUID(jwt.decode(org.token, options={"verify_signature": False})["sub"])
+    with pytest.raises(IntegrityError):
+        await stamp_requests.request_stamps(runtime, uuid.UUID(org.account.org_id), actor,
+                                            [(inv["id"], "k") for inv in invoices])
+    history, events = await _recorded(runtime, [inv["id"] for inv in invoices])
+    assert [(await org.get(inv["id"]))["status"] for inv in invoices] == ["DRAFT", "DRAFT"]
+    assert not any(history.values()) and not any(events.values()), (history, events)
+    monkeypatch.setattr(stamp_requests, "_requesting_params", real)
+    out = await _stamp_many(org, [(inv["id"], "k") for inv in invoices])
+    assert [r["invoice"]["status"] for r in out["results"]] == ["STAMPING", "STAMPING"]

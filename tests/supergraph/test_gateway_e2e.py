@@ -198,6 +198,19 @@ def test_invalid_token_is_rejected(stack: Stack, make) -> None:
     assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
+def test_a_verified_token_is_refused_once_it_expires(stack: Stack) -> None:
+    # The gateway remembers tokens it verified (gateway.config.mjs): expiry is still checked on
+    # every use. This one expired 26 s ago, inside the 30 s clock tolerance: accepted for ~4 s more.
+    token = stack.token("ed", "EdDSA", "ed1", exp=int(time.time()) - 26)
+    for _ in range(2):
+        status, body = stack.post({"query": Q}, token)
+        assert status == 200 and body.get("data"), body
+    time.sleep(max(0.0, jwt.decode(token, options={"verify_signature": False})["exp"] + 31 - time.time()))
+    status, body = stack.post({"query": Q}, token)
+    assert status == 401, body
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
 def test_malformed_authorization_is_rejected(stack: Stack) -> None:
     status, _ = stack.post({"query": Q}, headers={"authorization": "Basic Zm9vOmJhcg=="})
     assert status == 401

@@ -11,6 +11,9 @@ the worker's job, service/stamping.py), all in one transaction. In Core statemen
 3. one statement for every accepted invoice: the status change, the history rows and the outbox
    rows (with the relay's wake-up), through `unnest` of one array per column.
 
+On a Core connection in a transaction (`core_transaction`), not an ORM session: on a single
+stampInvoice the session's own bookkeeping weighed more than the two statements' SQLAlchemy work.
+
 An invoice asked again with the key it was accepted with is answered as it is, nothing new.
 """
 
@@ -26,8 +29,9 @@ from sqlalchemy import (
     DateTime, Numeric, String, Text, bindparam, column, func, insert, literal, literal_column, select, update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from shared.db import PlainRow, transaction
+from shared.db import PlainRow, core_transaction
 from shared.errors import InputError, NotFoundError, UserError
 from shared.outbox import appending, event_rows, wake_up
 from shared.runtime import Runtime
@@ -114,10 +118,10 @@ async def _request(rt: Runtime, org: uuid.UUID, actor: uuid.UUID,
     keys = [_valid_key(key) for _, key in items]
     wanted = [invoice_id for (invoice_id, _), key in zip(items, keys) if invoice_id is not None and key]
     accepted: list[tuple[PlainRow, str, str]] = []  # (invoice, key, status it leaves)
-    async with transaction(rt.sessionmaker) as session:
+    async with core_transaction(rt.engine) as conn:
         found = {}
         if wanted:
-            for r in (await session.execute(_locking_read(), {"ids": wanted, "org": org})).mappings():
+            for r in (await conn.execute(_locking_read(), {"ids": wanted, "org": org})).mappings():
                 found[r["id"]] = r
         now = utcnow()
         candidates: list[tuple[StampAnswer, PlainRow, str, PlainRow]] = []  # (answer, invoice, key, issuer)
@@ -140,7 +144,7 @@ async def _request(rt: Runtime, org: uuid.UUID, actor: uuid.UUID,
                 answer.errors = exc.errors
                 continue
             candidates.append((answer, inv, key, PlainRow({name: r[f"issuer_{name}"] for name in _ISSUER_COLUMNS})))
-        for (answer, inv, key, _), engine in zip(candidates, await _evaluated(session, candidates), strict=True):
+        for (answer, inv, key, _), engine in zip(candidates, await _evaluated(conn, candidates), strict=True):
             try:
                 _no_issues(inv, engine)
             except InputError as exc:
@@ -151,7 +155,7 @@ async def _request(rt: Runtime, org: uuid.UUID, actor: uuid.UUID,
             inv.status = Status.STAMPING.value
             answer.invoice = inv
         if accepted:
-            await session.execute(_requesting_statement(), _requesting_params(org, actor, accepted))
+            await conn.execute(_requesting_statement(), _requesting_params(org, actor, accepted))
     await publish_statuses(rt, [inv for inv, _, _ in accepted])
     return answers
 
@@ -166,7 +170,7 @@ def _may_stamp(inv: PlainRow, r, now) -> None:
         raise InputError.single("CERTIFICATE_EXPIRED", "El certificado activo está vencido.", ["id"])
 
 
-async def _evaluated(session, candidates) -> list[cfdi.Invoice | InputError]:
+async def _evaluated(conn: AsyncConnection, candidates) -> list[cfdi.Invoice | InputError]:
     """Each candidate's draft as of now (totals, Fecha and SAT issues set on the invoice), or the
     InputError that refuses it. The SAT rules are CPU and a call may carry 100 invoices, so those
     that read nothing more run in ONE thread hop, off the event loop; payment complements read
@@ -183,14 +187,20 @@ async def _evaluated(session, candidates) -> list[cfdi.Invoice | InputError]:
     plain_ones = [(inv, issuer) for _, inv, _, issuer in candidates if inv.voucher_type != "P"]
     done = iter(await asyncio.to_thread(plain, plain_ones) if plain_ones else [])
     results: list[cfdi.Invoice | InputError] = []
-    for _, inv, _, issuer in candidates:
-        if inv.voucher_type != "P":
-            results.append(next(done))
-            continue
-        try:
-            results.append(await evaluate(session, inv, issuer))
-        except InputError as exc:
-            results.append(exc)
+    session = None  # the paid documents are read through the ORM, in this transaction
+    try:
+        for _, inv, _, issuer in candidates:
+            if inv.voucher_type != "P":
+                results.append(next(done))
+                continue
+            session = session or AsyncSession(bind=conn)
+            try:
+                results.append(await evaluate(session, inv, issuer))
+            except InputError as exc:
+                results.append(exc)
+    finally:
+        if session is not None:
+            await session.close()
     return results
 
 
