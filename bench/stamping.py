@@ -77,8 +77,11 @@ class PgStats:
     updated (HOT among them), deleted and index / sequential scans; plus the CPU of the backends
     connected to the bench database (per pid from /proc: unlike the machine-wide `(postgres)` row,
     not polluted by other databases on a shared server; backends that ended in between are lost,
-    pools keep theirs). Backends flush their counters when idle, at most once a second: snapshots
-    wait for that."""
+    pools keep theirs). Backends flush their counters when idle, at most once a second, and up to
+    10 s later when the shared entry was locked by another backend: snapshots wait 11 s, and the
+    idle activity of such a wait (relay sweeps, polls), measured by a third snapshot, is subtracted."""
+
+    FLUSH_WAIT = 11.0
 
     TABLE_COLUMNS = ("n_tup_ins", "n_tup_upd", "n_tup_hot_upd", "n_tup_del", "idx_scan", "seq_scan")
 
@@ -91,7 +94,7 @@ class PgStats:
         from bench.measure import process_cpu_seconds
         from shared.config import to_plain_url
 
-        await asyncio.sleep(1.2)  # backends flush their counters when idle, at most once a second
+        await asyncio.sleep(self.FLUSH_WAIT)
         conn = await asyncpg.connect(to_plain_url(self.db_url))
         try:
             await conn.execute("SELECT pg_stat_clear_snapshot()")
@@ -114,20 +117,31 @@ class PgStats:
                 "cpu": cpu, "polls": dict(_polls)}
 
     @staticmethod
-    def table(title: str, a: dict, b: dict, n: int) -> list[str]:
-        own = 4  # the first snapshot's own statements (the second's are not flushed yet)
+    def _delta(a: dict, b: dict) -> dict:
+        own = 4  # the earlier snapshot's own statements (the later one's are not flushed yet)
         polls = {t: b["polls"].get(t, 0) - a["polls"].get(t, 0) for t in b["polls"]}
-        commits = b["xact_commit"] - a["xact_commit"] - own - sum(polls.values())
-        rollbacks = b["xact_rollback"] - a["xact_rollback"]
-        backends = sum(cpu - a["cpu"].get(pid, 0.0) for pid, cpu in b["cpu"].items())
-        lines = [f"{title}: Postgres per operation (pg_stat_*; the bench's own polls subtracted from commits, "
-                 f"listed under 'polls')",
+        empty = dict.fromkeys(PgStats.TABLE_COLUMNS, 0)
+        return {"commit": b["xact_commit"] - a["xact_commit"] - own - sum(polls.values()),
+                "rollback": b["xact_rollback"] - a["xact_rollback"], "polls": polls,
+                "cpu": sum(cpu - a["cpu"].get(pid, 0.0) for pid, cpu in b["cpu"].items()),
+                "tables": {t: {c: v[c] - a["tables"].get(t, empty)[c] for c in PgStats.TABLE_COLUMNS}
+                           for t, v in b["tables"].items()}}
+
+    @staticmethod
+    def table(title: str, a: dict, b: dict, idle: dict, n: int) -> list[str]:
+        """Per operation: from a to b (the run and one wait) minus from b to idle (one wait)."""
+        run, tail = PgStats._delta(a, b), PgStats._delta(b, idle)
+        commits, rollbacks = run["commit"] - tail["commit"], run["rollback"] - tail["rollback"]
+        backends, polls = run["cpu"] - tail["cpu"], run["polls"]
+        lines = [f"{title}: Postgres per operation (pg_stat_*, minus an idle wait's; the bench's own polls "
+                 f"subtracted from commits, listed under 'polls')",
                  f"  transactions: commit {commits / n:.2f}, rollback {rollbacks / n:.2f}; CPU of the bench "
-                 f"database's backends {backends * 1000 / n:.2f} ms ({len(b['cpu'])} backends)",
+                 f"database's backends {backends * 1000 / n:.2f} ms ({len(b['cpu'])} backends); idle wait: "
+                 f"{tail['commit']} commits, {tail['rollback']} rollbacks, {tail['cpu'] * 1000:.0f} ms CPU",
                  f"  {'table':<38} {'ins':>6} {'upd':>6} {'(hot)':>6} {'del':>6} {'idxscan':>8} {'seqscan':>8} polls"]
         for name in sorted(b["tables"]):
-            before = a["tables"].get(name, dict.fromkeys(PgStats.TABLE_COLUMNS, 0))
-            d = {c: (b["tables"][name][c] - before[c]) / n for c in PgStats.TABLE_COLUMNS}
+            d = {c: (run["tables"][name][c] - tail["tables"].get(name, {}).get(c, 0)) / n
+                 for c in PgStats.TABLE_COLUMNS}
             if not any(d.values()):
                 continue
             lines.append(f"  {name:<38} {d['n_tup_ins']:6.2f} {d['n_tup_upd']:6.2f} {d['n_tup_hot_upd']:6.2f} "
@@ -315,7 +329,7 @@ async def run(args) -> None:
                           requests_cpu, floor, accepted_s, len(ids))
             out += _table("stamp end to end (request, worker, mail)", stamp_cpu, floor, drained_s, len(ids))
             if pg_stats:
-                out += PgStats.table("stamp end to end", pg_a, pg_b, len(ids))
+                out += PgStats.table("stamp end to end", pg_a, pg_b, await pg_stats.snapshot(), len(ids))
             out.append(f"idle floor CPU ms/s: " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in sorted(floor.items())))
             out.append(f"workers: {args.workers}; cores: {os.cpu_count()}; logs: {log_dir}")
     finally:
