@@ -20,7 +20,9 @@ outage). One-shot passes (`relay_once`: the arq job, tests) take the same key wi
 transaction-scoped lock on a pooled connection, and so relay nothing while a leader exists.
 
 Statements are plain SQL built once per schema (on asyncpg: prepared once per connection); the
-ORM's statement building and sessions cost more than the relaying itself.
+ORM's statement building and sessions cost more than the relaying itself. Every read is a
+statement of its own after the lock was taken: its snapshot then sees what the previous holder
+marked.
 """
 
 from __future__ import annotations
@@ -61,17 +63,19 @@ _COLUMNS = ("id, event_id, type, version, organization_id, actor_id, aggregate_i
 
 
 @functools.cache
-def _statements(schema: str) -> tuple[str, str, str, str]:
-    """(read, locked read, mark delivered, record failure) for one schema's outbox."""
+def _statements(schema: str) -> tuple[str, str, str]:
+    """(read, mark delivered, record failure) for one schema's outbox."""
     table = f'"{schema}".outbox'
     read = f"SELECT {_COLUMNS} FROM {table} WHERE delivered_at IS NULL ORDER BY id LIMIT $1"
-    # The lock and the read in one round trip: the CTE (volatile, so evaluated once) gates the read.
-    locked = (f"WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, hashtext($2)) AS got) "
-              f"SELECT {_COLUMNS} FROM lock, {table} WHERE lock.got AND delivered_at IS NULL ORDER BY id LIMIT $1")
     mark = (f"UPDATE {table} SET delivered_at = now(), attempts = attempts + 1, last_error = NULL "
             "WHERE id = ANY($1::bigint[])")
     failed = f"UPDATE {table} SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1::bigint[])"
-    return read, locked, mark, failed
+    return read, mark, failed
+
+
+# Its own statement, before the read: the read's snapshot must be taken after the lock, or it could
+# still see rows the previous holder marked and committed in between (and send them again).
+_XACT_LOCK = f"SELECT pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, hashtext($1))"
 
 
 _EXISTING = ("SELECT s FROM unnest($1::text[]) AS s WHERE to_regclass(quote_ident(s) || '.outbox') IS NOT NULL")
@@ -90,7 +94,7 @@ def _row_event(row) -> Event:
 async def _deliver(conn: asyncpg.Connection, redis: Redis, schema: str, rows: list,
                    after_publish: AfterPublish | None) -> int:
     """Send `rows` to Redis, then mark them delivered (or record the Redis failure on them)."""
-    _, _, mark, failed = _statements(schema)
+    _, mark, failed = _statements(schema)
     events = [_row_event(r) for r in rows]
     ids = [r["id"] for r in rows]
     try:
@@ -121,11 +125,12 @@ async def relay_schema(rt: Runtime, schema: str, *, after_publish: AfterPublish 
     """Deliver one batch of one schema's outbox. Returns rows delivered (0 if another relay holds
     the schema or nothing is pending). Raises nothing for Redis failures: they are recorded on
     the rows, which stay undelivered for the next pass."""
-    _, locked, _, _ = _statements(schema)
     async with rt.engine.connect() as sa_conn:
         conn = (await sa_conn.get_raw_connection()).driver_connection
         async with conn.transaction():  # the lock, the read and the mark: one transaction
-            rows = await conn.fetch(locked, batch_size, schema)
+            if not await conn.fetchval(_XACT_LOCK, schema):
+                return 0
+            rows = await conn.fetch(_statements(schema)[0], batch_size)
             if not rows:
                 return 0
             return await _deliver(conn, rt.redis, schema, rows, after_publish)
