@@ -77,9 +77,10 @@ class PgStats:
     updated (HOT among them), deleted and index / sequential scans; plus the CPU of the backends
     connected to the bench database (per pid from /proc: unlike the machine-wide `(postgres)` row,
     not polluted by other databases on a shared server; backends that ended in between are lost,
-    pools keep theirs). Backends flush their counters when idle, at most once a second, and up to
-    10 s later when the shared entry was locked by another backend: snapshots wait 11 s, and the
-    idle activity of such a wait (relay sweeps, polls), measured by a third snapshot, is subtracted."""
+    pools keep theirs). Backends flush their counters when they go idle, but at most once a
+    second: one that flushed less than a second before waits 10 s (PGSTAT_IDLE_INTERVAL). So
+    snapshots wait 11 s, and the activity of such a wait (relay sweeps, crons), measured by a third
+    snapshot, is subtracted."""
 
     FLUSH_WAIT = 11.0
 
