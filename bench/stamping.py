@@ -69,6 +69,87 @@ def _table(title: str, cpu: dict[str, float], floor: dict[str, float], seconds: 
 
 
 _counting: dict[str, object] = {}
+_polls: dict[str, int] = {}  # the bench's own statements per table (counted in --pg-stats: listed so)
+
+
+class PgStats:
+    """--pg-stats: what the bench database's Postgres did, from its statistics views (no
+    server setting needed): transactions committed / rolled back, and per table rows inserted,
+    updated (HOT among them), deleted and index / sequential scans; plus the CPU of the backends
+    connected to the bench database (per pid from /proc: unlike the machine-wide `(postgres)` row,
+    not polluted by other databases on a shared server; backends that ended in between are lost,
+    pools keep theirs). Backends flush their counters when they go idle, but at most once a
+    second: one that flushed less than a second before waits 10 s (PGSTAT_IDLE_INTERVAL). So
+    snapshots wait 11 s, and the activity of such a wait (relay sweeps, crons), measured by a third
+    snapshot, is subtracted."""
+
+    FLUSH_WAIT = 11.0
+
+    TABLE_COLUMNS = ("n_tup_ins", "n_tup_upd", "n_tup_hot_upd", "n_tup_del", "idx_scan", "seq_scan")
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+
+    async def snapshot(self) -> dict:
+        import asyncpg
+
+        from bench.measure import process_cpu_seconds
+        from shared.config import to_plain_url
+
+        await asyncio.sleep(self.FLUSH_WAIT)
+        conn = await asyncpg.connect(to_plain_url(self.db_url))
+        try:
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            db = await conn.fetchrow("SELECT xact_commit, xact_rollback FROM pg_stat_database "
+                                     "WHERE datname = current_database()")
+            tables = {f"{r['schemaname']}.{r['relname']}": {c: r[c] or 0 for c in self.TABLE_COLUMNS}
+                      for r in await conn.fetch(f"SELECT schemaname, relname, {', '.join(self.TABLE_COLUMNS)} "
+                                                "FROM pg_stat_user_tables")}
+            pids = [r[0] for r in await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = "
+                                                   "current_database() AND pid <> pg_backend_pid()")]
+        finally:
+            await conn.close()
+        cpu = {}
+        for pid in pids:
+            try:
+                cpu[pid] = process_cpu_seconds(pid)
+            except OSError:
+                pass
+        return {"xact_commit": db["xact_commit"], "xact_rollback": db["xact_rollback"], "tables": tables,
+                "cpu": cpu, "polls": dict(_polls)}
+
+    @staticmethod
+    def _delta(a: dict, b: dict) -> dict:
+        own = 4  # the earlier snapshot's own statements (the later one's are not flushed yet)
+        polls = {t: b["polls"].get(t, 0) - a["polls"].get(t, 0) for t in b["polls"]}
+        empty = dict.fromkeys(PgStats.TABLE_COLUMNS, 0)
+        return {"commit": b["xact_commit"] - a["xact_commit"] - own - sum(polls.values()),
+                "rollback": b["xact_rollback"] - a["xact_rollback"], "polls": polls,
+                "cpu": sum(cpu - a["cpu"].get(pid, 0.0) for pid, cpu in b["cpu"].items()),
+                "tables": {t: {c: v[c] - a["tables"].get(t, empty)[c] for c in PgStats.TABLE_COLUMNS}
+                           for t, v in b["tables"].items()}}
+
+    @staticmethod
+    def table(title: str, a: dict, b: dict, idle: dict, n: int) -> list[str]:
+        """Per operation: from a to b (the run and one wait) minus from b to idle (one wait)."""
+        run, tail = PgStats._delta(a, b), PgStats._delta(b, idle)
+        commits, rollbacks = run["commit"] - tail["commit"], run["rollback"] - tail["rollback"]
+        backends, polls = run["cpu"] - tail["cpu"], run["polls"]
+        lines = [f"{title}: Postgres per operation (pg_stat_*, minus an idle wait's; the bench's own polls "
+                 f"subtracted from commits, listed under 'polls')",
+                 f"  transactions: commit {commits / n:.2f}, rollback {rollbacks / n:.2f}; CPU of the bench "
+                 f"database's backends {backends * 1000 / n:.2f} ms ({len(b['cpu'])} backends); idle wait: "
+                 f"{tail['commit']} commits, {tail['rollback']} rollbacks, {tail['cpu'] * 1000:.0f} ms CPU",
+                 f"  {'table':<38} {'ins':>6} {'upd':>6} {'(hot)':>6} {'del':>6} {'idxscan':>8} {'seqscan':>8} polls"]
+        for name in sorted(b["tables"]):
+            d = {c: (run["tables"][name][c] - tail["tables"].get(name, {}).get(c, 0)) / n
+                 for c in PgStats.TABLE_COLUMNS}
+            if not any(d.values()):
+                continue
+            lines.append(f"  {name:<38} {d['n_tup_ins']:6.2f} {d['n_tup_upd']:6.2f} {d['n_tup_hot_upd']:6.2f} "
+                         f"{d['n_tup_del']:6.2f} {d['idx_scan']:8.2f} {d['seq_scan']:8.2f} "
+                         f"{polls.get(name, 0) / n:.2f}")
+        return lines
 
 
 async def _db_count(db_url: str, sql: str, *args) -> int:
@@ -81,6 +162,8 @@ async def _db_count(db_url: str, sql: str, *args) -> int:
     conn = _counting.get(db_url)
     if conn is None:
         conn = _counting[db_url] = await asyncpg.connect(to_plain_url(db_url))
+    table = sql.split(" FROM ", 1)[1].split()[0]
+    _polls[table] = _polls.get(table, 0) + 1
     return int(await conn.fetchval(sql, *args))
 
 
@@ -191,6 +274,8 @@ async def run(args) -> None:
 
                 for p in workers:
                     os.killpg(os.getpgid(p.pid), signal.SIGSTOP)
+            pg_stats = PgStats(db) if args.pg_stats else None
+            pg_a = await pg_stats.snapshot() if pg_stats else None
             a, t0 = meter.snapshot(), time.monotonic()
             if args.batch:
                 chunks = [ids[n:n + args.batch] for n in range(0, len(ids), args.batch)]
@@ -233,6 +318,7 @@ async def run(args) -> None:
                 await asyncio.sleep(0.2)
             drained_s = time.monotonic() - t0
             stamp_cpu = Meter.delta(a, meter.snapshot())
+            pg_b = await pg_stats.snapshot() if pg_stats else None
 
             # --- exactly once ---
             distinct = await _db_count(db, "SELECT count(DISTINCT uuid) FROM invoice.invoices WHERE id = ANY($1)", id_list)
@@ -258,6 +344,8 @@ async def run(args) -> None:
             out += _table(f"{mode.split()[0]} requests, per invoice (until all accepted; workers already busy)",
                           requests_cpu, floor, accepted_s, len(ids))
             out += _table("stamp end to end (request, worker, mail)", stamp_cpu, floor, drained_s, len(ids))
+            if pg_stats:
+                out += PgStats.table("stamp end to end", pg_a, pg_b, await pg_stats.snapshot(), len(ids))
             out.append(f"idle floor CPU ms/s: " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in sorted(floor.items())))
             out.append(f"workers: {args.workers}; cores: {os.cpu_count()}; logs: {log_dir}")
     finally:
@@ -302,6 +390,9 @@ def main() -> None:
     parser.add_argument("--backlog", action="store_true",
                         help="stop the workers (SIGSTOP) until every stamp request is accepted: the workers' own "
                              "rate and CPU, with a queue as at a request rate above theirs")
+    parser.add_argument("--pg-stats", action="store_true",
+                        help="print, per stamp, the bench database's transactions, its backends' CPU and each "
+                             "table's row operations and scans (pg_stat_database / pg_stat_user_tables)")
     parser.add_argument("--log-dir", default=None)
     parser.add_argument("--db-name", default=os.environ.get("BENCH_DATABASE", "facturacion_bench_stamping"),
                         help="the database created (dropped first) beside DATABASE_URL's: give each concurrent run "

@@ -13,18 +13,53 @@ from sqlalchemy import func, select, text
 from shared import embedded
 from shared.bus import EVENTS_STREAM
 from shared.events import MemberRemoved
+from shared.registry import outbox_schemas
 from shared.runtime import build_runtime
 from subgraphs.auth.models import outbox as auth_outbox
 from subgraphs.notification.models import EmailMessage, ProcessedEvent
 from tests.events.helpers import invoice_stamped, emit_auth, stream_event_ids, verification_requested
 from workers.notifications import consume_once
-from workers.relay import relay_loop, relay_once
+from workers.relay import APPLICATION_NAME, relay_loop, relay_once
 
 
 async def _rows(rt, event_ids):
     async with rt.sessionmaker() as s:
         rows = (await s.execute(select(auth_outbox).where(auth_outbox.c.event_id.in_(event_ids)).order_by(auth_outbox.c.id))).all()
     return rows
+
+
+_LEADERS = text(
+    "SELECT l.objid::bigint AS key, a.pid, a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = CAST(x'726C6179' AS int)::oid "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND a.application_name = :app")
+
+
+async def _leaders(rt) -> list:
+    """(schema key, leading backend's pid, its start) of every schema a relay loop leads."""
+    async with rt.sessionmaker() as s:
+        return (await s.execute(_LEADERS, {"app": APPLICATION_NAME})).all()
+
+
+async def _until_led(rt, *, not_by: set[int] = frozenset()) -> list:
+    """Wait until every outbox schema is led (by a backend not in `not_by`); returns the leaders."""
+    for _ in range(500):
+        rows = await _leaders(rt)
+        if len(rows) == len(outbox_schemas()) and not {r.pid for r in rows} & not_by:
+            return rows
+        await asyncio.sleep(0.02)
+    pytest.fail(f"the schemas are not led: {rows}")
+
+
+async def _delivered(rt, ev, *, tries: int = 300) -> bool:
+    """Wait until the event's row is marked delivered (in the stream is not enough: a loop
+    cancelled between XADD and the mark would leave it to be re-sent into the next test)."""
+    for _ in range(tries):
+        (row,) = await _rows(rt, [ev.id])
+        if row.delivered_at is not None:
+            return str(ev.id) in await stream_event_ids(rt.redis, last=500)
+        await asyncio.sleep(0.03)
+    return False
 
 
 async def test_rows_reach_the_stream_in_id_order_and_are_marked_delivered(rt):
@@ -164,20 +199,9 @@ async def test_the_loop_wakes_on_notify_without_waiting_for_the_sweep(rt):
     await relay_once(rt)
     task = asyncio.create_task(relay_loop(rt, sweep_interval=60))
     try:
-        for _ in range(300):  # until the loop's LISTEN is in place
-            async with rt.sessionmaker() as s:
-                listening = (await s.execute(text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'"
-                ))).scalar()
-            if listening:
-                break
-            await asyncio.sleep(0.01)
+        await _until_led(rt)  # it leads, so it LISTENs
         ev = await emit_auth(rt, MemberRemoved(user_id=uuid.uuid4()), organization_id=uuid.uuid4())
-        for _ in range(100):
-            if str(ev.id) in await stream_event_ids(rt.redis, last=200):
-                break
-            await asyncio.sleep(0.03)
-        else:
+        if not await _delivered(rt, ev, tries=100):
             pytest.fail("NOTIFY did not wake the relay")
     finally:
         task.cancel()
@@ -239,3 +263,80 @@ async def test_emit_many_appends_in_one_statement_in_order_and_the_relay_deliver
     assert await relay_once(rt) >= 4
     ours = {str(e.id) for e in events}
     assert [i for i in await stream_event_ids(rt.redis) if i in ours] == [str(e.id) for e in events]
+
+
+async def test_one_loop_leads_the_others_stand_by_and_one_shot_passes_keep_out(rt, settings):
+    """Two workers' loops: one leads every schema (its connection holds the locks) and relays; the
+    other neither relays nor listens; a one-shot pass (the arq job) relays nothing meanwhile, so
+    the leader's batch is not sent twice, nor out of order, while it waits between XADD and mark."""
+    held, release = asyncio.Event(), asyncio.Event()
+    held_aggregate = f"held-{uuid.uuid4()}"
+
+    async def hold(schema, events):
+        if any(e.aggregate_id == held_aggregate for e in events):
+            held.set()
+            await release.wait()
+
+    first = asyncio.create_task(relay_loop(rt, sweep_interval=0.05, after_publish=hold))
+    leaders = await _until_led(rt)
+    second = asyncio.create_task(relay_loop(rt, sweep_interval=0.05, after_publish=hold))
+    other = build_runtime("relay-one-shot", settings)
+    try:
+        await asyncio.sleep(0.3)  # several of the standby's sweeps: it takes nothing over
+        assert {r.pid for r in await _leaders(rt)} == {r.pid for r in leaders} and len({r.pid for r in leaders}) == 1
+        async with rt.sessionmaker() as s:
+            listeners = (await s.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = :app "
+                "AND query LIKE 'LISTEN %'"), {"app": APPLICATION_NAME})).scalar()
+        ev = await emit_auth(rt, MemberRemoved(user_id=uuid.uuid4()), organization_id=uuid.uuid4(),
+                             aggregate_id=held_aggregate)
+        await asyncio.wait_for(held.wait(), 10)  # the leader sent it and has not marked it
+        assert await relay_once(other, schemas=["auth"]) == 0
+        release.set()
+        assert await _delivered(rt, ev)
+        assert (await stream_event_ids(rt.redis)).count(str(ev.id)) == 1
+        assert listeners <= 1  # the standby does not LISTEN (the leader may be mid-pass)
+    finally:
+        release.set()
+        for task in (first, second):
+            task.cancel()
+        await asyncio.gather(first, second, return_exceptions=True)
+        await other.close()
+
+
+async def test_a_standby_takes_over_when_the_leader_dies(rt):
+    first = asyncio.create_task(relay_loop(rt, sweep_interval=0.05))
+    second: asyncio.Task | None = None
+    try:
+        leaders = await _until_led(rt)
+        second = asyncio.create_task(relay_loop(rt, sweep_interval=0.05))
+        await asyncio.sleep(0.2)
+        first.cancel()  # the leading process ends: its connection, and its locks, go with it
+        await asyncio.gather(first, return_exceptions=True)
+        await _until_led(rt, not_by={r.pid for r in leaders})
+        ev = await emit_auth(rt, MemberRemoved(user_id=uuid.uuid4()), organization_id=uuid.uuid4())
+        if not await _delivered(rt, ev):
+            pytest.fail("nobody relays after the leader died")
+    finally:
+        for task in (first, second):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_leader_whose_connection_is_killed_is_replaced_and_delivery_goes_on(rt):
+    """The server ends the leader's backend (a Postgres restart, an admin): the locks go with it,
+    a loop (the same, reconnecting, or another) leads again and relays what was emitted meanwhile."""
+    loops = [asyncio.create_task(relay_loop(rt, sweep_interval=0.05)) for _ in range(2)]
+    try:
+        leaders = await _until_led(rt)
+        async with rt.sessionmaker() as s, s.begin():
+            await s.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": leaders[0].pid})
+        ev = await emit_auth(rt, MemberRemoved(user_id=uuid.uuid4()), organization_id=uuid.uuid4())
+        await _until_led(rt, not_by={leaders[0].pid})
+        assert await _delivered(rt, ev)
+        assert str(ev.id) in await stream_event_ids(rt.redis, last=200)
+    finally:
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
