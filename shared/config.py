@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     # the longest a role change or removal can lag outside the auth service. 0 = no cache.
     authz_cache_seconds: float = Field(default=1.0, ge=0, le=30)
 
+    # Delivered outbox rows are kept this long (hours) for inspection and replay, then deleted by
+    # the relay's leader; undelivered rows are never deleted. 0 = keep forever.
+    outbox_retention_hours: int = Field(default=7 * 24, ge=0)
+
     # AES-256 key-encryption key (base64, 32 bytes) for secrets at rest (CSD keys, TOTP secrets).
     # `key_encryption_key_id` is stored beside every ciphertext so keys can rotate.
     key_encryption_key: str = _DEV_KEK

@@ -19,6 +19,10 @@ periodic sweep covers missed notifications (listener reconnecting, rows left beh
 outage). One-shot passes (`relay_once`: the arq job, tests) take the same key with a
 transaction-scoped lock on a pooled connection, and so relay nothing while a leader exists.
 
+The leader also deletes rows delivered more than `OUTBOX_RETENTION_HOURS` ago (a week by
+default), so the outbox holds a recent history instead of every event ever; an undelivered row is
+never deleted.
+
 Statements are plain SQL built once per schema (on asyncpg: prepared once per connection); the
 ORM's statement building and sessions cost more than the relaying itself. Every read is a
 statement of its own after the lock was taken: its snapshot then sees what the previous holder
@@ -49,6 +53,9 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
 SWEEP_INTERVAL = 2.0  # seconds between safety-net passes (and standbys' takeover attempts)
+PURGE_INTERVAL = 600.0  # seconds between the leader's deletions of old delivered rows
+PURGE_BATCH = 5000  # rows per DELETE (short statements: producers insert meanwhile)
+PURGE_MAX_BATCHES = 20  # per schema per purge; the rest waits for the next one
 REDIS_TIMEOUT = 10.0
 # Advisory-lock namespace ("rlay"); the second key is per schema so schemas relay in parallel.
 _LOCK_NAMESPACE = 0x726C6179
@@ -60,6 +67,14 @@ AfterPublish = Callable[[str, list[Event]], Awaitable[None]]
 
 _COLUMNS = ("id, event_id, type, version, organization_id, actor_id, aggregate_id, occurred_at, "
             "payload::text AS payload, traceparent")
+
+
+@functools.cache
+def _purge_statement(schema: str) -> str:
+    """Delete up to $2 rows delivered more than $1 hours ago (never an undelivered one)."""
+    table = f'"{schema}".outbox'
+    return (f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE delivered_at IS NOT NULL "
+            "AND delivered_at < now() - make_interval(hours => $1) ORDER BY id LIMIT $2)")
 
 
 @functools.cache
@@ -217,6 +232,20 @@ class _Leader:
                     break
         return total
 
+    async def purge(self, retention_hours: int) -> int:
+        """Delete the led schemas' rows delivered more than `retention_hours` ago: nothing else
+        ever deletes outbox rows, and every event would stay in Postgres forever. Returns how many
+        were deleted."""
+        total = 0
+        for schema in self.led:
+            for _ in range(PURGE_MAX_BATCHES):
+                status = await self.conn.execute(_purge_statement(schema), retention_hours, PURGE_BATCH)
+                deleted = int(status.rsplit(" ", 1)[-1])
+                total += deleted
+                if deleted < PURGE_BATCH:
+                    break
+        return total
+
     async def close(self) -> None:
         if self.conn is not None and not self.conn.is_closed():
             await self.conn.close()  # releases the locks: a standby takes over at its next sweep
@@ -229,6 +258,8 @@ async def relay_loop(rt: Runtime, *, sweep_interval: float = SWEEP_INTERVAL,
     cancelled."""
     me = _Leader(rt, after_publish)
     swept_at = 0.0
+    purged_at: float | None = None  # first purge at the first sweep that leads something
+    retention = rt.settings.outbox_retention_hours
     try:
         while True:
             me.wake.clear()
@@ -246,6 +277,10 @@ async def relay_loop(rt: Runtime, *, sweep_interval: float = SWEEP_INTERVAL,
                 await me.relay(schemas)
                 if everything:
                     swept_at = now
+                    if retention and me.led and (purged_at is None or now - purged_at >= PURGE_INTERVAL):
+                        purged_at = now
+                        if deleted := await me.purge(retention):
+                            log.info("relay: deleted %d outbox rows delivered over %d h ago", deleted, retention)
             except Exception:  # noqa: BLE001 - database or connection hiccup: again on the next tick
                 log.exception("relay pass failed")
                 if me.conn is not None and not me.conn.is_closed():

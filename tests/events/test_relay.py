@@ -340,3 +340,53 @@ async def test_a_leader_whose_connection_is_killed_is_replaced_and_delivery_goes
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
+
+
+async def _age(rt, ev, *, hours: int) -> None:
+    """Make the event's row look delivered `hours` ago."""
+    async with rt.sessionmaker() as s, s.begin():
+        await s.execute(auth_outbox.update().where(auth_outbox.c.event_id == ev.id)
+                        .values(delivered_at=func.now() - text(f"interval '{hours} hours'")))
+
+
+async def test_the_leader_deletes_rows_delivered_longer_ago_than_the_retention_and_nothing_else(rt):
+    """Nothing else deletes outbox rows: the leader removes those delivered more than
+    `outbox_retention_hours` ago, keeps recent ones and never touches an undelivered row."""
+    from workers.relay import _Leader
+
+    old, recent = [await emit_auth(rt, MemberRemoved(user_id=uuid.uuid4()), organization_id=uuid.uuid4())
+                   for _ in range(2)]
+    await relay_once(rt)
+    await _age(rt, old, hours=rt.settings.outbox_retention_hours + 1)
+    await _age(rt, recent, hours=rt.settings.outbox_retention_hours - 1)
+    leader = _Leader(rt, None)
+    try:
+        await leader.connect()
+        assert "auth" in await leader.take_over()
+        pending = await emit_auth(rt, MemberRemoved(user_id=uuid.uuid4()), organization_id=uuid.uuid4())
+        async with rt.sessionmaker() as s, s.begin():  # undelivered and as old as can be
+            await s.execute(auth_outbox.update().where(auth_outbox.c.event_id == pending.id)
+                            .values(occurred_at=func.now() - text("interval '400 days'")))
+        assert await leader.purge(rt.settings.outbox_retention_hours) >= 1
+        rows = {r.event_id: r for r in await _rows(rt, [old.id, recent.id, pending.id])}
+        assert old.id not in rows
+        assert rows[recent.id].delivered_at is not None and rows[pending.id].delivered_at is None
+    finally:
+        await leader.close()
+
+
+async def test_the_relay_loop_purges_old_delivered_rows_when_it_leads(rt):
+    ev = await emit_auth(rt, MemberRemoved(user_id=uuid.uuid4()), organization_id=uuid.uuid4())
+    await relay_once(rt)
+    await _age(rt, ev, hours=rt.settings.outbox_retention_hours + 1)
+    loop = asyncio.create_task(relay_loop(rt, sweep_interval=0.05))
+    try:
+        for _ in range(300):
+            if not await _rows(rt, [ev.id]):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the leading loop did not delete a row delivered past the retention")
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
