@@ -50,7 +50,7 @@ check-schema: install
 # Every benchmark prints its figures beside its floor (bench/RESULTS.md says what each means and
 # the machine); a benchmark that fails (an error, a missed event) fails the target. Files another
 # branch has not brought yet are skipped. Uses DATABASE_URL / REDIS_URL when set, else embedded servers.
-BENCHES := cfdi_build_sign pdf_render graphql_overhead tracing_overhead dashboard stamping fanout ocr_receipts
+BENCHES := cfdi_build_sign pdf_render graphql_overhead tracing_overhead dashboard stamping relay fanout ocr_receipts
 bench: install
 	@set -e; for b in $(BENCHES); do \
 	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py; else echo "== bench/$$b.py: not on this branch"; fi; \
