@@ -69,3 +69,22 @@ async def per_request_us(client, method: str, path: str, *, n: int, clock: Calla
         r = await client.request(method, path, **kw)
         assert r.status_code == 200, r.text
     return (clock() - start) / n * 1e6
+
+
+async def database_activity(conn, *, except_application: str = "") -> tuple[dict[int, float], int, int]:
+    """The current database's work so far, read on `conn` (asyncpg): CPU seconds of each of its
+    other backends (per pid, from /proc: other databases' backends do not count), and its
+    committed and rolled-back transactions (pg_stat_database)."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    pids = [r[0] for r in await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND application_name IS DISTINCT FROM $1", except_application or None)]
+    commit, rollback = await conn.fetchrow("SELECT xact_commit, xact_rollback FROM pg_stat_database "
+                                           "WHERE datname = current_database()")
+    cpu = {}
+    for pid in pids:
+        try:
+            cpu[pid] = process_cpu_seconds(pid)
+        except OSError:  # the backend ended meanwhile
+            pass
+    return cpu, commit, rollback

@@ -52,21 +52,9 @@ def _produce(url: str, commits: int, events: int, rate: float, polls) -> None:
 
 
 async def _backends(conn) -> tuple[dict[int, float], int, int]:
-    from bench.measure import process_cpu_seconds
+    from bench.measure import database_activity
 
-    await conn.execute("SELECT pg_stat_clear_snapshot()")
-    pids = [r[0] for r in await conn.fetch(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-        "AND application_name <> $1", PRODUCER)]
-    commit, rollback = await conn.fetchrow("SELECT xact_commit, xact_rollback FROM pg_stat_database "
-                                           "WHERE datname = current_database()")
-    cpu = {}
-    for pid in pids:
-        try:
-            cpu[pid] = process_cpu_seconds(pid)
-        except OSError:
-            pass
-    return cpu, commit, rollback
+    return await database_activity(conn, except_application=PRODUCER)
 
 
 async def run(args) -> None:

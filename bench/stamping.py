@@ -93,29 +93,19 @@ class PgStats:
     async def snapshot(self) -> dict:
         import asyncpg
 
-        from bench.measure import process_cpu_seconds
+        from bench.measure import database_activity
         from shared.config import to_plain_url
 
         await asyncio.sleep(self.FLUSH_WAIT)
         conn = await asyncpg.connect(to_plain_url(self.db_url))
         try:
-            await conn.execute("SELECT pg_stat_clear_snapshot()")
-            db = await conn.fetchrow("SELECT xact_commit, xact_rollback FROM pg_stat_database "
-                                     "WHERE datname = current_database()")
+            cpu, commit, rollback = await database_activity(conn)
             tables = {f"{r['schemaname']}.{r['relname']}": {c: r[c] or 0 for c in self.TABLE_COLUMNS}
                       for r in await conn.fetch(f"SELECT schemaname, relname, {', '.join(self.TABLE_COLUMNS)} "
                                                 "FROM pg_stat_user_tables")}
-            pids = [r[0] for r in await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = "
-                                                   "current_database() AND pid <> pg_backend_pid()")]
         finally:
             await conn.close()
-        cpu = {}
-        for pid in pids:
-            try:
-                cpu[pid] = process_cpu_seconds(pid)
-            except OSError:
-                pass
-        return {"xact_commit": db["xact_commit"], "xact_rollback": db["xact_rollback"], "tables": tables,
+        return {"xact_commit": commit, "xact_rollback": rollback, "tables": tables,
                 "cpu": cpu, "polls": dict(_polls)}
 
     @staticmethod
