@@ -218,7 +218,11 @@ async def run(args) -> None:
             stack.start(f"worker{i + 1}", profiled(f"worker{i + 1}", [sys.executable, "-m", "workers.main"]), None)
         stack.start("gateway", [str(Path(__file__).resolve().parents[1] / "supergraph" / "gateway.sh")],
                     f"http://127.0.0.1:{gateway_port}/readiness", env={"LOG_LEVEL": "warn"})
-        limits = httpx.Limits(max_connections=args.invoices + 10, max_keepalive_connections=args.invoices + 10)
+        # Idle connections are dropped after 2 s: Node closes a keep-alive connection idle for 5 s
+        # (keepAliveTimeout), httpx keeps one 5 s by default, and a request sent on a connection the
+        # gateway is closing at that moment fails with ReadError (seen in 3 of ~16 runs).
+        limits = httpx.Limits(max_connections=args.invoices + 10, max_keepalive_connections=args.invoices + 10,
+                              keepalive_expiry=2.0)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway_port}", timeout=300, limits=limits) as http:
             gw = GraphQLClient(http)
             token, customer_id = await new_issuer(gw, mailbox, customer_email=unique_email("cliente"))
