@@ -8,8 +8,9 @@ The request's traceparent, when it was traced, goes with the job as the `tracepa
 
 A batch of events is queued in one round trip: a Lua script does, per job, what arq's
 `enqueue_job` does with WATCH/EXISTS/MULTI (three round trips per job): skip it when its job or
-result key exists, else store the job and add it to the queue, atomically. The job is serialized
-by arq's own `serialize_job`, so workers read it as any other arq job."""
+result key exists, else store the job and add it to the queue, atomically; then, if anything was
+queued, it wakes the workers (`wake_channel`). The job is serialized by arq's own `serialize_job`,
+so workers read it as any other arq job."""
 
 from __future__ import annotations
 
@@ -23,15 +24,25 @@ from workers import stamping
 
 ROUTES = {**stamping.EVENT_JOBS}
 
-# KEYS: queue, then (job key, result key) per job; ARGV: score, expires ms, then (job, job id) per job.
+def wake_channel(queue_name: str) -> str:
+    """Where workers of `queue_name` listen (workers/main.py) to poll at once when jobs were queued
+    instead of at their next poll; polling stays the safety net (a lost message costs only that)."""
+    return f"{queue_name}:wake"
+
+
+# KEYS: queue, then (job key, result key) per job; ARGV: score, expires ms, wake channel, then
+# (job, job id) per job.
 _ENQUEUE = """
 local queued = 0
 for i = 1, (#KEYS - 1) / 2 do
   if redis.call('EXISTS', KEYS[2 * i], KEYS[2 * i + 1]) == 0 then
-    redis.call('PSETEX', KEYS[2 * i], ARGV[2], ARGV[2 * i + 1])
-    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2 * i + 2])
+    redis.call('PSETEX', KEYS[2 * i], ARGV[2], ARGV[2 * i + 2])
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2 * i + 3])
     queued = queued + 1
   end
+end
+if queued > 0 then
+  redis.call('PUBLISH', ARGV[3], queued)
 end
 return queued
 """
@@ -42,7 +53,7 @@ async def enqueue_event_jobs(redis: Redis, events: list[Event]) -> int:
     returns how many were queued (a job already queued, running or kept is not)."""
     now = timestamp_ms()
     keys: list[str] = [default_queue_name]
-    argv: list = [now, expires_extra_ms]
+    argv: list = [now, expires_extra_ms, wake_channel(default_queue_name)]
     for ev in events:
         route = ROUTES.get(ev.type)
         if route is None:

@@ -18,7 +18,7 @@ import functools
 import logging
 import os
 
-from arq.connections import RedisSettings, create_pool
+from arq.connections import RedisSettings, create_pool, log_redis_info
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms, to_ms
 from arq.worker import Function, Worker, get_kwargs
@@ -30,6 +30,7 @@ from shared.runtime import build_runtime
 from shared.telemetry import job_span, setup_tracing, tracing_enabled
 from shared.coalesce import Coalescer
 from workers import auth, expense, notifications, relay, stamping
+from workers.event_jobs import wake_channel
 from workers.outage import retrying_on_outage
 
 log = logging.getLogger("workers.main")
@@ -105,9 +106,9 @@ class WorkerSettings:
     # batches (service/stamp_batch.py), so more slots mean bigger batches and less CPU per stamp:
     # with 2 workers on 2 cores, 20 slots gave 127 stamps/s, 60 gave 175-205 (bench/RESULTS-stamping.md).
     max_jobs = int(os.environ.get("WORKER_MAX_JOBS", "60"))
-    # How often the queue is polled (arq's default is 0.5 s): a request's job waited up to that
-    # long before starting, a quarter of a 300-invoice batch's whole run. An idle poll is one Redis
-    # round trip.
+    # How often the queue is polled (arq's default is 0.5 s) when no wake-up comes: jobs the relay
+    # queues wake the workers at once (ResilientWorker._listen_for_wakeups); polling catches the
+    # rest (retries coming due, crons, a lost wake-up). An idle poll is one Redis round trip.
     poll_delay = float(os.environ.get("WORKER_POLL_SECONDS", "0.1"))
     # Also how long a job whose worker was killed stays claimed before another worker re-runs it
     # (arq keeps it "in progress" for job_timeout + 10 s); the fault suite shortens it.
@@ -150,7 +151,52 @@ class ResilientWorker(Worker):
             except REDIS_DOWN as exc:
                 await self._wait_for_backoff("esperando a Redis para arrancar", exc)
         self._backoff = BACKOFF_FIRST
-        await super().main()
+        # arq 0.28's Worker.main, with the pause between polls cut short by a wake-up.
+        log.info("Starting worker for %d functions: %s", len(self.functions), ", ".join(self.functions))
+        await log_redis_info(self.pool, log.info)
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        self._woken = asyncio.Event()
+        listener = asyncio.ensure_future(self._listen_for_wakeups())
+        try:
+            while True:
+                self._woken.clear()  # before the poll: a wake-up during it is not lost
+                await self._poll_iteration()
+                if self.burst:
+                    if 0 <= self.max_burst_jobs <= self._jobs_started():
+                        await asyncio.gather(*self.tasks.values())
+                        return
+                    if await self.pool.zcard(self.queue_name) == 0:
+                        await asyncio.gather(*self.tasks.values())
+                        return
+                try:
+                    await asyncio.wait_for(self._woken.wait(), self.poll_delay_s)
+                except TimeoutError:
+                    pass
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+    _woken: asyncio.Event | None = None
+
+    async def _listen_for_wakeups(self) -> None:
+        """Poll at once when the relay queued jobs (workers/event_jobs.py publishes on the queue's `wake_channel`)
+        instead of at the next poll: a request's job used to wait half a poll interval on average
+        before starting. The poll interval stays the safety net: a message lost while Redis is away
+        (or this subscription reconnecting) costs only that wait."""
+        while True:
+            try:
+                async with self.pool.pubsub() as pubsub:
+                    await pubsub.subscribe(wake_channel(self.queue_name))
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message" and self._woken is not None:
+                            self._woken.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis away: polling goes on; subscribe again
+                log.debug("wake-up subscription lost: %r", exc)
+                await asyncio.sleep(BACKOFF_MAX)
 
     async def _poll_iteration(self) -> None:
         try:
