@@ -250,9 +250,10 @@ def _claiming_statement():
 
 @functools.cache
 def _finishing_many(columns: tuple[str, ...], to: Status | None):
-    """The finish for many invoices: the conditional UPDATE (still STAMPING for the same request) over unnest()ed arrays
-    (ids, keys, and each of `columns` as v_<column>), with a history row per updated invoice
-    (h_ids, h_whys) when the status moves `to`. Returns the invoice reference of each updated row."""
+    """The finish for many invoices: the conditional UPDATE (still STAMPING for the same request)
+    over unnest()ed arrays (ids, keys, and each of `columns` as v_<column>), with a history row per
+    updated invoice (h_ids, h_whys) when the status moves `to`. Returns the invoice reference of
+    each updated row."""
     dialect = postgresql.dialect()
 
     def array(name: str, sql_type) -> str:
